@@ -1,0 +1,53 @@
+# repshift — two commands on a fresh machine (Python 3.11, no GPU needed):
+#   make demo   install into .venv and run the workflow on the offline demo preset
+#   make test   install the dev tools and run the test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+DEMO_TARGET := demo/results/figs/layer_sweep.pdf
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export MPLBACKEND ?= Agg
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install dev demo test test-fast lint format clean-demo
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# torch first, pinned, from pip (a CPU build is served here; an unpinned torch would pull CUDA wheels)
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+dev: $(VENV)/.installed-dev
+
+demo: install
+	$(BIN)/snakemake --workflow-profile profiles/demo --cores $(CORES) $(DEMO_TARGET) >&2
+	@echo "$(CURDIR)/$(DEMO_TARGET)"
+
+test: dev
+	$(BIN)/python -m pytest -q
+
+test-fast: dev
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: dev
+	$(BIN)/ruff check src tests workflow_scripts benchmarks
+	$(BIN)/snakefmt --check Snakefile rules
+	$(BIN)/snakemake --lint --cores 1 >/dev/null
+
+format: dev
+	$(BIN)/ruff format src tests workflow_scripts benchmarks
+	$(BIN)/snakefmt Snakefile rules
+
+clean-demo:
+	rm -rf demo

@@ -1,0 +1,30 @@
+"""repshift: how a language model's representations shift when it becomes a vision-language model.
+
+    snakemake --cores 8 results/figs/layer_sweep.pdf                      # the real experiment (GPU, hub token)
+    snakemake --workflow-profile profiles/demo demo/results/figs/layer_sweep.pdf   # offline demo preset
+
+Layer L everywhere means the output of decoder block L (0-based; HF hidden_states[L+1], last block pre-norm).
+"""
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/download.smk"
+include: "rules/datasets.smk"
+include: "rules/activations.smk"
+include: "rules/sae.smk"
+include: "rules/probes.smk"
+include: "rules/figures.smk"
+
+
+rule all:
+    """The layer-sweep figure and everything it is drawn from."""
+    input:
+        f"{RESULTS}/figs/layer_sweep.pdf",
+    default_target: True

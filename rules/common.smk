@@ -1,0 +1,109 @@
+"""Validation, wildcard constraints and small input functions shared by every stage (no rules here)."""
+
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from repshift import config as rcfg
+from repshift.provenance import code_hash as _code_hash
+
+
+validate(config, "config.schema.yaml")
+rcfg.check_config(config)
+
+DATA = config["paths"]["data"]
+RESULTS = config["paths"]["results"]
+SPLIT = config["coco"]["split"]
+LOGS = f"{RESULTS}/logs"
+BENCH = f"{RESULTS}/benchmarks"
+
+
+def _names(section, **where):
+    """Names in a config section whose fields match ``where``; a never-matching regex when none do."""
+    names = [
+        n
+        for n, d in config[section].items()
+        if all(d.get(k) == v for k, v in where.items())
+    ]
+    return "|".join(names) if names else "(?!x)x"
+
+
+wildcard_constraints:
+    model=_names("models"),
+    dataset=_names("datasets"),
+    sae=_names("saes"),
+    comparison=_names("comparisons"),
+    task="|".join(config["probes"]["tasks"]) or "(?!x)x",
+    layer=r"\d+",
+
+
+def code_hash(*modules):
+    """Content hash of the repshift modules a rule runs: editing them reruns exactly those jobs."""
+    return _code_hash(modules + ("steps", "runtime", "atomic", "provenance"))
+
+
+def coco_root():
+    if config["coco"]["source"] == "path":
+        return config["coco"]["root"]
+    return f"{DATA}/coco"
+
+
+def coco_files():
+    root = coco_root()
+    return {
+        "instances": f"{root}/annotations/instances_{SPLIT}.json",
+        "captions": f"{root}/annotations/captions_{SPLIT}.json",
+        "images": f"{root}/{SPLIT}",
+    }
+
+
+def manifest(dataset):
+    return f"{DATA}/datasets/{dataset}.tsv"
+
+
+def model_dir(model):
+    """The folder from_pretrained loads for demo models (a generated job output); nothing otherwise."""
+    spec = rcfg.model_spec(config, model)
+    return [spec.location(DATA)] if spec.source in ("demo", "local") else []
+
+
+def activations(model, dataset):
+    return f"{RESULTS}/activations/{model}/{dataset}"
+
+
+def sae_dir(sae, layer):
+    s = config["saes"][sae]
+    if s["source"] == "local":
+        return s["path_template"].format(layer=layer)
+    return f"{DATA}/saes/{sae}/layer-{layer}"
+
+
+def sae_outputs(sae, model, dataset, layer):
+    return f"{RESULTS}/sae/{sae}/{model}/{dataset}/layer-{layer}"
+
+
+def all_shift_tables():
+    return [
+        f"{RESULTS}/sae/shift/{c}/layer-{layer}.tsv"
+        for c in config["comparisons"]
+        for layer in rcfg.comparison_layers(config, c)
+    ]
+
+
+def all_transfer_tables():
+    out = []
+    for sae in config["saes"]:
+        for model, dataset in rcfg.sae_models(config, sae):
+            out += [
+                f"{sae_outputs(sae, model, dataset, layer)}.transfer.tsv"
+                for layer in rcfg.sae_layers(config, sae, model)
+            ]
+    return sorted(set(out))
+
+
+def all_probe_tables():
+    return [
+        f"{RESULTS}/probes/{task}/layer-{layer}.tsv"
+        for task in config["probes"]["tasks"]
+        for layer in rcfg.probe_layers(config, task)
+    ]

@@ -1,0 +1,25 @@
+"""Figures, each with the numbers it plots beside it as a tidy TSV."""
+
+
+rule plot_layer_sweep:
+    """Layer sweep: SAE shift, transfer quality and probe accuracy per layer (PDF, PNG and TSV)."""
+    input:
+        shift=all_shift_tables(),
+        transfer=all_transfer_tables(),
+        probes=all_probe_tables(),
+    output:
+        pdf=report(
+            f"{RESULTS}/figs/layer_sweep.pdf",
+            caption="../report/layer_sweep.rst",
+            category="Layer sweep",
+        ),
+        png=f"{RESULTS}/figs/layer_sweep.png",
+        tsv=f"{RESULTS}/figs/layer_sweep.tsv",
+    log:
+        f"{LOGS}/plot_layer_sweep/layer_sweep.log",
+    params:
+        comparisons=config["comparisons"],
+        tasks=config["probes"]["tasks"],
+        code=code_hash("figures"),
+    script:
+        "../workflow_scripts/plot_layer_sweep.py"

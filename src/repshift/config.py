@@ -1,0 +1,231 @@
+"""Typed views of the validated config and the cross-checks JSON Schema cannot express.
+
+``rules/config.schema.yaml`` checks keys, types and slugs (Snakemake's ``validate`` also fills defaults);
+:func:`check_config` then checks references between sections (a comparison naming an unknown model, a
+layer a model does not have, ...) and the helpers here derive what the DAG needs: which (model, dataset)
+pairs to extract, at which layers, with or without token-level storage. No I/O, no Snakemake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+VLM_FAMILIES = frozenset({"paligemma", "llava", "llava-next"})
+HUB_HELP = (
+    "The real preset needs network access to the Hugging Face hub and, for the gated Gemma models, a token "
+    "of an account that accepted their licence (`huggingface-cli login` or HF_TOKEN). To run offline, use "
+    "the demo preset: `make demo`."
+)
+
+
+class ConfigError(ValueError):
+    """A config value that is wrong, with what to change."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str
+    source: str
+    num_layers: int
+    id: str | None = None
+    revision: str = "main"
+    path: str | None = None
+    image_prompt: str = ""
+    demo: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, name: str, d: Mapping[str, Any]) -> ModelSpec:
+        known = {"family", "source", "num_layers", "id", "revision", "path", "image_prompt", "demo"}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"models.{name}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(name=name, **{k: v for k, v in d.items() if k in known})
+
+    @property
+    def is_vlm(self) -> bool:
+        return self.family in VLM_FAMILIES
+
+    def location(self, data_dir: str | Path) -> str:
+        """What ``from_pretrained`` is given: a hub id, a local folder, or the generated demo folder."""
+        if self.source == "hub":
+            return str(self.id)
+        if self.source == "local":
+            return str(self.path)
+        return str(Path(data_dir) / "models" / self.name)
+
+    def check_layers(self, layers: list[int]) -> None:
+        bad = [layer for layer in layers if not 0 <= layer < self.num_layers]
+        if bad:
+            raise ConfigError(
+                f"layer {bad[0]} requested but {self.name} has {self.num_layers} blocks "
+                f"(0-{self.num_layers - 1}); layer L means the output of block L"
+            )
+
+
+def model_spec(cfg: Mapping[str, Any], name: str) -> ModelSpec:
+    if name not in cfg["models"]:
+        raise ConfigError(f"unknown model {name!r}; configured models: {sorted(cfg['models'])}")
+    return ModelSpec.from_dict(name, cfg["models"][name])
+
+
+def _resolve(layers: Any, n: int) -> list[int]:
+    return list(range(n)) if layers == "all" else sorted(int(x) for x in layers)
+
+
+def model_layers(cfg: Mapping[str, Any], model: str) -> list[int]:
+    """Layers extracted for ``model`` (block indices)."""
+    spec = model_spec(cfg, model)
+    layers = _resolve(cfg["extraction"].get("layers", "all"), spec.num_layers)
+    spec.check_layers(layers)
+    return layers
+
+
+def sae_layers(cfg: Mapping[str, Any], sae: str, model: str) -> list[int]:
+    """Layers at which SAE family ``sae`` is applied to ``model``."""
+    spec = model_spec(cfg, model)
+    wanted = cfg["saes"][sae].get("layers", "all")
+    layers = _resolve(wanted, spec.num_layers)
+    spec.check_layers(layers)
+    return sorted(set(layers) & set(model_layers(cfg, model)))
+
+
+def comparison_layers(cfg: Mapping[str, Any], comparison: str) -> list[int]:
+    c = cfg["comparisons"][comparison]
+    return sorted(set(sae_layers(cfg, c["sae"], c["base"])) & set(sae_layers(cfg, c["sae"], c["adapted"])))
+
+
+def probe_layers(cfg: Mapping[str, Any], task: str) -> list[int]:
+    models = cfg["probes"]["tasks"][task]["models"]
+    common = set(model_layers(cfg, models[0]))
+    for m in models[1:]:
+        common &= set(model_layers(cfg, m))
+    return sorted(common)
+
+
+def task_models(cfg: Mapping[str, Any], task: str) -> list[str]:
+    """Every model a probe task reads (within, cross-model and cross-modal)."""
+    t = cfg["probes"]["tasks"][task]
+    names = list(t["models"])
+    for pair in t.get("cross_model", []):
+        names += list(pair)
+    names += list(t.get("cross_modal", []))
+    return sorted(set(names))
+
+
+def extraction_pairs(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(model, dataset) pairs that need activations: one extraction job each."""
+    pairs: set[tuple[str, str]] = set()
+    for name, t in cfg["probes"]["tasks"].items():
+        for m in task_models(cfg, name):
+            pairs.add((m, t["dataset"]))
+    for c in cfg["comparisons"].values():
+        pairs.add((c["base"], c["dataset"]))
+        pairs.add((c["adapted"], c["dataset"]))
+    for s in cfg["saes"].values():
+        if s["source"] == "demo":
+            pairs.add((s["train"]["model"], s["train"]["dataset"]))
+    return sorted(pairs)
+
+
+def needs_tokens(cfg: Mapping[str, Any], model: str, dataset: str) -> bool:
+    """Token-level storage is kept only where the SAE stage reads it."""
+    for c in cfg["comparisons"].values():
+        if c["dataset"] == dataset and model in (c["base"], c["adapted"]):
+            return True
+    for s in cfg["saes"].values():
+        if s["source"] == "demo" and (s["train"]["model"], s["train"]["dataset"]) == (model, dataset):
+            return True
+    return False
+
+
+def sae_models(cfg: Mapping[str, Any], sae: str) -> list[tuple[str, str]]:
+    """(model, dataset) pairs encoded with SAE family ``sae``."""
+    out = set()
+    for c in cfg["comparisons"].values():
+        if c["sae"] == sae:
+            out.add((c["base"], c["dataset"]))
+            out.add((c["adapted"], c["dataset"]))
+    return sorted(out)
+
+
+def check_config(cfg: Mapping[str, Any]) -> None:
+    """Cross-section checks, run once before any job. Raises ConfigError naming the key to change."""
+    models = cfg["models"]
+    for name in models:
+        spec = model_spec(cfg, name)
+        if spec.source == "hub" and not spec.id:
+            raise ConfigError(f"models.{name}: source hub needs `id` (e.g. google/gemma-2-2b)")
+        if spec.source == "local" and not spec.path:
+            raise ConfigError(f"models.{name}: source local needs `path` (a save_pretrained folder)")
+        if spec.source == "demo":
+            demo = dict(spec.demo)
+            arch = demo.get("arch")
+            if not arch:
+                raise ConfigError(f"models.{name}: source demo needs `demo: {{arch: ...}}`")
+            expected = {"gemma2": "causal-lm", "paligemma": "paligemma", "llava": "llava"}[arch]
+            if spec.family != expected:
+                raise ConfigError(f"models.{name}: demo arch {arch} is family {expected}, not {spec.family}")
+            if arch != "gemma2":
+                base = demo.get("base")
+                if base not in models or models[base].get("demo", {}).get("arch") != "gemma2":
+                    raise ConfigError(f"models.{name}.demo.base must name a demo gemma2 model, got {base!r}")
+                if models[base]["num_layers"] != spec.num_layers:
+                    raise ConfigError(f"models.{name}: num_layers must equal its base {base}'s")
+                k = demo.get("perturb_from")
+                if k is None or not 0 <= k <= spec.num_layers:
+                    raise ConfigError(
+                        f"models.{name}.demo.perturb_from must be in 0..{spec.num_layers}, got {k!r}"
+                    )
+        model_layers(cfg, name)
+    if cfg["coco"]["source"] == "path" and not cfg["coco"].get("root"):
+        raise ConfigError("coco.source is 'path' but coco.root is not set: give the folder holding val2017/")
+    datasets = cfg["datasets"]
+    for name, s in cfg["saes"].items():
+        src = s["source"]
+        need = {"pretrained": ["release", "id_template"], "local": ["path_template"], "demo": ["train"]}[src]
+        for key in need:
+            if key not in s:
+                raise ConfigError(f"saes.{name}: source {src} needs `{key}`")
+        if src == "demo":
+            if s["train"]["model"] not in models:
+                raise ConfigError(f"saes.{name}.train.model: unknown model {s['train']['model']!r}")
+            if s["train"]["dataset"] not in datasets:
+                raise ConfigError(f"saes.{name}.train.dataset: unknown dataset {s['train']['dataset']!r}")
+    for name, c in cfg["comparisons"].items():
+        for key in ("base", "adapted"):
+            if c[key] not in models:
+                raise ConfigError(
+                    f"comparisons.{name}.{key}: unknown model {c[key]!r}; models: {sorted(models)}"
+                )
+        if c["sae"] not in cfg["saes"]:
+            raise ConfigError(
+                f"comparisons.{name}.sae: unknown SAE {c['sae']!r}; saes: {sorted(cfg['saes'])}"
+            )
+        if c["dataset"] not in datasets:
+            raise ConfigError(f"comparisons.{name}.dataset: unknown dataset {c['dataset']!r}")
+        if datasets[c["dataset"]]["modality"] not in ("text", "paired"):
+            raise ConfigError(
+                f"comparisons.{name}: dataset {c['dataset']} has no text rows (text-only comparison)"
+            )
+        if not comparison_layers(cfg, name):
+            raise ConfigError(f"comparisons.{name}: no layer is both extracted and covered by SAE {c['sae']}")
+    for name, t in cfg["probes"]["tasks"].items():
+        if t["dataset"] not in datasets:
+            raise ConfigError(f"probes.tasks.{name}.dataset: unknown dataset {t['dataset']!r}")
+        modality = datasets[t["dataset"]]["modality"]
+        for m in task_models(cfg, name):
+            if m not in models:
+                raise ConfigError(f"probes.tasks.{name}: unknown model {m!r}; models: {sorted(models)}")
+            if modality in ("image", "attribute") and not model_spec(cfg, m).is_vlm:
+                raise ConfigError(
+                    f"probes.tasks.{name}: dataset {t['dataset']} is image-only but {m} is a text-only model"
+                )
+        for m in t.get("cross_modal", []):
+            if not model_spec(cfg, m).is_vlm:
+                raise ConfigError(f"probes.tasks.{name}.cross_modal: {m} is not a VLM")
+            if modality != "paired":
+                raise ConfigError(f"probes.tasks.{name}.cross_modal needs a paired dataset, not {modality}")

@@ -1,0 +1,189 @@
+"""Model adapters: one interface over causal LMs, PaliGemma and the LLaVA family.
+
+An adapter loads a model once (hub id, local folder or generated demo folder, all through the same
+``from_pretrained`` path), turns manifest rows into model inputs, labels every position by kind from
+token ids (never by offsets) and exposes the decoder blocks so that :mod:`repshift.extract` can read
+the output of block L with forward hooks.
+
+Text-only inputs are tokenised identically for every family: ``[<bos>] + tokenizer(text,
+add_special_tokens=False)`` truncated to ``max_tokens``. This reproduces the hub Gemma tokenizer (which
+adds only BOS) and gives PaliGemma's decoder (whose tokenizer adds no BOS) the very same ids, which the
+comparison stage asserts. Text-only inputs to a VLM decoder carry no ``token_type_ids`` and no pixels, so
+attention is causal exactly as in the base LLM.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from repshift.config import HUB_HELP, ModelSpec
+from repshift.h5io import POSITION_KINDS
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(
+            f"dtype {dtype!r} is not supported; use auto, float32 or bfloat16 (float16 overflows)"
+        )
+    return _DTYPES[dtype]
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder blocks of a causal LM or of a VLM's language model (transformers 5.x module paths)."""
+    inner = getattr(model, "model", model)
+    for path in ("layers", "language_model.layers", "language_model.model.layers"):
+        obj = inner
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, torch.nn.ModuleList):
+            return obj
+    raise TypeError(f"cannot find decoder blocks in {type(model).__name__}")
+
+
+def _text_config(config):
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+@dataclass
+class Batch:
+    inputs: dict[str, torch.Tensor]
+    kinds_BT: np.ndarray  # int8 POSITION_KINDS per position
+    ids_BT: np.ndarray
+
+
+class Adapter:
+    """A loaded model with its tokenizer/processor."""
+
+    def __init__(self, spec: ModelSpec, model, tokenizer, processor, device: torch.device):
+        self.spec = spec
+        self.model = model
+        self.tokenizer = tokenizer
+        self.processor = processor
+        self.device = device
+        self.layers = decoder_layers(model)
+        tcfg = _text_config(model.config)
+        self.d_model = int(tcfg.hidden_size)
+        self.num_layers = len(self.layers)
+        if self.num_layers != spec.num_layers:
+            raise ValueError(
+                f"models.{spec.name}.num_layers is {spec.num_layers} but the loaded model has "
+                f"{self.num_layers} decoder blocks: fix num_layers in the config"
+            )
+        self.bos_id = tokenizer.bos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.image_token_id = getattr(model.config, "image_token_id", None)
+        if self.image_token_id is None:
+            self.image_token_id = getattr(model.config, "image_token_index", None)
+        special = set(tokenizer.all_special_ids)
+        special.discard(self.image_token_id)
+        self.special_ids = np.array(sorted(special), dtype=np.int64)
+
+    # -- inputs -------------------------------------------------------------------------------------
+    def text_ids(self, text: str, max_tokens: int) -> tuple[list[int], bool]:
+        """Token ids of a text-only input and whether it was truncated."""
+        ids = [self.bos_id] + self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return ids[:max_tokens], len(ids) > max_tokens
+
+    def text_batch(self, ids_list: Sequence[Sequence[int]]) -> Batch:
+        """Left-padded batch of pre-tokenised text (pads are masked and labelled, never pooled)."""
+        width = max(len(x) for x in ids_list)
+        ids = np.full((len(ids_list), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(ids_list), width), dtype=np.int64)
+        for i, x in enumerate(ids_list):
+            ids[i, width - len(x) :] = x
+            mask[i, width - len(x) :] = 1
+        inputs = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
+        return Batch(inputs, self.kinds(ids, mask), ids)
+
+    def image_batch(self, images, prompt: str) -> Batch:
+        if not self.spec.is_vlm:
+            raise ValueError(f"{self.spec.name} is a text-only model ({self.spec.family}); images need a VLM")
+        text = prompt
+        token = getattr(self.processor, "image_token", "<image>")
+        if self.spec.family in ("llava", "llava-next") and token not in text:
+            text = f"{token}\n{prompt}"
+        enc = self.processor(
+            text=[text] * len(images), images=list(images), return_tensors="pt", padding=True
+        )
+        inputs = {k: v for k, v in enc.items() if isinstance(v, torch.Tensor)}
+        ids = inputs["input_ids"].numpy()
+        mask = inputs["attention_mask"].numpy()
+        return Batch(inputs, self.kinds(ids, mask), ids)
+
+    def kinds(self, ids_BT: np.ndarray, mask_BT: np.ndarray) -> np.ndarray:
+        kinds = np.full(ids_BT.shape, POSITION_KINDS["text"], dtype=np.int8)
+        kinds[np.isin(ids_BT, self.special_ids)] = POSITION_KINDS["special"]
+        if self.bos_id is not None:
+            kinds[ids_BT == self.bos_id] = POSITION_KINDS["bos"]
+        if self.image_token_id is not None:
+            kinds[ids_BT == self.image_token_id] = POSITION_KINDS["image"]
+        kinds[mask_BT == 0] = POSITION_KINDS["pad"]
+        return kinds
+
+    # -- forward ------------------------------------------------------------------------------------
+    def forward(self, batch: Batch) -> None:
+        dtype = next(self.model.parameters()).dtype
+        inputs = {}
+        for k, v in batch.inputs.items():
+            v = v.to(self.device)
+            inputs[k] = v.to(dtype) if v.is_floating_point() else v
+        self.model(**inputs, use_cache=False)
+
+
+def load_adapter(
+    spec: ModelSpec, *, data_dir: str = "data", dtype: str = "auto", device: str = "auto"
+) -> Adapter:
+    """Load a model and its tokenizer/processor from the hub, a local folder or the demo folder."""
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForImageTextToText,
+        AutoProcessor,
+        AutoTokenizer,
+    )
+
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    location = spec.location(data_dir)
+    kwargs = {"revision": spec.revision} if spec.source == "hub" else {}
+    try:
+        config = copy.deepcopy(AutoConfig.from_pretrained(location, **kwargs))
+        if spec.family == "causal-lm":
+            model = AutoModelForCausalLM.from_pretrained(
+                location, config=config, dtype=torch_dtype, attn_implementation="eager", **kwargs
+            )
+            tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+            processor = None
+        else:
+            model = AutoModelForImageTextToText.from_pretrained(
+                location, config=config, dtype=torch_dtype, attn_implementation="eager", **kwargs
+            )
+            processor = AutoProcessor.from_pretrained(location, **kwargs)
+            tokenizer = processor.tokenizer
+    except OSError as err:
+        raise RuntimeError(f"could not load model {spec.name} from {location!r}: {err}\n{HUB_HELP}") from err
+    model.to(dev).eval()
+    log.info(
+        "loaded %s (%s) from %s on %s in %s", spec.name, type(model).__name__, location, dev, torch_dtype
+    )
+    return Adapter(spec, model, tokenizer, processor, dev)

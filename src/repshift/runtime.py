@@ -1,0 +1,88 @@
+"""Run a step from a Snakemake rule script, the command line or a test, with the same arguments.
+
+Every step is a function ``step(*, input, output, params, threads=1, wildcards=None)`` taking plain
+dicts of paths and values (see :mod:`repshift.steps`). ``run_rule`` adapts Snakemake's objects to that and
+sends logging (and tqdm progress) to the rule's log file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("repshift")
+
+
+def configure_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file, mode="w", encoding="utf-8"))
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    for noisy in ("urllib3", "filelock", "matplotlib", "PIL", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _plain(namedlist: Any) -> dict[str, Any]:
+    """Snakemake Namedlist → dict of its named entries (values kept as given)."""
+    out = {}
+    for key, value in namedlist.items():
+        out[key] = value
+    return out
+
+
+def run_step(
+    step: Callable[..., Any],
+    *,
+    input: Mapping,
+    output: Mapping,
+    params: Mapping,
+    threads: int = 1,
+    wildcards: Mapping | None = None,
+    log_file: str | None = None,
+) -> Any:
+    configure_logging(log_file)
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+    except ImportError:  # pragma: no cover
+        pass
+    t0 = time.perf_counter()
+    log.info("step %s: wildcards=%s", step.__name__, dict(wildcards or {}))
+    try:
+        result = step(
+            input=dict(input),
+            output=dict(output),
+            params=dict(params),
+            threads=threads,
+            wildcards=dict(wildcards or {}),
+        )
+    except Exception:
+        log.exception("step %s failed", step.__name__)
+        raise
+    log.info("step %s done in %.1f s", step.__name__, time.perf_counter() - t0)
+    return result
+
+
+def run_rule(smk: Any, step: Callable[..., Any]) -> Any:
+    """Entry point of every workflow script: ``run_rule(snakemake, steps.extract_activations)``."""
+    return run_step(
+        step,
+        input=_plain(smk.input),
+        output=_plain(smk.output),
+        params=_plain(smk.params),
+        threads=smk.threads,
+        wildcards=_plain(smk.wildcards),
+        log_file=smk.log[0] if len(smk.log) else None,
+    )

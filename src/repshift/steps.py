@@ -1,0 +1,302 @@
+"""One function per workflow rule: plain dicts of paths and values in, files out.
+
+Each step is what a thin ``workflow_scripts/<rule>.py`` runs through :func:`repshift.runtime.run_rule`, what
+``repshift step <name>`` runs from the command line, and what ``tests/rules`` calls directly. Steps hold no
+science: they read inputs, call the tested modules, and write outputs atomically with provenance.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from repshift.atomic import atomic_dir, write_json
+from repshift.config import ModelSpec
+from repshift.provenance import provenance
+
+log = logging.getLogger(__name__)
+
+STEPS: dict[str, Callable[..., Any]] = {}
+
+
+def step(fn: Callable[..., Any]) -> Callable[..., Any]:
+    STEPS[fn.__name__] = fn
+    return fn
+
+
+def layer_file(acts_dir: str | Path, layer: int | str) -> Path:
+    return Path(acts_dir) / f"layer-{int(layer)}.h5"
+
+
+# --- data ---------------------------------------------------------------------------------------------
+@step
+def make_synthetic_coco(*, input, output, params, **_):
+    """Generate the demo's synthetic COCO 2017-format dataset (images + instances + captions JSON)."""
+    from repshift.demo_coco import make_synthetic_coco as make
+
+    root = Path(params["root"])
+    split = params["split"]
+    staging = root.parent / f".{root.name}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    summary = make(
+        staging,
+        n_images=params["n_images"],
+        seed=params["seed"],
+        image_size=params["image_size"],
+        split=split,
+    )
+    for key, src in (
+        ("instances", f"annotations/instances_{split}.json"),
+        ("captions", f"annotations/captions_{split}.json"),
+    ):
+        dest = Path(output[key])
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(staging / src, dest)
+    images = Path(output["images"])
+    if images.exists():
+        shutil.rmtree(images)
+    shutil.move(staging / split, images)
+    shutil.rmtree(staging, ignore_errors=True)
+    log.info("synthetic COCO: %s", summary)
+
+
+@step
+def download_coco(*, input, output, params, **_):
+    """Download, verify and unpack the official COCO 2017 annotations and images."""
+    from repshift.download import COCO_CHECKSUMS, COCO_URLS, download, extract_archive
+
+    root = Path(params["root"])
+    split = params["split"]
+    archives = root / "archives"
+    for key, members in (("annotations_trainval2017", "annotations"), (split, split)):
+        url = COCO_URLS[key]
+        check = COCO_CHECKSUMS.get(key, {})
+        zip_path = download(url, archives / Path(url).name, size=check.get("size"), md5=check.get("md5"))
+        target = root / members
+        if not target.exists():
+            extract_archive(zip_path, root, members_prefix=members)
+    for key in ("instances", "captions", "images"):
+        if not Path(output[key]).exists():
+            raise FileNotFoundError(f"{output[key]} missing after extracting the COCO archives")
+
+
+@step
+def build_dataset(*, input, output, params, **_):
+    """Build one dataset manifest (TSV + JSON metadata) from the COCO annotations."""
+    from repshift import datasets
+
+    spec = datasets.DatasetSpec.from_dict(Path(output["manifest"]).stem, params["spec"])
+    coco = datasets.load_coco(Path(input["instances"]).parent, split=params["split"])
+    df, meta = datasets.build_manifest(spec, coco, image_dir=input["images"], seed=params["seed"])
+    datasets.write_manifest(df, meta, output["manifest"])
+    if Path(output["meta"]) != Path(output["manifest"]).with_suffix(".json"):
+        write_json(output["meta"], meta)
+
+
+# --- models and activations ----------------------------------------------------------------------------
+@step
+def make_demo_model(*, input, output, params, wildcards=None, **_):
+    """Generate a tiny random-weight demo model (Gemma2 LLM, or a VLM whose decoder copies the demo LLM)."""
+    from repshift import demo_models
+
+    spec = params["spec"]
+    demo = dict(spec["demo"])
+    arch = demo.pop("arch")
+    out = Path(output["model"])
+    if arch == "gemma2":
+        kwargs = {"num_hidden_layers": spec["num_layers"]}
+        if "hidden_size" in demo:
+            kwargs["hidden_size"] = demo["hidden_size"]
+        demo_models.build_demo_llm(out, seed=params["seed"], **kwargs)
+    else:
+        demo_models.build_demo_vlm(
+            out,
+            base_dir=input["base"],
+            arch=arch,
+            perturb_from=demo["perturb_from"],
+            perturb_scale=demo.get("perturb_scale", 0.5),
+            seed=params["seed"],
+        )
+    write_json(out / "repshift_demo.json", {"spec": spec, "seed": params["seed"], **provenance(params)})
+
+
+@step
+def extract_activations(*, input, output, params, wildcards=None, **_):
+    """Extract every configured layer of one model on one dataset to one HDF5 file per layer."""
+    from repshift import datasets
+    from repshift.extract import extract_dataset
+    from repshift.models import load_adapter
+
+    ext = params["extraction"]
+    name = (wildcards or {}).get("model") or params.get("model") or "model"
+    spec = ModelSpec.from_dict(name, params["spec"])
+    layers = [int(x) for x in params["layers"]]
+    spec.check_layers(layers)
+    manifest, meta = datasets.read_manifest(input["manifest"])
+    if manifest.empty:
+        raise ValueError(f"dataset {input['manifest']} is empty: nothing to extract")
+    if not spec.is_vlm and not (manifest["modality"] == "text").any():
+        raise ValueError(f"{name} is a text-only model but dataset {input['manifest']} has only image rows")
+    adapter = load_adapter(spec, data_dir=params["data_dir"], dtype=ext["dtype"], device=ext["device"])
+    attrs = {
+        "model_location": spec.location(params["data_dir"]),
+        "model_revision": spec.revision if spec.source == "hub" else "",
+        "dataset": Path(input["manifest"]).stem,
+        "dataset_config_hash": meta.get("config_hash", ""),
+        **provenance(params),
+    }
+    with atomic_dir(output["acts"]) as tmp:
+        paths = {layer: layer_file(tmp, layer) for layer in layers}
+        summary = extract_dataset(
+            adapter,
+            manifest,
+            paths,
+            image_dir=params["image_dir"],
+            tokens=bool(params["tokens"]),
+            batch_size=ext["batch_size"],
+            max_tokens=ext["max_tokens"],
+            store_dtype=ext["store_dtype"],
+            attrs=attrs,
+        )
+        write_json(tmp / "extraction.json", {**summary, "layers": layers, **attrs})
+
+
+# --- SAEs --------------------------------------------------------------------------------------------
+@step
+def fetch_sae(*, input, output, params, **_):
+    """Fetch one pretrained SAE (sae-lens release + id) into a local folder (needs the hub once)."""
+    from repshift import sae as sae_mod
+
+    sae_mod.fetch_pretrained_sae(params["release"], params["sae_id"], output["sae"])
+
+
+@step
+def train_demo_sae(*, input, output, params, wildcards=None, **_):
+    """Fit the demo's tiny JumpReLU SAE on the demo LLM's text-token activations at one layer."""
+    from repshift import sae as sae_mod
+    from repshift.h5io import read_activations
+
+    layer = int((wildcards or {}).get("layer", params.get("layer", 0)))
+    acts = read_activations(layer_file(input["acts"], layer))
+    text_rows = np.flatnonzero(acts.modality == "text")
+    tok = acts.tokens(text_rows)
+    keep = tok.mask("text")  # BOS, pads and specials never enter SAE training
+    train = params["train"]
+    sae_mod.train_demo_sae(tok.acts_TD[keep], output["sae"], layer=layer, d_sae=int(train.get("d_sae", 256)),
+                           steps=int(train.get("steps", 300)), seed=int(params["seed"]),
+                           model_name=train["model"])
+
+
+def take_rows(codes, rows: np.ndarray):
+    """The token rows ``rows`` of a SparseCodes, as a new SparseCodes."""
+    from repshift.sae import SparseCodes
+
+    rows = np.asarray(rows, dtype=np.int64)
+    starts, ends = codes.offsets[rows], codes.offsets[rows + 1]
+    lengths = ends - starts
+    take = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return SparseCodes(indices=codes.indices[take], values=codes.values[take], offsets=offsets, d_sae=codes.d_sae)
+
+
+@step
+def encode_sae(*, input, output, params, wildcards=None, **_):
+    """Encode one model's token-level activations at one layer; transfer metrics per position kind."""
+    from repshift import codes_h5
+    from repshift import sae as sae_mod
+    from repshift.h5io import POSITION_KINDS, read_activations
+
+    wc = wildcards or {}
+    layer = int(wc.get("layer", params.get("layer", 0)))
+    acts = read_activations(layer_file(input["acts"], layer))
+    tok = acts.tokens()
+    sae = sae_mod.load_sae(input["sae"], device=_device(params.get("device", "auto")))
+    sae_mod.check_sae_compat(sae, d_model=acts.d_model, layer=layer, model_name=str(acts.attrs.get("model")))
+    codes = sae_mod.encode(sae, tok.acts_TD)
+    # pooled codes per example: mean over its content tokens (text for text rows, image for image rows)
+    n = len(acts.example_id)
+    dense_pool = np.zeros((n, codes.d_sae), dtype=np.float32)
+    for i in range(n):
+        a, b = tok.offsets_N1[i], tok.offsets_N1[i + 1]
+        want = POSITION_KINDS["image" if acts.modality[i] == "image" else "text"]
+        sel = np.flatnonzero(tok.kinds_T[a:b] == want) + a
+        if len(sel):
+            dense_pool[i] = take_rows(codes, sel).to_dense().mean(0)
+    rows = []
+    for kind in ("text", "image", "bos"):
+        sel = np.flatnonzero(tok.mask(kind))
+        if not len(sel):
+            continue
+        metrics = sae_mod.transfer_metrics(sae, tok.acts_TD[sel], take_rows(codes, sel))
+        for metric, value in metrics.items():
+            rows.append({"sae": wc.get("sae", ""), "model": acts.attrs.get("model"), "dataset": wc.get("dataset", ""),
+                         "layer": layer, "position_kind": kind, "metric": metric, "value": float(value)})
+    attrs = {"layer": layer, "model": acts.attrs.get("model"), "sae_path": str(input["sae"]), **provenance(params)}
+    with atomic_path(output["codes"]) as tmp:
+        codes_h5.write_codes(tmp, codes, example_offsets_N1=tok.offsets_N1, pooled_NF=dense_pool, attrs=attrs)
+        codes_h5.write_token_index(tmp, example_id=acts.example_id, modality=acts.modality,
+                                   kinds_T=tok.kinds_T, ids_T=tok.ids_T)
+    with atomic_path(output["transfer"]) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+
+
+def _device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+@step
+def compare_sae(*, input, output, params, wildcards=None, **_):
+    """Shift between two models' SAE codes on identical text tokens (token ids asserted equal)."""
+    from repshift import codes_h5
+    from repshift import sae as sae_mod
+    from repshift.h5io import POSITION_KINDS
+
+    wc = wildcards or {}
+    comp = params["comparison"]
+    layer = int(wc.get("layer", params.get("layer", 0)))
+    base_codes, _ = codes_h5.read_codes(input["base"])
+    adapted_codes, _ = codes_h5.read_codes(input["adapted"])
+    base_idx = codes_h5.read_token_index(input["base"])
+    adapted_idx = codes_h5.read_token_index(input["adapted"])
+    where = {e: i for i, (e, m) in enumerate(zip(adapted_idx["example_id"], adapted_idx["modality"], strict=True))
+             if m == "text"}
+    sel_a, sel_b = [], []
+    for i, (eid, modality) in enumerate(zip(base_idx["example_id"], base_idx["modality"], strict=True)):
+        if modality != "text" or eid not in where:
+            continue
+        j = where[eid]
+        a0, a1 = base_idx["offsets"][i], base_idx["offsets"][i + 1]
+        b0, b1 = adapted_idx["offsets"][j], adapted_idx["offsets"][j + 1]
+        ids_a, ids_b = base_idx["ids_T"][a0:a1], adapted_idx["ids_T"][b0:b1]
+        if not np.array_equal(ids_a, ids_b):
+            raise ValueError(
+                f"example {eid}: token ids differ between {comp['base']} and {comp['adapted']} "
+                f"({ids_a[:8].tolist()}... vs {ids_b[:8].tolist()}...); a text-only comparison needs identical "
+                "inputs (same tokenizer vocabulary, same BOS)"
+            )
+        keep = np.flatnonzero(base_idx["kinds_T"][a0:a1] == POSITION_KINDS["text"])
+        sel_a.append(keep + a0)
+        sel_b.append(keep + b0)
+    if not sel_a:
+        raise ValueError(f"no common text examples between {comp['base']} and {comp['adapted']}")
+    rows_a, rows_b = np.concatenate(sel_a), np.concatenate(sel_b)
+    ca, cb = take_rows(base_codes, rows_a), take_rows(adapted_codes, rows_b)
+    sae = sae_mod.load_sae(input["sae"])
+    np_id = getattr(sae.cfg.metadata, "neuronpedia_id", None) if hasattr(sae.cfg, "metadata") else None
+    metrics, latents = sae_mod.shift_metrics(ca, cb, neuronpedia_id=np_id)
+    metrics["n_examples"] = len(sel_a)
+    common = {"comparison": wc.get("comparison", ""), "base": comp["base"], "adapted": comp["adapted"],
+              "sae": comp["sae"], "dataset": comp["dataset"], "layer": layer}
+    table = pd.DataFrame([{**common, "metric": k, "value": float(v)} for k, v in metrics.items()])
+    with atomic_path(output["shift"]) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    latents = latents.assign(**common)
+    with atomic_path(output["latents"]) as tmp:
+        latents.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
