@@ -22,3 +22,41 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_cuda:
             item.add_marker(skip_gpu)
+
+
+# --- session fixtures: tiny real models, built once --------------------------------------------------
+N_LAYERS = 4
+PERTURB_FROM = 2
+
+
+@pytest.fixture(scope="session")
+def demo_model_dirs(tmp_path_factory):
+    """Tiny random-weight Gemma2 LLM and PaliGemma / LLaVA VLMs whose decoders copy it up to block 2."""
+    from repshift.demo_models import build_demo_llm, build_demo_vlm
+
+    root = tmp_path_factory.mktemp("models")
+    llm = build_demo_llm(root / "llm", seed=0, num_hidden_layers=N_LAYERS)
+    out = {"llm": llm}
+    for arch in ("paligemma", "llava"):
+        out[arch] = build_demo_vlm(root / arch, base_dir=llm, arch=arch, perturb_from=PERTURB_FROM, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def model_specs(demo_model_dirs):
+    from repshift.config import ModelSpec
+
+    fam = {"llm": "causal-lm", "paligemma": "paligemma", "llava": "llava"}
+    prompt = {"llm": "", "paligemma": "caption en", "llava": "Describe the image."}
+    return {
+        k: ModelSpec(name=f"demo-{k}", family=fam[k], source="local", path=str(p), num_layers=N_LAYERS,
+                     image_prompt=prompt[k])
+        for k, p in demo_model_dirs.items()
+    }
+
+
+@pytest.fixture(scope="session")
+def adapters(model_specs):
+    from repshift.models import load_adapter
+
+    return {k: load_adapter(spec, device="cpu") for k, spec in model_specs.items()}

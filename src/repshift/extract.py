@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from repshift import h5io
+from repshift import LAYER_CONVENTION, h5io
 from repshift.atomic import atomic_path
 from repshift.h5io import POSITION_KINDS
 from repshift.models import Adapter
@@ -168,6 +168,7 @@ def extract_dataset(
         n_examples=n,
         pooling="mean: text positions (text rows) / image positions (image rows); BOS, pads, specials excluded",
         position_kinds=h5io.POSITION_KINDS,
+        layer_convention=LAYER_CONVENTION,
     )
     stack = contextlib.ExitStack()
     with stack:

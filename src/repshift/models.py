@@ -47,17 +47,24 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The decoder blocks of a causal LM or of a VLM's language model (transformers 5.x module paths)."""
-    inner = getattr(model, "model", model)
-    for path in ("layers", "language_model.layers", "language_model.model.layers"):
-        obj = inner
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                break
-        if isinstance(obj, torch.nn.ModuleList):
-            return obj
-    raise TypeError(f"cannot find decoder blocks in {type(model).__name__}")
+    """The decoder blocks of a causal LM or VLM (block ``L`` produces ``hidden_states[L + 1]``).
+
+    transformers 5.23 paths: ``Gemma2ForCausalLM`` (and other ``*ForCausalLM``) ``model.model.layers``;
+    ``PaliGemmaForConditionalGeneration`` and ``LlavaForConditionalGeneration``
+    ``model.model.language_model.layers`` (the language model is a bare ``Gemma2Model``, no LM head).
+    """
+    inner = getattr(model, "model", None)
+    if inner is not None:
+        language_model = getattr(inner, "language_model", None)
+        if language_model is not None and isinstance(getattr(language_model, "layers", None), torch.nn.ModuleList):
+            return language_model.layers
+        if isinstance(getattr(inner, "layers", None), torch.nn.ModuleList):
+            return inner.layers
+    raise TypeError(
+        f"cannot find the decoder blocks of a {type(model).__name__}: expected `model.model.layers` "
+        "(e.g. Gemma2ForCausalLM) or `model.model.language_model.layers` (PaliGemma/LLaVA "
+        "ForConditionalGeneration); pass the full model, not a sub-module"
+    )
 
 
 def _text_config(config):
@@ -120,12 +127,15 @@ class Adapter:
             raise ValueError(f"{self.spec.name} is a text-only model ({self.spec.family}); images need a VLM")
         text = prompt
         token = getattr(self.processor, "image_token", "<image>")
-        if self.spec.family in ("llava", "llava-next") and token not in text:
-            text = f"{token}\n{prompt}"
+        if token not in text:
+            # PaliGemma's processor builds <image>xN <bos> prompt \n; LLaVA's format puts a newline after the
+            # image tokens: <bos> <image>xN \n prompt.
+            text = f"{token}{prompt}" if self.spec.family == "paligemma" else f"{token}\n{prompt}"
         enc = self.processor(
             text=[text] * len(images), images=list(images), return_tensors="pt", padding=True
         )
-        inputs = {k: v for k, v in enc.items() if isinstance(v, torch.Tensor)}
+        # token_type_ids must reach PaliGemma (bidirectional image+prompt prefix); labels would ask for a loss.
+        inputs = {k: v for k, v in enc.items() if isinstance(v, torch.Tensor) and k != "labels"}
         ids = inputs["input_ids"].numpy()
         mask = inputs["attention_mask"].numpy()
         return Batch(inputs, self.kinds(ids, mask), ids)

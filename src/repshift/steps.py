@@ -13,7 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from repshift.atomic import atomic_dir, write_json
+import numpy as np
+import pandas as pd
+
+from repshift.atomic import atomic_dir, atomic_path, write_json
 from repshift.config import ModelSpec
 from repshift.provenance import provenance
 
@@ -84,16 +87,22 @@ def download_coco(*, input, output, params, **_):
 
 
 @step
-def build_dataset(*, input, output, params, **_):
-    """Build one dataset manifest (TSV + JSON metadata) from the COCO annotations."""
+def build_dataset(*, input, output, params, wildcards=None, **_):
+    """Build one dataset manifest (TSV + JSON sidecar) from the COCO annotations."""
     from repshift import datasets
 
-    spec = datasets.DatasetSpec.from_dict(Path(output["manifest"]).stem, params["spec"])
-    coco = datasets.load_coco(Path(input["instances"]).parent, split=params["split"])
-    df, meta = datasets.build_manifest(spec, coco, image_dir=input["images"], seed=params["seed"])
-    datasets.write_manifest(df, meta, output["manifest"])
-    if Path(output["meta"]) != Path(output["manifest"]).with_suffix(".json"):
-        write_json(output["meta"], meta)
+    out = Path(output["manifest"])
+    if Path(output["meta"]) != datasets.sidecar_path(out):
+        raise ValueError(f"meta output must be {datasets.sidecar_path(out)}, the manifest's sidecar")
+    datasets.build_dataset(
+        (wildcards or {}).get("dataset") or out.stem,
+        params["spec"],
+        annotations_dir=Path(input["instances"]).parent,
+        image_dir=input["images"],
+        out_tsv=out,
+        seed=int(params["seed"]),
+        split=params["split"],
+    )
 
 
 # --- models and activations ----------------------------------------------------------------------------
@@ -120,7 +129,6 @@ def make_demo_model(*, input, output, params, wildcards=None, **_):
             perturb_scale=demo.get("perturb_scale", 0.5),
             seed=params["seed"],
         )
-    write_json(out / "repshift_demo.json", {"spec": spec, "seed": params["seed"], **provenance(params)})
 
 
 @step
@@ -185,9 +193,15 @@ def train_demo_sae(*, input, output, params, wildcards=None, **_):
     tok = acts.tokens(text_rows)
     keep = tok.mask("text")  # BOS, pads and specials never enter SAE training
     train = params["train"]
-    sae_mod.train_demo_sae(tok.acts_TD[keep], output["sae"], layer=layer, d_sae=int(train.get("d_sae", 256)),
-                           steps=int(train.get("steps", 300)), seed=int(params["seed"]),
-                           model_name=train["model"])
+    sae_mod.train_demo_sae(
+        tok.acts_TD[keep],
+        output["sae"],
+        layer=layer,
+        d_sae=int(train.get("d_sae", 256)),
+        steps=int(train.get("steps", 300)),
+        seed=int(params["seed"]),
+        model_name=train["model"],
+    )
 
 
 def take_rows(codes, rows: np.ndarray):
@@ -197,9 +211,13 @@ def take_rows(codes, rows: np.ndarray):
     rows = np.asarray(rows, dtype=np.int64)
     starts, ends = codes.offsets[rows], codes.offsets[rows + 1]
     lengths = ends - starts
-    take = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(lengths.sum())
+    take = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(
+        lengths.sum()
+    )
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return SparseCodes(indices=codes.indices[take], values=codes.values[take], offsets=offsets, d_sae=codes.d_sae)
+    return SparseCodes(
+        indices=codes.indices[take], values=codes.values[take], offsets=offsets, d_sae=codes.d_sae
+    )
 
 
 @step
@@ -232,13 +250,28 @@ def encode_sae(*, input, output, params, wildcards=None, **_):
             continue
         metrics = sae_mod.transfer_metrics(sae, tok.acts_TD[sel], take_rows(codes, sel))
         for metric, value in metrics.items():
-            rows.append({"sae": wc.get("sae", ""), "model": acts.attrs.get("model"), "dataset": wc.get("dataset", ""),
-                         "layer": layer, "position_kind": kind, "metric": metric, "value": float(value)})
-    attrs = {"layer": layer, "model": acts.attrs.get("model"), "sae_path": str(input["sae"]), **provenance(params)}
+            rows.append(
+                {
+                    "sae": wc.get("sae", ""),
+                    "model": acts.attrs.get("model"),
+                    "dataset": wc.get("dataset", ""),
+                    "layer": layer,
+                    "position_kind": kind,
+                    "metric": metric,
+                    "value": float(value),
+                }
+            )
+    attrs = {
+        "layer": layer,
+        "model": acts.attrs.get("model"),
+        "sae_path": str(input["sae"]),
+        **provenance(params),
+    }
     with atomic_path(output["codes"]) as tmp:
         codes_h5.write_codes(tmp, codes, example_offsets_N1=tok.offsets_N1, pooled_NF=dense_pool, attrs=attrs)
-        codes_h5.write_token_index(tmp, example_id=acts.example_id, modality=acts.modality,
-                                   kinds_T=tok.kinds_T, ids_T=tok.ids_T)
+        codes_h5.write_token_index(
+            tmp, example_id=acts.example_id, modality=acts.modality, kinds_T=tok.kinds_T, ids_T=tok.ids_T
+        )
     with atomic_path(output["transfer"]) as tmp:
         pd.DataFrame(rows).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
@@ -265,8 +298,11 @@ def compare_sae(*, input, output, params, wildcards=None, **_):
     adapted_codes, _ = codes_h5.read_codes(input["adapted"])
     base_idx = codes_h5.read_token_index(input["base"])
     adapted_idx = codes_h5.read_token_index(input["adapted"])
-    where = {e: i for i, (e, m) in enumerate(zip(adapted_idx["example_id"], adapted_idx["modality"], strict=True))
-             if m == "text"}
+    where = {
+        e: i
+        for i, (e, m) in enumerate(zip(adapted_idx["example_id"], adapted_idx["modality"], strict=True))
+        if m == "text"
+    }
     sel_a, sel_b = [], []
     for i, (eid, modality) in enumerate(zip(base_idx["example_id"], base_idx["modality"], strict=True)):
         if modality != "text" or eid not in where:
@@ -292,11 +328,200 @@ def compare_sae(*, input, output, params, wildcards=None, **_):
     np_id = getattr(sae.cfg.metadata, "neuronpedia_id", None) if hasattr(sae.cfg, "metadata") else None
     metrics, latents = sae_mod.shift_metrics(ca, cb, neuronpedia_id=np_id)
     metrics["n_examples"] = len(sel_a)
-    common = {"comparison": wc.get("comparison", ""), "base": comp["base"], "adapted": comp["adapted"],
-              "sae": comp["sae"], "dataset": comp["dataset"], "layer": layer}
+    common = {
+        "comparison": wc.get("comparison", ""),
+        "base": comp["base"],
+        "adapted": comp["adapted"],
+        "sae": comp["sae"],
+        "dataset": comp["dataset"],
+        "layer": layer,
+    }
     table = pd.DataFrame([{**common, "metric": k, "value": float(v)} for k, v in metrics.items()])
     with atomic_path(output["shift"]) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     latents = latents.assign(**common)
     with atomic_path(output["latents"]) as tmp:
         latents.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+
+
+# --- probes --------------------------------------------------------------------------------------------
+def _align(ids_a: np.ndarray, ids_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices into a and b of the ids they share, in a's order."""
+    where = {e: j for j, e in enumerate(ids_b)}
+    ia = np.array([i for i, e in enumerate(ids_a) if e in where], dtype=np.int64)
+    ib = np.array([where[ids_a[i]] for i in ia], dtype=np.int64)
+    return ia, ib
+
+
+def _pair_rows(acts) -> tuple[np.ndarray, np.ndarray]:
+    """Text and image rows of the same images (paired dataset), aligned by base image (group)."""
+    text = np.flatnonzero(acts.modality == "text")
+    image = np.flatnonzero(acts.modality == "image")
+    first_text = {}
+    for i in text:
+        first_text.setdefault(int(acts.group[i]), i)
+    ti = np.array(
+        [first_text[int(acts.group[j])] for j in image if int(acts.group[j]) in first_text], dtype=np.int64
+    )
+    ii = np.array([j for j in image if int(acts.group[j]) in first_text], dtype=np.int64)
+    return ti, ii
+
+
+@step
+def train_probe(*, input, output, params, threads=1, wildcards=None, **_):
+    """Within-model, cross-model and cross-modal probes of one task at one layer, with controls."""
+    from repshift import probes
+    from repshift.h5io import read_activations
+
+    wc = wildcards or {}
+    task = params["task"]
+    layer = int(wc.get("layer", params.get("layer", 0)))
+    settings = probes.ProbeSettings.from_dict({**params.get("settings", {}), "n_jobs": int(threads)})
+    pooling = task.get("pooling", "mean")
+    acts = {m: read_activations(layer_file(input[m], layer)) for m in input if m not in ("_",)}
+    weights = Path(output["weights"])
+    frames = []
+    fitted = {}
+
+    def record(df, **info):
+        frames.append(df.assign(**info))
+
+    with atomic_dir(weights) as wdir:
+        for m in task["models"]:
+            a = acts[m]
+            for modality in ("text", "image"):
+                rows = np.flatnonzero(a.modality == modality)
+                if not len(rows):
+                    continue
+                X, y = a.pooled(pooling, rows), a.label[rows]
+                df = probes.run_probe_suite(X, y, a.fold[rows], settings=settings, groups_N=a.group[rows])
+                record(
+                    df,
+                    transfer="within",
+                    train_model=m,
+                    test_model=m,
+                    train_modality=modality,
+                    test_modality=modality,
+                )
+                probe = probes.fit_final_probe(X, y, settings=settings, groups_N=a.group[rows])
+                probe.save(wdir / f"{m}.{modality}")
+                fitted[(m, modality)] = probe
+        for a_name, b_name in task.get("cross_model", []):
+            a, b = acts[a_name], acts[b_name]
+            ia, ib = _align(a.example_id, b.example_id)
+            for modality in ("text", "image"):
+                keep = a.modality[ia] == modality
+                if not keep.any():
+                    continue
+                ra, rb = ia[keep], ib[keep]
+                Xa, Xb = a.pooled(pooling, ra), b.pooled(pooling, rb)
+                probes.check_same_width(Xa, Xb, name_a=a_name, name_b=b_name)
+                df = probes.run_probe_suite(
+                    Xa,
+                    a.label[ra],
+                    a.fold[ra],
+                    settings=settings,
+                    groups_N=a.group[ra],
+                    X_test_ND=Xb,
+                    y_test_N=b.label[rb],
+                    names=(a_name, b_name),
+                )
+                record(
+                    df[df["test_space"] == "other"],
+                    transfer="cross-model",
+                    train_model=a_name,
+                    test_model=b_name,
+                    train_modality=modality,
+                    test_modality=modality,
+                )
+                if (a_name, modality) in fitted and (b_name, modality) in fitted:
+                    cos = _direction_cosine(fitted[(a_name, modality)], fitted[(b_name, modality)])
+                    record(
+                        pd.DataFrame(
+                            [
+                                {
+                                    "probe": "direction",
+                                    "train_fraction": 1.0,
+                                    "test_space": "other",
+                                    "seed": -1,
+                                    "fold": -1,
+                                    "metric": "direction_cosine",
+                                    "value": cos,
+                                    "C": np.nan,
+                                    "n_train": len(ra),
+                                    "n_test": len(rb),
+                                }
+                            ]
+                        ),
+                        transfer="cross-model",
+                        train_model=a_name,
+                        test_model=b_name,
+                        train_modality=modality,
+                        test_modality=modality,
+                    )
+        for m in task.get("cross_modal", []):
+            a = acts[m]
+            ti, ii = _pair_rows(a)
+            if not len(ti):
+                raise ValueError(f"{m}: no paired text/image rows for the cross-modal probe")
+            Xt, Xi = a.pooled(pooling, ti), a.pooled(pooling, ii)
+            for (src, Xs, rs), (dst, Xd, rd) in (
+                ((("text", Xt, ti)), ("image", Xi, ii)),
+                (("image", Xi, ii), ("text", Xt, ti)),
+            ):
+                df = probes.run_probe_suite(
+                    Xs,
+                    a.label[rs],
+                    a.fold[rs],
+                    settings=settings,
+                    groups_N=a.group[rs],
+                    X_test_ND=Xd,
+                    y_test_N=a.label[rd],
+                    names=(f"{m} {src}", f"{m} {dst}"),
+                )
+                record(
+                    df[df["test_space"] == "other"],
+                    transfer="cross-modal",
+                    train_model=m,
+                    test_model=m,
+                    train_modality=src,
+                    test_modality=dst,
+                )
+    table = pd.concat(frames, ignore_index=True)
+    table.insert(0, "layer", layer)
+    table.insert(0, "task", wc.get("task", ""))
+    table["pooling"] = pooling
+    with atomic_path(output["results"]) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+
+
+def _direction_cosine(pa, pb) -> float:
+    """Cosine between two probes' directions; for multi-class probes the mean over classes."""
+    from repshift import probes
+
+    if pa.is_binary and pb.is_binary:
+        return float(probes.direction_cosine(pa, pb))
+    da, db = pa.directions_KD, pb.directions_KD
+    num = (da * db).sum(1)
+    den = np.linalg.norm(da, axis=1) * np.linalg.norm(db, axis=1)
+    return float(np.mean(num / np.maximum(den, 1e-12)))
+
+
+# --- figures -------------------------------------------------------------------------------------------
+@step
+def plot_layer_sweep(*, input, output, params, **_):
+    """The layer-sweep figure (PDF + PNG) and the tidy TSV of everything it plots."""
+    from repshift import figures
+
+    def paths(key):
+        value = input.get(key, [])
+        return [value] if isinstance(value, str) else list(value)
+
+    figures.layer_sweep(
+        paths("shift"),
+        paths("transfer"),
+        paths("probes"),
+        out_pdf=output["pdf"],
+        out_png=output["png"],
+        out_tsv=output["tsv"],
+    )
