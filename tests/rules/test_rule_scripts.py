@@ -1,0 +1,218 @@
+"""One test per rule script, chained on tiny inputs: synthetic COCO → manifest → demo models → activations →
+demo SAE → codes → shift → probes → figure. Each runs the real script with a stand-in ``snakemake`` object."""
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+from repshift.h5io import read_activations
+
+LAYERS = [0, 1, 2, 3]
+K = 2  # first perturbed block of the demo VLM
+SPEC = {"modality": "paired", "classes": ["cat", "dog", "person", "car"], "level": "category",
+        "exclusive": True, "n_per_class": 6, "caption": "first", "folds": 3}
+EXTRACTION = {"layers": "all", "dtype": "auto", "store_dtype": "float32", "batch_size": 8, "max_tokens": 64,
+              "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("rules")
+
+
+@pytest.fixture(scope="module")
+def coco(work, run):
+    root = work / "coco"
+    out = {"instances": root / "annotations/instances_val2017.json",
+           "captions": root / "annotations/captions_val2017.json", "images": root / "val2017"}
+    run("make_synthetic_coco", output=out, params={"root": str(root), "split": "val2017", "seed": 0,
+                                                    "n_images": 64, "image_size": 48})
+    return out
+
+
+@pytest.fixture(scope="module")
+def manifest(work, coco, run):
+    out = {"manifest": work / "datasets/cats.tsv", "meta": work / "datasets/cats.json"}
+    run("build_dataset", input=coco, output=out, params={"spec": SPEC, "split": "val2017", "seed": 0},
+        wildcards={"dataset": "cats"})
+    return out
+
+
+def _model_spec(arch):
+    if arch == "gemma2":
+        return {"family": "causal-lm", "source": "demo", "num_layers": 4, "demo": {"arch": "gemma2"}}
+    fam = {"paligemma": "paligemma", "llava": "llava"}[arch]
+    return {"family": fam, "source": "demo", "num_layers": 4, "image_prompt": "caption en",
+            "demo": {"arch": arch, "base": "llm", "perturb_from": K, "perturb_scale": 0.5}}
+
+
+@pytest.fixture(scope="module")
+def models(work, run):
+    data = work / "data"
+    out = {}
+    for name, arch in (("llm", "gemma2"), ("vlm", "paligemma")):
+        target = data / "models" / name
+        run("make_demo_model", input={"base": str(data / "models/llm")} if arch != "gemma2" else {},
+            output={"model": target}, params={"spec": _model_spec(arch), "seed": 0}, wildcards={"model": name})
+        out[name] = target
+    return out
+
+
+@pytest.fixture(scope="module")
+def acts(work, manifest, models, coco, run):
+    out = {}
+    for name, arch in (("llm", "gemma2"), ("vlm", "paligemma")):
+        target = work / "results/activations" / name / "cats"
+        run("extract_activations", input={"manifest": manifest["manifest"], "model": str(models[name]),
+                                          "images": coco["images"]},
+            output={"acts": target},
+            params={"spec": _model_spec(arch), "layers": LAYERS, "tokens": True, "extraction": EXTRACTION,
+                    "data_dir": str(work / "data"), "image_dir": str(coco["images"])},
+            wildcards={"model": name, "dataset": "cats"})
+        out[name] = target
+    return out
+
+
+def test_make_synthetic_coco(coco):
+    from pycocotools.coco import COCO
+
+    c = COCO(str(coco["instances"]))
+    assert len(c.getImgIds()) == 64 and len(list(coco["images"].glob("*.jpg"))) == 64
+
+
+def test_build_dataset(manifest):
+    df = pd.read_csv(manifest["manifest"], sep="\t")
+    assert set(df["modality"]) == {"text", "image"}
+    assert df.groupby("label")["group"].nunique().tolist() == [6, 6, 6, 6]
+    assert Path(manifest["meta"]).exists()
+
+
+def test_make_demo_model(models):
+    for path in models.values():
+        assert (path / "config.json").exists() and (path / "repshift_demo.json").exists()
+
+
+def test_extract_activations(acts, manifest):
+    df = pd.read_csv(manifest["manifest"], sep="\t", keep_default_na=False)
+    vlm = read_activations(acts["vlm"] / "layer-3.h5")
+    llm = read_activations(acts["llm"] / "layer-3.h5")
+    assert list(vlm.example_id) == list(df["example_id"].astype(str))
+    assert list(llm.example_id) == list(df[df["modality"] == "text"]["example_id"].astype(str))
+    assert sorted(p.name for p in acts["vlm"].glob("layer-*.h5")) == [f"layer-{i}.h5" for i in LAYERS]
+    # the demo VLM decoder is the LLM up to block K-1: identical text activations there, different after
+    text = np.flatnonzero(vlm.modality == "text")
+    for layer in LAYERS:
+        a = read_activations(acts["llm"] / f"layer-{layer}.h5").pooled("mean")
+        b = read_activations(acts["vlm"] / f"layer-{layer}.h5").pooled("mean", text)
+        if layer < K:
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+        else:
+            assert np.abs(a - b).max() > 1e-2
+
+
+@pytest.fixture(scope="module")
+def saes(work, acts, run):
+    out = {}
+    for layer in (1, 3):
+        target = work / "data/saes/demo" / f"layer-{layer}"
+        run("train_demo_sae", input={"acts": acts["llm"]}, output={"sae": target},
+            params={"train": {"model": "llm", "dataset": "cats", "d_sae": 64, "steps": 100}, "seed": 0},
+            wildcards={"sae": "demo", "layer": str(layer)})
+        out[layer] = target
+    return out
+
+
+def test_train_demo_sae(saes):
+    from sae_lens import SAE
+
+    sae = SAE.load_from_disk(str(saes[3]))
+    assert sae.cfg.d_sae == 64 and type(sae).__name__ == "JumpReLUSAE"
+
+
+@pytest.fixture(scope="module")
+def codes(work, acts, saes, run):
+    out = {}
+    for name in ("llm", "vlm"):
+        for layer in (1, 3):
+            stem = work / "results/sae/demo" / name / "cats" / f"layer-{layer}"
+            o = {"codes": Path(f"{stem}.codes.h5"), "transfer": Path(f"{stem}.transfer.tsv")}
+            run("encode_sae", input={"acts": acts[name], "sae": saes[layer]}, output=o,
+                params={"device": "cpu"}, wildcards={"sae": "demo", "model": name, "dataset": "cats",
+                                                     "layer": str(layer)})
+            out[(name, layer)] = o
+    return out
+
+
+def test_encode_sae(codes):
+    t = pd.read_csv(codes[("vlm", 3)]["transfer"], sep="\t")
+    assert {"text", "image", "bos"} <= set(t["position_kind"])
+    assert {"fvu", "l0"} <= set(t["metric"])
+    assert np.isfinite(t["value"]).all()
+    with h5py.File(codes[("llm", 1)]["codes"]) as f:
+        assert "layer" in f.attrs
+
+
+@pytest.fixture(scope="module")
+def shift(work, codes, saes, run):
+    out = {}
+    for layer in (1, 3):
+        o = {"shift": work / f"results/sae/shift/cmp/layer-{layer}.tsv",
+             "latents": work / f"results/sae/shift/cmp/layer-{layer}.latents.tsv"}
+        run("compare_sae", input={"base": codes[("llm", layer)]["codes"], "adapted": codes[("vlm", layer)]["codes"],
+                                  "sae": saes[layer]}, output=o,
+            params={"comparison": {"base": "llm", "adapted": "vlm", "sae": "demo", "dataset": "cats"}},
+            wildcards={"comparison": "cmp", "layer": str(layer)})
+        out[layer] = o
+    return out
+
+
+def test_compare_sae_zero_shift_before_k(shift):
+    before = pd.read_csv(shift[1]["shift"], sep="\t").set_index("metric")["value"]
+    after = pd.read_csv(shift[3]["shift"], sep="\t").set_index("metric")["value"]
+    assert before["token_cosine"] == pytest.approx(1.0, abs=1e-4)
+    assert before["jaccard"] == pytest.approx(1.0, abs=1e-4)
+    assert after["token_cosine"] < 0.99
+    assert Path(shift[3]["latents"]).exists()
+
+
+@pytest.fixture(scope="module")
+def probe_tables(work, acts, run):
+    out = []
+    task = {"dataset": "cats", "pooling": "mean", "models": ["llm", "vlm"], "cross_model": [["llm", "vlm"]],
+            "cross_modal": ["vlm"]}
+    for layer in (1, 3):
+        o = {"results": work / f"results/probes/cats/layer-{layer}.tsv",
+             "weights": work / f"results/probes/cats/weights/layer-{layer}"}
+        run("train_probe", input={"llm": acts["llm"], "vlm": acts["vlm"]}, output=o,
+            params={"task": task, "settings": {"c_grid": [0.1, 1.0], "seeds": [0], "inner_folds": 2}, "seed": 0},
+            wildcards={"task": "cats", "layer": str(layer)}, threads=1)
+        out.append(o)
+    return out
+
+
+def test_train_probe(probe_tables):
+    t = pd.read_csv(probe_tables[1]["results"], sep="\t")
+    assert set(t["transfer"]) == {"within", "cross-model", "cross-modal"}
+    assert {"logreg", "control", "majority"} <= set(t["probe"])
+    within = t[(t.transfer == "within") & (t.probe == "logreg") & (t.metric == "accuracy")]
+    assert within["value"].mean() > 0.25  # 4 balanced classes
+    assert any(p.suffix == ".safetensors" for p in Path(probe_tables[1]["weights"]).iterdir())
+
+
+def test_plot_layer_sweep(work, shift, codes, probe_tables, run):
+    out = {"pdf": work / "figs/layer_sweep.pdf", "png": work / "figs/layer_sweep.png",
+           "tsv": work / "figs/layer_sweep.tsv"}
+    run("plot_layer_sweep", input={"shift": [str(s["shift"]) for s in shift.values()],
+                                   "transfer": [str(c["transfer"]) for c in codes.values()],
+                                   "probes": [str(p["results"]) for p in probe_tables]},
+        output=out, params={})
+    table = pd.read_csv(out["tsv"], sep="\t")
+    assert {"panel", "series", "layer", "value"} <= set(table.columns)
+    assert out["pdf"].stat().st_size > 5000 and out["png"].stat().st_size > 5000
+    # the figure's numbers are the sources' numbers
+    src = pd.read_csv(shift[1]["shift"], sep="\t").set_index("metric")["value"]
+    row = table[(table.layer == 1) & table.panel.str.contains("per-token")]
+    assert row["value"].iloc[0] == pytest.approx(src["token_cosine"], rel=1e-5)
