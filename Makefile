@@ -51,3 +51,10 @@ format: dev
 
 clean-demo:
 	rm -rf demo
+
+# A real single-node SLURM on this machine (Debian, as root: installs slurm-wlm + munge if missing), the demo DAG
+# through it with profiles/slurm-ci (a GPU job killed mid-run must be retried), compared with a local run; the
+# daemons it started are stopped on exit. Outputs and logs under build/slurm-test/. See scripts/slurm/.
+.PHONY: test-slurm
+test-slurm: dev
+	REPSHIFT_SLURM_PYTEST=$${REPSHIFT_SLURM_PYTEST:-1} bash scripts/slurm/run_slurm_test.sh

@@ -64,7 +64,7 @@ def manifest(dataset):
 def model_dir(model):
     """The folder from_pretrained loads for demo models (a generated job output); nothing otherwise."""
     spec = rcfg.model_spec(config, model)
-    return [spec.location(DATA)] if spec.source in ("demo", "local") else []
+    return spec.location(DATA) if spec.source in ("demo", "local") else []
 
 
 def activations(model, dataset):
@@ -72,33 +72,37 @@ def activations(model, dataset):
 
 
 def sae_dir(sae, layer):
+    """Folder of one layer's SAE (SAE.save_model layout)."""
     s = config["saes"][sae]
     if s["source"] == "local":
         return s["path_template"].format(layer=layer)
     return f"{DATA}/saes/{sae}/layer-{layer}"
 
 
-def sae_outputs(sae, model, dataset, layer):
-    return f"{RESULTS}/sae/{sae}/{model}/{dataset}/layer-{layer}"
+def sae_inputs(sae, layers):
+    """What encoding needs: the demo family's folder (one job fits all layers) or each layer's folder."""
+    if config["saes"][sae]["source"] == "demo":
+        return f"{DATA}/saes/{sae}"
+    return [sae_dir(sae, layer) for layer in layers]
+
+
+def sae_outputs(comparison, role):
+    c = config["comparisons"][comparison]
+    return f"{RESULTS}/sae/{c['sae']}/{c[role]}/{c['dataset']}"
 
 
 def all_shift_tables():
-    return [
-        f"{RESULTS}/sae/shift/{c}/layer-{layer}.tsv"
-        for c in config["comparisons"]
-        for layer in rcfg.comparison_layers(config, c)
-    ]
+    return [f"{RESULTS}/sae/shift/{c}.tsv" for c in config["comparisons"]]
 
 
-def all_transfer_tables():
-    out = []
-    for sae in config["saes"]:
-        for model, dataset in rcfg.sae_models(config, sae):
-            out += [
-                f"{sae_outputs(sae, model, dataset, layer)}.transfer.tsv"
-                for layer in rcfg.sae_layers(config, sae, model)
-            ]
-    return sorted(set(out))
+def all_code_dirs():
+    return sorted(
+        {
+            f"{RESULTS}/sae/{sae}/{model}/{dataset}"
+            for sae in config["saes"]
+            for model, dataset in rcfg.sae_models(config, sae)
+        }
+    )
 
 
 def all_probe_tables():

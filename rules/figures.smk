@@ -5,7 +5,7 @@ rule plot_layer_sweep:
     """Layer sweep: SAE shift, transfer quality and probe accuracy per layer (PDF, PNG and TSV)."""
     input:
         shift=all_shift_tables(),
-        transfer=all_transfer_tables(),
+        codes=all_code_dirs(),
         probes=all_probe_tables(),
     output:
         pdf=report(

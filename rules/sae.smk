@@ -18,17 +18,20 @@ rule fetch_sae:
 
 
 rule train_demo_sae:
-    """Fit a tiny JumpReLU SAE on the demo LLM's own activations at one layer with sae-lens' trainer."""
+    """Fit the demo's tiny JumpReLU SAEs (one per layer) on the demo LLM's own activations with sae-lens."""
     input:
         acts=lambda wc: activations(
             config["saes"][wc.sae]["train"]["model"], config["saes"][wc.sae]["train"]["dataset"]
         ),
     output:
-        sae=directory(f"{DATA}/saes/{{sae}}/layer-{{layer}}"),
+        saes=directory(f"{DATA}/saes/{{sae}}"),
     log:
-        f"{LOGS}/train_demo_sae/{{sae}}/layer-{{layer}}.log",
+        f"{LOGS}/train_demo_sae/{{sae}}.log",
     params:
         train=lambda wc: config["saes"][wc.sae]["train"],
+        layers=lambda wc: rcfg.sae_layers(
+            config, wc.sae, config["saes"][wc.sae]["train"]["model"]
+        ),
         seed=config["seed"],
         code=code_hash("sae", "h5io"),
     wildcard_constraints:
@@ -38,18 +41,22 @@ rule train_demo_sae:
 
 
 rule encode_sae:
-    """Encode one model's token-level activations with one layer's SAE; transfer-quality metrics by position kind."""
+    """Encode one model's token-level activations with each layer's SAE; transfer quality by position kind."""
     input:
         acts=lambda wc: activations(wc.model, wc.dataset),
-        sae=lambda wc: sae_dir(wc.sae, wc.layer),
+        saes=lambda wc: sae_inputs(wc.sae, rcfg.sae_layers(config, wc.sae, wc.model)),
     output:
-        codes=f"{RESULTS}/sae/{{sae}}/{{model}}/{{dataset}}/layer-{{layer}}.codes.h5",
-        transfer=f"{RESULTS}/sae/{{sae}}/{{model}}/{{dataset}}/layer-{{layer}}.transfer.tsv",
+        codes=directory(f"{RESULTS}/sae/{{sae}}/{{model}}/{{dataset}}"),
     log:
-        f"{LOGS}/encode_sae/{{sae}}/{{model}}/{{dataset}}/layer-{{layer}}.log",
+        f"{LOGS}/encode_sae/{{sae}}/{{model}}/{{dataset}}.log",
     benchmark:
-        f"{BENCH}/encode_sae/{{sae}}/{{model}}/{{dataset}}/layer-{{layer}}.tsv"
+        f"{BENCH}/encode_sae/{{sae}}/{{model}}/{{dataset}}.tsv"
     params:
+        layers=lambda wc: rcfg.sae_layers(config, wc.sae, wc.model),
+        sae_dirs=lambda wc: {
+            layer: sae_dir(wc.sae, layer)
+            for layer in rcfg.sae_layers(config, wc.sae, wc.model)
+        },
         device=config["extraction"]["device"],
         code=code_hash("sae", "codes_h5", "h5io"),
     script:
@@ -57,18 +64,18 @@ rule encode_sae:
 
 
 rule compare_sae:
-    """Representation shift between two models at one layer, in one SAE basis, on identical token ids."""
+    """Representation shift between two models at every layer, in one SAE basis, on identical token ids."""
     input:
-        base=lambda wc: f"{sae_outputs(config['comparisons'][wc.comparison]['sae'], config['comparisons'][wc.comparison]['base'], config['comparisons'][wc.comparison]['dataset'], wc.layer)}.codes.h5",
-        adapted=lambda wc: f"{sae_outputs(config['comparisons'][wc.comparison]['sae'], config['comparisons'][wc.comparison]['adapted'], config['comparisons'][wc.comparison]['dataset'], wc.layer)}.codes.h5",
-        sae=lambda wc: sae_dir(config["comparisons"][wc.comparison]["sae"], wc.layer),
+        base=lambda wc: sae_outputs(wc.comparison, "base"),
+        adapted=lambda wc: sae_outputs(wc.comparison, "adapted"),
     output:
-        shift=f"{RESULTS}/sae/shift/{{comparison}}/layer-{{layer}}.tsv",
-        latents=f"{RESULTS}/sae/shift/{{comparison}}/layer-{{layer}}.latents.tsv",
+        shift=f"{RESULTS}/sae/shift/{{comparison}}.tsv",
+        latents=f"{RESULTS}/sae/shift/{{comparison}}.latents.tsv",
     log:
-        f"{LOGS}/compare_sae/{{comparison}}/layer-{{layer}}.log",
+        f"{LOGS}/compare_sae/{{comparison}}.log",
     params:
         comparison=lambda wc: config["comparisons"][wc.comparison],
+        layers=lambda wc: rcfg.comparison_layers(config, wc.comparison),
         code=code_hash("sae", "codes_h5"),
     script:
         "../workflow_scripts/compare_sae.py"

@@ -37,7 +37,7 @@ def _plain(namedlist: Any) -> dict[str, Any]:
     """Snakemake Namedlist → dict of its named entries (values kept as given)."""
     out = {}
     for key, value in namedlist.items():
-        out[key] = value
+        out[key] = [str(v) for v in value] if isinstance(value, list) else value
     return out
 
 

@@ -182,98 +182,108 @@ def fetch_sae(*, input, output, params, **_):
 
 
 @step
-def train_demo_sae(*, input, output, params, wildcards=None, **_):
-    """Fit the demo's tiny JumpReLU SAE on the demo LLM's text-token activations at one layer."""
+def train_demo_sae(*, input, output, params, **_):
+    """Fit the demo's tiny JumpReLU SAEs, one per layer, on the demo LLM's text-token activations."""
     from repshift import sae as sae_mod
     from repshift.h5io import read_activations
 
-    layer = int((wildcards or {}).get("layer", params.get("layer", 0)))
-    acts = read_activations(layer_file(input["acts"], layer))
-    text_rows = np.flatnonzero(acts.modality == "text")
-    tok = acts.tokens(text_rows)
-    keep = tok.mask("text")  # BOS, pads and specials never enter SAE training
     train = params["train"]
-    sae_mod.train_demo_sae(
-        tok.acts_TD[keep],
-        output["sae"],
-        layer=layer,
-        d_sae=int(train.get("d_sae", 256)),
-        steps=int(train.get("steps", 300)),
-        seed=int(params["seed"]),
-        model_name=train["model"],
-    )
+    with atomic_dir(output["saes"]) as tmp:
+        for layer in params["layers"]:
+            acts = read_activations(layer_file(input["acts"], layer))
+            tok = acts.tokens(np.flatnonzero(acts.modality == "text"))
+            keep = tok.mask("text")  # BOS, pads and specials never enter SAE training
+            sae_mod.train_demo_sae(
+                tok.acts_TD[keep],
+                tmp / f"layer-{int(layer)}",
+                layer=int(layer),
+                d_sae=int(train.get("d_sae", 256)),
+                steps=int(train.get("steps", 300)),
+                seed=int(params["seed"]),
+                model_name=train["model"],
+            )
 
 
-def take_rows(codes, rows: np.ndarray):
-    """The token rows ``rows`` of a SparseCodes, as a new SparseCodes."""
-    from repshift.sae import SparseCodes
+def pooled_codes(codes, offsets_N1: np.ndarray, kinds_T: np.ndarray, modality_N: np.ndarray) -> np.ndarray:
+    """Per-example mean code over its content tokens (text tokens for text rows, image tokens for image rows)."""
+    from scipy import sparse
 
-    rows = np.asarray(rows, dtype=np.int64)
-    starts, ends = codes.offsets[rows], codes.offsets[rows + 1]
-    lengths = ends - starts
-    take = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(
-        lengths.sum()
-    )
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return SparseCodes(
-        indices=codes.indices[take], values=codes.values[take], offsets=offsets, d_sae=codes.d_sae
-    )
+    from repshift.h5io import POSITION_KINDS
+
+    n, t = len(offsets_N1) - 1, len(kinds_T)
+    example_T = np.repeat(np.arange(n), np.diff(offsets_N1))
+    want_T = np.where(modality_N[example_T] == "image", POSITION_KINDS["image"], POSITION_KINDS["text"])
+    content_T = kinds_T == want_T
+    counts_N = np.bincount(example_T[content_T], minlength=n)
+    weights = content_T / np.maximum(counts_N[example_T], 1)
+    select_NT = sparse.csr_matrix((weights, (example_T, np.arange(t))), shape=(n, t))
+    codes_TF = sparse.csr_matrix((codes.values, codes.indices, codes.offsets), shape=(t, codes.d_sae))
+    return np.asarray((select_NT @ codes_TF).todense(), dtype=np.float32)
 
 
 @step
 def encode_sae(*, input, output, params, wildcards=None, **_):
-    """Encode one model's token-level activations at one layer; transfer metrics per position kind."""
+    """Encode one model's token-level activations with each layer's SAE; transfer metrics per position kind."""
     from repshift import codes_h5
     from repshift import sae as sae_mod
-    from repshift.h5io import POSITION_KINDS, read_activations
+    from repshift.h5io import read_activations
 
     wc = wildcards or {}
-    layer = int(wc.get("layer", params.get("layer", 0)))
-    acts = read_activations(layer_file(input["acts"], layer))
-    tok = acts.tokens()
-    sae = sae_mod.load_sae(input["sae"], device=_device(params.get("device", "auto")))
-    sae_mod.check_sae_compat(sae, d_model=acts.d_model, layer=layer, model_name=str(acts.attrs.get("model")))
-    codes = sae_mod.encode(sae, tok.acts_TD)
-    # pooled codes per example: mean over its content tokens (text for text rows, image for image rows)
-    n = len(acts.example_id)
-    dense_pool = np.zeros((n, codes.d_sae), dtype=np.float32)
-    for i in range(n):
-        a, b = tok.offsets_N1[i], tok.offsets_N1[i + 1]
-        want = POSITION_KINDS["image" if acts.modality[i] == "image" else "text"]
-        sel = np.flatnonzero(tok.kinds_T[a:b] == want) + a
-        if len(sel):
-            dense_pool[i] = take_rows(codes, sel).to_dense().mean(0)
-    rows = []
-    for kind in ("text", "image", "bos"):
-        sel = np.flatnonzero(tok.mask(kind))
-        if not len(sel):
-            continue
-        metrics = sae_mod.transfer_metrics(sae, tok.acts_TD[sel], take_rows(codes, sel))
-        for metric, value in metrics.items():
-            rows.append(
-                {
-                    "sae": wc.get("sae", ""),
-                    "model": acts.attrs.get("model"),
-                    "dataset": wc.get("dataset", ""),
-                    "layer": layer,
-                    "position_kind": kind,
-                    "metric": metric,
-                    "value": float(value),
-                }
+    device = _device(params.get("device", "auto"))
+    sae_dirs = {int(k): v for k, v in params["sae_dirs"].items()}
+    tables = []
+    with atomic_dir(output["codes"]) as tmp:
+        for layer in params["layers"]:
+            layer = int(layer)
+            acts = read_activations(layer_file(input["acts"], layer))
+            tok = acts.tokens()
+            sae_path = Path(sae_dirs[layer])
+            sae = sae_mod.load_sae(sae_path, device=device)
+            model = str(acts.attrs.get("model"))
+            sae_mod.check_sae_compat(sae, d_model=acts.d_model, layer=layer, model_name=model)
+            codes = sae_mod.encode(sae, tok.acts_TD)
+            rows = []
+            for kind in ("text", "image", "bos"):
+                sel = np.flatnonzero(tok.mask(kind))
+                if not len(sel):
+                    continue
+                metrics = sae_mod.transfer_metrics(sae, tok.acts_TD[sel], codes.take(sel))
+                rows += [
+                    {
+                        "sae": wc.get("sae", ""),
+                        "model": model,
+                        "dataset": wc.get("dataset", ""),
+                        "layer": layer,
+                        "position_kind": kind,
+                        "metric": m,
+                        "value": float(v),
+                    }
+                    for m, v in metrics.items()
+                ]
+            attrs = {
+                "layer": layer,
+                "model": model,
+                "sae_path": str(sae_path),
+                "neuronpedia_id": sae_mod.sae_neuronpedia_id(sae) or "",
+                **provenance(params),
+            }
+            path = tmp / f"layer-{layer}.codes.h5"
+            codes_h5.write_codes(
+                path,
+                codes,
+                example_offsets_N1=tok.offsets_N1,
+                pooled_NF=pooled_codes(codes, tok.offsets_N1, tok.kinds_T, acts.modality),
+                attrs=attrs,
             )
-    attrs = {
-        "layer": layer,
-        "model": acts.attrs.get("model"),
-        "sae_path": str(input["sae"]),
-        **provenance(params),
-    }
-    with atomic_path(output["codes"]) as tmp:
-        codes_h5.write_codes(tmp, codes, example_offsets_N1=tok.offsets_N1, pooled_NF=dense_pool, attrs=attrs)
-        codes_h5.write_token_index(
-            tmp, example_id=acts.example_id, modality=acts.modality, kinds_T=tok.kinds_T, ids_T=tok.ids_T
+            codes_h5.write_token_index(
+                path, example_id=acts.example_id, modality=acts.modality, kinds_T=tok.kinds_T, ids_T=tok.ids_T
+            )
+            table = pd.DataFrame(rows)
+            table.to_csv(tmp / f"layer-{layer}.transfer.tsv", sep="\t", index=False, float_format="%.6g")
+            tables.append(table)
+        pd.concat(tables, ignore_index=True).to_csv(
+            tmp / "transfer.tsv", sep="\t", index=False, float_format="%.6g"
         )
-    with atomic_path(output["transfer"]) as tmp:
-        pd.DataFrame(rows).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 
 def _device(device: str) -> str:
@@ -284,23 +294,18 @@ def _device(device: str) -> str:
     return device
 
 
-@step
-def compare_sae(*, input, output, params, wildcards=None, **_):
-    """Shift between two models' SAE codes on identical text tokens (token ids asserted equal)."""
-    from repshift import codes_h5
-    from repshift import sae as sae_mod
+def align_text_tokens(
+    base_idx: dict, adapted_idx: dict, *, base: str, adapted: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token rows of the text tokens (no BOS, pads, specials) of the text examples both models saw.
+
+    Raises if an example's token ids differ: a text-only comparison needs identical inputs.
+    """
     from repshift.h5io import POSITION_KINDS
 
-    wc = wildcards or {}
-    comp = params["comparison"]
-    layer = int(wc.get("layer", params.get("layer", 0)))
-    base_codes, _ = codes_h5.read_codes(input["base"])
-    adapted_codes, _ = codes_h5.read_codes(input["adapted"])
-    base_idx = codes_h5.read_token_index(input["base"])
-    adapted_idx = codes_h5.read_token_index(input["adapted"])
     where = {
-        e: i
-        for i, (e, m) in enumerate(zip(adapted_idx["example_id"], adapted_idx["modality"], strict=True))
+        e: j
+        for j, (e, m) in enumerate(zip(adapted_idx["example_id"], adapted_idx["modality"], strict=True))
         if m == "text"
     }
     sel_a, sel_b = [], []
@@ -313,7 +318,7 @@ def compare_sae(*, input, output, params, wildcards=None, **_):
         ids_a, ids_b = base_idx["ids_T"][a0:a1], adapted_idx["ids_T"][b0:b1]
         if not np.array_equal(ids_a, ids_b):
             raise ValueError(
-                f"example {eid}: token ids differ between {comp['base']} and {comp['adapted']} "
+                f"example {eid}: token ids differ between {base} and {adapted} "
                 f"({ids_a[:8].tolist()}... vs {ids_b[:8].tolist()}...); a text-only comparison needs identical "
                 "inputs (same tokenizer vocabulary, same BOS)"
             )
@@ -321,27 +326,49 @@ def compare_sae(*, input, output, params, wildcards=None, **_):
         sel_a.append(keep + a0)
         sel_b.append(keep + b0)
     if not sel_a:
-        raise ValueError(f"no common text examples between {comp['base']} and {comp['adapted']}")
-    rows_a, rows_b = np.concatenate(sel_a), np.concatenate(sel_b)
-    ca, cb = take_rows(base_codes, rows_a), take_rows(adapted_codes, rows_b)
-    sae = sae_mod.load_sae(input["sae"])
-    np_id = getattr(sae.cfg.metadata, "neuronpedia_id", None) if hasattr(sae.cfg, "metadata") else None
-    metrics, latents = sae_mod.shift_metrics(ca, cb, neuronpedia_id=np_id)
-    metrics["n_examples"] = len(sel_a)
-    common = {
-        "comparison": wc.get("comparison", ""),
-        "base": comp["base"],
-        "adapted": comp["adapted"],
-        "sae": comp["sae"],
-        "dataset": comp["dataset"],
-        "layer": layer,
-    }
-    table = pd.DataFrame([{**common, "metric": k, "value": float(v)} for k, v in metrics.items()])
+        raise ValueError(f"no common text examples between {base} and {adapted}")
+    return np.concatenate(sel_a), np.concatenate(sel_b)
+
+
+@step
+def compare_sae(*, input, output, params, wildcards=None, **_):
+    """Shift between two models' SAE codes at every layer, on identical text tokens (ids asserted equal)."""
+    from repshift import codes_h5
+    from repshift import sae as sae_mod
+
+    wc = wildcards or {}
+    comp = params["comparison"]
+    tables, latent_tables = [], []
+    for layer in params["layers"]:
+        layer = int(layer)
+        pa = Path(input["base"]) / f"layer-{layer}.codes.h5"
+        pb = Path(input["adapted"]) / f"layer-{layer}.codes.h5"
+        base_codes, meta = codes_h5.read_codes(pa, load_pooled=False)
+        adapted_codes, _ = codes_h5.read_codes(pb, load_pooled=False)
+        rows_a, rows_b = align_text_tokens(
+            codes_h5.read_token_index(pa),
+            codes_h5.read_token_index(pb),
+            base=comp["base"],
+            adapted=comp["adapted"],
+        )
+        np_id = meta["attrs"].get("neuronpedia_id") or None
+        metrics, latents = sae_mod.shift_metrics(
+            base_codes.take(rows_a), adapted_codes.take(rows_b), neuronpedia_id=np_id
+        )
+        common = {
+            "comparison": wc.get("comparison", ""),
+            "base": comp["base"],
+            "adapted": comp["adapted"],
+            "sae": comp["sae"],
+            "dataset": comp["dataset"],
+            "layer": layer,
+        }
+        tables.append(pd.DataFrame([{**common, "metric": k, "value": float(v)} for k, v in metrics.items()]))
+        latent_tables.append(latents.assign(**common))
     with atomic_path(output["shift"]) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-    latents = latents.assign(**common)
+        pd.concat(tables, ignore_index=True).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     with atomic_path(output["latents"]) as tmp:
-        latents.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+        pd.concat(latent_tables, ignore_index=True).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 
 # --- probes --------------------------------------------------------------------------------------------
@@ -517,9 +544,10 @@ def plot_layer_sweep(*, input, output, params, **_):
         value = input.get(key, [])
         return [value] if isinstance(value, str) else list(value)
 
+    transfer = [str(p) for d in paths("codes") for p in sorted(Path(d).glob("layer-*.transfer.tsv"))]
     figures.layer_sweep(
         paths("shift"),
-        paths("transfer"),
+        transfer,
         paths("probes"),
         out_pdf=output["pdf"],
         out_png=output["png"],

@@ -115,14 +115,12 @@ def test_extract_activations(acts, manifest):
 
 @pytest.fixture(scope="module")
 def saes(work, acts, run):
-    out = {}
-    for layer in (1, 3):
-        target = work / "data/saes/demo" / f"layer-{layer}"
-        run("train_demo_sae", input={"acts": acts["llm"]}, output={"sae": target},
-            params={"train": {"model": "llm", "dataset": "cats", "d_sae": 64, "steps": 100}, "seed": 0},
-            wildcards={"sae": "demo", "layer": str(layer)})
-        out[layer] = target
-    return out
+    target = work / "data/saes/demo"
+    run("train_demo_sae", input={"acts": acts["llm"]}, output={"saes": target},
+        params={"train": {"model": "llm", "dataset": "cats", "d_sae": 64, "steps": 100}, "layers": [1, 3],
+                "seed": 0},
+        wildcards={"sae": "demo"})
+    return {layer: target / f"layer-{layer}" for layer in (1, 3)}
 
 
 def test_train_demo_sae(saes):
@@ -130,52 +128,56 @@ def test_train_demo_sae(saes):
 
     sae = SAE.load_from_disk(str(saes[3]))
     assert sae.cfg.d_sae == 64 and type(sae).__name__ == "JumpReLUSAE"
+    assert sae.cfg.metadata.hook_name == "blocks.3.hook_resid_post"
 
 
 @pytest.fixture(scope="module")
 def codes(work, acts, saes, run):
     out = {}
     for name in ("llm", "vlm"):
-        for layer in (1, 3):
-            stem = work / "results/sae/demo" / name / "cats" / f"layer-{layer}"
-            o = {"codes": Path(f"{stem}.codes.h5"), "transfer": Path(f"{stem}.transfer.tsv")}
-            run("encode_sae", input={"acts": acts[name], "sae": saes[layer]}, output=o,
-                params={"device": "cpu"}, wildcards={"sae": "demo", "model": name, "dataset": "cats",
-                                                     "layer": str(layer)})
-            out[(name, layer)] = o
+        target = work / "results/sae/demo" / name / "cats"
+        run("encode_sae", input={"acts": acts[name], "saes": str(work / "data/saes/demo")},
+            output={"codes": target},
+            params={"layers": [1, 3], "sae_dirs": {k: str(v) for k, v in saes.items()}, "device": "cpu"},
+            wildcards={"sae": "demo", "model": name, "dataset": "cats"})
+        out[name] = target
     return out
 
 
 def test_encode_sae(codes):
-    t = pd.read_csv(codes[("vlm", 3)]["transfer"], sep="\t")
+    from repshift import codes_h5
+
+    t = pd.read_csv(codes["vlm"] / "layer-3.transfer.tsv", sep="\t")
     assert {"text", "image", "bos"} <= set(t["position_kind"])
-    assert {"fvu", "l0"} <= set(t["metric"])
+    assert {"fvu", "l0", "cosine"} <= set(t["metric"])
     assert np.isfinite(t["value"]).all()
-    with h5py.File(codes[("llm", 1)]["codes"]) as f:
-        assert "layer" in f.attrs
+    c, meta = codes_h5.read_codes(codes["llm"] / "layer-1.codes.h5")
+    assert meta["attrs"]["layer"] == 1
+    # pooled code of example 0 = mean of its text-token codes
+    idx = codes_h5.read_token_index(codes["llm"] / "layer-1.codes.h5")
+    a, b = idx["offsets"][0], idx["offsets"][1]
+    text = np.flatnonzero(idx["kinds_T"][a:b] == 2) + a
+    np.testing.assert_allclose(meta["pooled_NF"][0], c.take(text).to_dense().mean(0), rtol=1e-5, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
-def shift(work, codes, saes, run):
-    out = {}
-    for layer in (1, 3):
-        o = {"shift": work / f"results/sae/shift/cmp/layer-{layer}.tsv",
-             "latents": work / f"results/sae/shift/cmp/layer-{layer}.latents.tsv"}
-        run("compare_sae", input={"base": codes[("llm", layer)]["codes"], "adapted": codes[("vlm", layer)]["codes"],
-                                  "sae": saes[layer]}, output=o,
-            params={"comparison": {"base": "llm", "adapted": "vlm", "sae": "demo", "dataset": "cats"}},
-            wildcards={"comparison": "cmp", "layer": str(layer)})
-        out[layer] = o
-    return out
+def shift(work, codes, run):
+    o = {"shift": work / "results/sae/shift/cmp.tsv", "latents": work / "results/sae/shift/cmp.latents.tsv"}
+    run("compare_sae", input={"base": codes["llm"], "adapted": codes["vlm"]}, output=o,
+        params={"comparison": {"base": "llm", "adapted": "vlm", "sae": "demo", "dataset": "cats"},
+                "layers": [1, 3]},
+        wildcards={"comparison": "cmp"})
+    return o
 
 
 def test_compare_sae_zero_shift_before_k(shift):
-    before = pd.read_csv(shift[1]["shift"], sep="\t").set_index("metric")["value"]
-    after = pd.read_csv(shift[3]["shift"], sep="\t").set_index("metric")["value"]
+    t = pd.read_csv(shift["shift"], sep="\t")
+    before = t[t.layer == 1].set_index("metric")["value"]
+    after = t[t.layer == 3].set_index("metric")["value"]
     assert before["token_cosine"] == pytest.approx(1.0, abs=1e-4)
     assert before["jaccard"] == pytest.approx(1.0, abs=1e-4)
     assert after["token_cosine"] < 0.99
-    assert Path(shift[3]["latents"]).exists()
+    assert Path(shift["latents"]).exists()
 
 
 @pytest.fixture(scope="module")
@@ -205,14 +207,14 @@ def test_train_probe(probe_tables):
 def test_plot_layer_sweep(work, shift, codes, probe_tables, run):
     out = {"pdf": work / "figs/layer_sweep.pdf", "png": work / "figs/layer_sweep.png",
            "tsv": work / "figs/layer_sweep.tsv"}
-    run("plot_layer_sweep", input={"shift": [str(s["shift"]) for s in shift.values()],
-                                   "transfer": [str(c["transfer"]) for c in codes.values()],
+    run("plot_layer_sweep", input={"shift": [str(shift["shift"])],
+                                   "codes": [str(c) for c in codes.values()],
                                    "probes": [str(p["results"]) for p in probe_tables]},
         output=out, params={})
     table = pd.read_csv(out["tsv"], sep="\t")
     assert {"panel", "series", "layer", "value"} <= set(table.columns)
     assert out["pdf"].stat().st_size > 5000 and out["png"].stat().st_size > 5000
     # the figure's numbers are the sources' numbers
-    src = pd.read_csv(shift[1]["shift"], sep="\t").set_index("metric")["value"]
+    src = pd.read_csv(shift["shift"], sep="\t").query("layer == 1").set_index("metric")["value"]
     row = table[(table.layer == 1) & table.panel.str.contains("per-token")]
     assert row["value"].iloc[0] == pytest.approx(src["token_cosine"], rel=1e-5)

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# End-to-end SLURM test (`make test-slurm`): the demo DAG through a real single-node SLURM, checked against a
+# local run of the same DAG. Debian, as root, ~5-10 minutes on 2 CPUs.
+#
+#   1. start_slurm.sh: install slurm-wlm + munge if missing, write /etc/slurm/slurm.conf, start munged,
+#      slurmctld, slurmd (PIDs recorded), wait for the node to be idle. If a controller already answers, use it.
+#   2. the local reference: the demo preset with profiles/demo into $ROOT/local (kept between runs: Snakemake
+#      redoes only what changed), or an existing results folder given as REPSHIFT_SLURM_REF (e.g. demo/results);
+#   3. the same DAG through SLURM with profiles/slurm-ci into a fresh $ROOT/slurm; meanwhile the first
+#      extract_activations job (a GPU rule) is killed with SIGKILL while its script runs (scancel
+#      --signal=KILL), and must be retried by the profile's `retries` and the run must still finish;
+#   4. every TSV under results/{figs,probes,sae} must match the reference numerically (compare_results.py), no
+#      output may be left incomplete (a dry run finds nothing to do) and no temporary file may sit at a final path;
+#   5. on exit (trap), the daemons this script started are stopped by their PIDs (stop_slurm.sh).
+#
+# Environment:
+#   REPSHIFT_SLURM_TEST_DIR  work folder (default build/slurm-test; git-ignored)
+#   REPSHIFT_SLURM_REF       reference results folder instead of running the local reference
+#   REPSHIFT_SLURM_KILL=0    skip the kill-and-retry injection
+#   REPSHIFT_SLURM_PYTEST=1  also run the pytest recovery test (tests/cluster/, kill + resume by a rerun)
+#   REPSHIFT_SLURM_KEEP=1    leave the cluster running afterwards (stop it with scripts/slurm/stop_slurm.sh)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+REPO=$PWD
+
+ROOT=${REPSHIFT_SLURM_TEST_DIR:-build/slurm-test}
+VENV=${VENV:-.venv}
+SNAKEMAKE=$VENV/bin/snakemake
+PY=$VENV/bin/python
+export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TOKENIZERS_PARALLELISM=false MPLBACKEND=Agg
+KILL=${REPSHIFT_SLURM_KILL:-1}
+
+log() { echo "[slurm-test $(date +%T)] $*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+[[ $(id -u) -eq 0 ]] || die "run as root (it installs and starts SLURM); or start SLURM yourself first"
+[[ -x $SNAKEMAKE ]] || die "$SNAKEMAKE missing: run 'make install' first"
+
+mkdir -p "$ROOT"
+TIMES=$ROOT/timings.tsv
+printf 'phase\tseconds\n' >"$TIMES"
+t_phase=$SECONDS
+phase_done() { printf '%s\t%d\n' "$1" $((SECONDS - t_phase)) >>"$TIMES"; log "$1: $((SECONDS - t_phase)) s"; t_phase=$SECONDS; }
+
+# --- 1. cluster ---------------------------------------------------------------------------------------
+STARTED=0
+KILLER_PID=
+cleanup() {
+    local rc=$?
+    [[ -n $KILLER_PID ]] && kill "$KILLER_PID" 2>/dev/null || true
+    if [[ $STARTED == 1 && ${REPSHIFT_SLURM_KEEP:-0} != 1 ]]; then
+        bash "$REPO/scripts/slurm/stop_slurm.sh" || true
+    fi
+    [[ -f $TIMES ]] && column -t "$TIMES" >&2 || true
+    ((rc == 0)) && log "PASSED" || log "exit status $rc"
+}
+trap cleanup EXIT
+
+if command -v scontrol >/dev/null && timeout 5 scontrol ping 2>/dev/null | grep -q "is UP"; then
+    log "SLURM already up: using it (will not stop it)"
+else
+    STARTED=1
+    bash scripts/slurm/start_slurm.sh
+fi
+phase_done start_slurm
+
+# --- 2. local reference -------------------------------------------------------------------------------
+TARGET=results/figs/layer_sweep.pdf
+if [[ -n ${REPSHIFT_SLURM_REF:-} ]]; then
+    REF=$REPSHIFT_SLURM_REF
+    [[ -f $REF/figs/layer_sweep.tsv ]] || die "REPSHIFT_SLURM_REF=$REF has no figs/layer_sweep.tsv"
+    log "reference: $REF (given)"
+else
+    REF=$ROOT/local/results
+    log "reference: local run into $ROOT/local"
+    # the target goes before --config (which takes every following word)
+    "$SNAKEMAKE" "$ROOT/local/$TARGET" --workflow-profile profiles/demo --cores 2 \
+        --config "paths={data: $ROOT/local/data, results: $ROOT/local/results}" \
+        >"$ROOT/local.log" 2>&1 || { tail -50 "$ROOT/local.log" >&2; die "local reference run failed ($ROOT/local.log)"; }
+fi
+phase_done local_reference
+
+# --- 3. SLURM run, with a GPU job killed mid-run --------------------------------------------------------
+OUT=$ROOT/slurm
+rm -rf "$OUT" "$ROOT/slurm-logs" "$ROOT/kill.log"
+mkdir -p "$OUT"
+
+kill_first_gpu_job() {
+    # Wait for the first extract_activations job to run its rule script, then SIGKILL the job's steps.
+    local jid="" deadline=$((SECONDS + 900))
+    while ((SECONDS < deadline)); do
+        jid=$(squeue -h -t R -o '%i %k' 2>/dev/null | awk '$2 ~ /^rule_extract_activations/ {print $1; exit}')
+        [[ -n $jid ]] && break
+        sleep 0.5
+    done
+    [[ -n $jid ]] || { echo "no extract_activations job seen" >"$ROOT/kill.log"; return; }
+    # the rule script (.snakemake/scripts/tmpXXX.extract_activations.py) is running: the job is mid-run
+    while ((SECONDS < deadline)) && ! pgrep -f 'scripts/tmp[^ ]*\.extract_activations\.py' >/dev/null; do
+        squeue -h -j "$jid" -t R 2>/dev/null | grep -q . || { echo "job $jid ended before its script ran" >"$ROOT/kill.log"; return; }
+        sleep 0.2
+    done
+    sleep 2
+    {
+        echo "killed_job $jid"
+        echo "comment $(squeue -h -j "$jid" -o %k)"
+        echo "partial_files_at_kill:"
+        find "$OUT/results/activations" -name '*.h5*' 2>/dev/null | sort
+    } >"$ROOT/kill.log"
+    scancel --signal=KILL "$jid"
+}
+
+if [[ $KILL == 1 ]]; then
+    kill_first_gpu_job &
+    KILLER_PID=$!
+fi
+log "SLURM run into $OUT (profile profiles/slurm-ci)"
+t_slurm=$SECONDS
+"$SNAKEMAKE" "$OUT/$TARGET" --workflow-profile profiles/slurm-ci --slurm-logdir "$ROOT/slurm-logs" \
+    --config "paths={data: $OUT/data, results: $OUT/results}" \
+    >"$ROOT/slurm.log" 2>&1 || { tail -80 "$ROOT/slurm.log" >&2; die "SLURM run failed ($ROOT/slurm.log)"; }
+SLURM_SECONDS=$((SECONDS - t_slurm))
+if [[ -n $KILLER_PID ]]; then wait "$KILLER_PID" || true; KILLER_PID=; fi
+phase_done slurm_run
+n_sub=$(grep -c "has been submitted with SLURM jobid" "$ROOT/slurm.log" || true)
+log "SLURM run: ${SLURM_SECONDS} s, $n_sub SLURM jobs submitted"
+
+if [[ $KILL == 1 ]]; then
+    cat "$ROOT/kill.log" >&2
+    killed=$(awk '/^killed_job/ {print $2}' "$ROOT/kill.log")
+    [[ -n $killed ]] || die "no GPU job was killed: $(cat "$ROOT/kill.log")"
+    grep -q "SLURM-job '$killed' failed" "$ROOT/slurm.log" || die "Snakemake did not see SLURM job $killed fail"
+    grep -q "Trying to restart job" "$ROOT/slurm.log" || die "the killed job was not retried"
+    log "killed SLURM job $killed was reported failed and retried; the run completed"
+fi
+
+# --- 4. checks ----------------------------------------------------------------------------------------
+"$PY" scripts/slurm/compare_results.py "$REF" "$OUT/results" || die "SLURM results differ from the reference"
+
+leftovers=$(find "$OUT" -name '.*.tmp*' 2>/dev/null | grep -v '/logs/' || true)
+[[ -z $leftovers ]] || die "temporary files left in the output tree:
+$leftovers"
+
+"$SNAKEMAKE" "$OUT/$TARGET" --workflow-profile profiles/demo --cores 1 -n \
+    --config "paths={data: $OUT/data, results: $OUT/results}" >"$ROOT/dryrun.log" 2>&1 \
+    || { cat "$ROOT/dryrun.log" >&2; die "dry run after the SLURM run failed"; }
+grep -q "Nothing to be done" "$ROOT/dryrun.log" || { cat "$ROOT/dryrun.log" >&2; die "the SLURM run left jobs to redo"; }
+phase_done checks
+
+# --- 5. optional: pytest recovery test (kill + resume by a rerun) --------------------------------------
+if [[ ${REPSHIFT_SLURM_PYTEST:-0} == 1 ]]; then
+    REPSHIFT_SLURM_TEST=1 "$PY" -m pytest -q tests/cluster -p no:cacheprovider
+    phase_done pytest_cluster
+fi
