@@ -15,16 +15,26 @@ configfile: "config.yaml"
 
 
 include: "rules/common.smk"
-include: "rules/download.smk"
-include: "rules/datasets.smk"
-include: "rules/activations.smk"
-include: "rules/sae.smk"
-include: "rules/probes.smk"
-include: "rules/figures.smk"
+
+
+wildcard_constraints:
+    model=_names("models"),
+    dataset=_names("datasets"),
+    sae=_names("saes"),
+    comparison=_names("comparisons"),
+    task="|".join(config["probes"]["tasks"]) or "(?!x)x",
+    layer=r"\d+",
 
 
 rule all:
     """The layer-sweep figure and everything it is drawn from."""
     input:
         f"{RESULTS}/figs/layer_sweep.pdf",
-    default_target: True
+
+
+include: "rules/download.smk"
+include: "rules/datasets.smk"
+include: "rules/activations.smk"
+include: "rules/sae.smk"
+include: "rules/probes.smk"
+include: "rules/figures.smk"

@@ -4,19 +4,23 @@
 rule make_demo_model:
     """Generate a tiny random-weight model of a real architecture (demo preset), saved with save_pretrained."""
     input:
-        base=lambda wc: model_dir(config["models"][wc.model]["demo"].get("base"))
-        if config["models"][wc.model]["demo"].get("base")
-        else [],
+        base=lambda wc: (
+            model_dir(config["models"][wc.model]["demo"].get("base"))
+            if config["models"][wc.model]["demo"].get("base")
+            else []
+        ),
     output:
         model=directory(f"{DATA}/models/{{model}}"),
     log:
         f"{LOGS}/make_demo_model/{{model}}.log",
-    params:
-        spec=lambda wc: config["models"][wc.model],
-        seed=config["seed"],
-        code=code_hash("demo_models"),
     wildcard_constraints:
         model=_names("models", source="demo"),
+    conda:
+        "../envs/torch.yaml"
+    params:
+        spec=lambda wc: canon(config["models"][wc.model]),
+        seed=config["seed"],
+        code=step_hash("make_demo_model", "demo_models"),
     script:
         "../workflow_scripts/make_demo_model.py"
 
@@ -33,14 +37,15 @@ rule extract_activations:
         f"{LOGS}/extract_activations/{{model}}/{{dataset}}.log",
     benchmark:
         f"{BENCH}/extract_activations/{{model}}/{{dataset}}.tsv"
+    conda:
+        "../envs/torch.yaml"
     threads: 2
     params:
-        spec=lambda wc: config["models"][wc.model],
+        spec=lambda wc: canon(config["models"][wc.model]),
         layers=lambda wc: rcfg.model_layers(config, wc.model),
         tokens=lambda wc: rcfg.needs_tokens(config, wc.model, wc.dataset),
-        extraction=config["extraction"],
-        data_dir=DATA,
-        image_dir=coco_files()["images"],
-        code=code_hash("extract", "models", "h5io", "datasets"),
+        extraction=canon(config["extraction"]),
+        image_dir=lambda wc, input: input.images,
+        code=step_hash("extract_activations", "extract", "models", "h5io", "datasets"),
     script:
         "../workflow_scripts/extract_activations.py"

@@ -7,7 +7,6 @@ from snakemake.utils import validate
 from repshift import config as rcfg
 from repshift.provenance import code_hash as _code_hash
 
-
 validate(config, "config.schema.yaml")
 rcfg.check_config(config)
 
@@ -28,18 +27,19 @@ def _names(section, **where):
     return "|".join(names) if names else "(?!x)x"
 
 
-wildcard_constraints:
-    model=_names("models"),
-    dataset=_names("datasets"),
-    sae=_names("saes"),
-    comparison=_names("comparisons"),
-    task="|".join(config["probes"]["tasks"]) or "(?!x)x",
-    layer=r"\d+",
+def step_hash(step, *modules):
+    """Content hash of a step function and the repshift modules it calls: editing them reruns exactly
+    that step's jobs."""
+    return _code_hash((f"steps:{step}",) + modules)
 
 
-def code_hash(*modules):
-    """Content hash of the repshift modules a rule runs: editing them reruns exactly those jobs."""
-    return _code_hash(modules + ("steps", "runtime", "atomic", "provenance"))
+def canon(obj):
+    """A config fragment with keys sorted recursively, so that params compare by value, not key order."""
+    if isinstance(obj, dict):
+        return {k: canon(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list):
+        return [canon(x) for x in obj]
+    return obj
 
 
 def coco_root():
@@ -111,3 +111,11 @@ def all_probe_tables():
         for task in config["probes"]["tasks"]
         for layer in rcfg.probe_layers(config, task)
     ]
+
+
+def probe_inputs(wc):
+    """Activation folders of every model a probe task reads, named by model."""
+    task = config["probes"]["tasks"][wc.task]
+    return {
+        m: activations(m, task["dataset"]) for m in rcfg.task_models(config, wc.task)
+    }

@@ -12,10 +12,12 @@ rule build_dataset:
         meta=f"{DATA}/datasets/{{dataset}}.json",
     log:
         f"{LOGS}/build_dataset/{{dataset}}.log",
+    conda:
+        "../envs/data.yaml"
     params:
-        spec=lambda wc: config["datasets"][wc.dataset],
+        spec=lambda wc: canon(config["datasets"][wc.dataset]),
         split=SPLIT,
         seed=config["seed"],
-        code=code_hash("datasets"),
+        code=step_hash("build_dataset", "datasets"),
     script:
         "../workflow_scripts/build_dataset.py"

@@ -1,6 +1,5 @@
 """COCO 2017: official archives (download), an existing copy (path), or the demo's synthetic set."""
 
-
 if config["coco"]["source"] == "download":
 
     rule download_coco:
@@ -11,10 +10,12 @@ if config["coco"]["source"] == "download":
             images=directory(coco_files()["images"]),
         log:
             f"{LOGS}/download_coco/{SPLIT}.log",
+        conda:
+            "../envs/data.yaml"
         params:
-            root=coco_root(),
+            root=lambda wc, output: str(Path(output.instances).parents[1]),
             split=SPLIT,
-            code=code_hash("download"),
+            code=step_hash("download_coco", "download"),
         script:
             "../workflow_scripts/download_coco.py"
 
@@ -29,12 +30,14 @@ if config["coco"]["source"] == "synthetic":
             images=directory(coco_files()["images"]),
         log:
             f"{LOGS}/make_synthetic_coco/{SPLIT}.log",
+        conda:
+            "../envs/data.yaml"
         params:
-            root=coco_root(),
+            root=lambda wc, output: str(Path(output.instances).parents[1]),
             split=SPLIT,
             seed=config["seed"],
             n_images=config["coco"]["synthetic"]["n_images"],
             image_size=config["coco"]["synthetic"]["image_size"],
-            code=code_hash("demo_coco"),
+            code=step_hash("make_synthetic_coco", "demo_coco"),
         script:
             "../workflow_scripts/make_synthetic_coco.py"

@@ -17,9 +17,11 @@ rule plot_layer_sweep:
         tsv=f"{RESULTS}/figs/layer_sweep.tsv",
     log:
         f"{LOGS}/plot_layer_sweep/layer_sweep.log",
+    conda:
+        "../envs/plot.yaml"
     params:
-        comparisons=config["comparisons"],
-        tasks=config["probes"]["tasks"],
-        code=code_hash("figures"),
+        comparisons=canon(config["comparisons"]),
+        tasks=canon(config["probes"]["tasks"]),
+        code=step_hash("plot_layer_sweep", "figures"),
     script:
         "../workflow_scripts/plot_layer_sweep.py"

@@ -7,12 +7,14 @@ rule fetch_sae:
         sae=directory(f"{DATA}/saes/{{sae}}/layer-{{layer}}"),
     log:
         f"{LOGS}/fetch_sae/{{sae}}/layer-{{layer}}.log",
+    wildcard_constraints:
+        sae=_names("saes", source="pretrained"),
+    conda:
+        "../envs/torch.yaml"
     params:
         release=lambda wc: config["saes"][wc.sae]["release"],
         sae_id=lambda wc: config["saes"][wc.sae]["id_template"].format(layer=wc.layer),
-        code=code_hash("sae"),
-    wildcard_constraints:
-        sae=_names("saes", source="pretrained"),
+        code=step_hash("fetch_sae", "sae"),
     script:
         "../workflow_scripts/fetch_sae.py"
 
@@ -21,21 +23,24 @@ rule train_demo_sae:
     """Fit the demo's tiny JumpReLU SAEs (one per layer) on the demo LLM's own activations with sae-lens."""
     input:
         acts=lambda wc: activations(
-            config["saes"][wc.sae]["train"]["model"], config["saes"][wc.sae]["train"]["dataset"]
+            config["saes"][wc.sae]["train"]["model"],
+            config["saes"][wc.sae]["train"]["dataset"],
         ),
     output:
         saes=directory(f"{DATA}/saes/{{sae}}"),
     log:
         f"{LOGS}/train_demo_sae/{{sae}}.log",
+    wildcard_constraints:
+        sae=_names("saes", source="demo"),
+    conda:
+        "../envs/torch.yaml"
     params:
-        train=lambda wc: config["saes"][wc.sae]["train"],
+        train=lambda wc: canon(config["saes"][wc.sae]["train"]),
         layers=lambda wc: rcfg.sae_layers(
             config, wc.sae, config["saes"][wc.sae]["train"]["model"]
         ),
         seed=config["seed"],
-        code=code_hash("sae", "h5io"),
-    wildcard_constraints:
-        sae=_names("saes", source="demo"),
+        code=step_hash("train_demo_sae", "sae", "h5io"),
     script:
         "../workflow_scripts/train_demo_sae.py"
 
@@ -51,6 +56,8 @@ rule encode_sae:
         f"{LOGS}/encode_sae/{{sae}}/{{model}}/{{dataset}}.log",
     benchmark:
         f"{BENCH}/encode_sae/{{sae}}/{{model}}/{{dataset}}.tsv"
+    conda:
+        "../envs/torch.yaml"
     params:
         layers=lambda wc: rcfg.sae_layers(config, wc.sae, wc.model),
         sae_dirs=lambda wc: {
@@ -58,7 +65,14 @@ rule encode_sae:
             for layer in rcfg.sae_layers(config, wc.sae, wc.model)
         },
         device=config["extraction"]["device"],
-        code=code_hash("sae", "codes_h5", "h5io"),
+        code=step_hash(
+            "encode_sae",
+            "sae",
+            "codes_h5",
+            "h5io",
+            "steps:pooled_codes",
+            "steps:token_groups",
+        ),
     script:
         "../workflow_scripts/encode_sae.py"
 
@@ -73,9 +87,11 @@ rule compare_sae:
         latents=f"{RESULTS}/sae/shift/{{comparison}}.latents.tsv",
     log:
         f"{LOGS}/compare_sae/{{comparison}}.log",
+    conda:
+        "../envs/torch.yaml"
     params:
-        comparison=lambda wc: config["comparisons"][wc.comparison],
+        comparison=lambda wc: canon(config["comparisons"][wc.comparison]),
         layers=lambda wc: rcfg.comparison_layers(config, wc.comparison),
-        code=code_hash("sae", "codes_h5"),
+        code=step_hash("compare_sae", "sae", "codes_h5", "steps:align_text_tokens"),
     script:
         "../workflow_scripts/compare_sae.py"

@@ -86,14 +86,22 @@ def compare_h5(ref: Path, test: Path, rtol: float, atol: float) -> tuple[list[st
 
 
 def compare_trees(
-    ref: Path, test: Path, subdirs: list[str], h5: bool = False, rtol: float = 1e-4, atol: float = 1e-6
+    ref: Path,
+    test: Path,
+    subdirs: list[str],
+    h5: bool = False,
+    rtol: float = 1e-4,
+    atol: float = 1e-6,
+    subset: bool = False,
 ) -> tuple[int, list[str], float]:
-    """(number of files compared, error lines, largest absolute difference seen)."""
+    """(number of files compared, error lines, largest absolute difference seen).
+
+    ``subset``: TEST holds part of REF's DAG; files of REF missing from TEST are not errors.
+    """
     patterns = ["*.tsv"] + (["*.h5"] if h5 else [])
     fa, fb = _files(ref, subdirs, patterns), _files(test, subdirs, patterns)
-    errors = [f"only in {ref}: {p}" for p in sorted(fa - fb)] + [
-        f"only in {test}: {p}" for p in sorted(fb - fa)
-    ]
+    errors = [] if subset else [f"only in {ref}: {p}" for p in sorted(fa - fb)]
+    errors += [f"only in {test}: {p}" for p in sorted(fb - fa)]
     worst = 0.0
     for rel in sorted(fa & fb):
         fn = compare_h5 if rel.suffix == ".h5" else compare_tsv
@@ -109,11 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("test", type=Path, help="results folder to check")
     ap.add_argument("--subdir", action="append", help="subfolders to compare (default: figs probes sae)")
     ap.add_argument("--h5", action="store_true", help="also compare HDF5 datasets")
+    ap.add_argument(
+        "--subset",
+        action="store_true",
+        help="TEST may lack files of REF (a reused reference with older outputs)",
+    )
     ap.add_argument("--rtol", type=float, default=1e-4)
     ap.add_argument("--atol", type=float, default=1e-6)
     args = ap.parse_args(argv)
     subdirs = args.subdir or ["figs", "probes", "sae"]
-    n, errors, worst = compare_trees(args.ref, args.test, subdirs, args.h5, args.rtol, args.atol)
+    n, errors, worst = compare_trees(args.ref, args.test, subdirs, args.h5, args.rtol, args.atol, args.subset)
     for e in errors:
         print(f"MISMATCH {e}", file=sys.stderr)
     if n == 0:

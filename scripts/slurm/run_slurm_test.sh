@@ -6,9 +6,9 @@
 #      slurmctld, slurmd (PIDs recorded), wait for the node to be idle. If a controller already answers, use it.
 #   2. the local reference: the demo preset with profiles/demo into $ROOT/local (kept between runs: Snakemake
 #      redoes only what changed), or an existing results folder given as REPSHIFT_SLURM_REF (e.g. demo/results);
-#   3. the same DAG through SLURM with profiles/slurm-ci into a fresh $ROOT/slurm; meanwhile the first
-#      extract_activations job (a GPU rule) is killed with SIGKILL while its script runs (scancel
-#      --signal=KILL), and must be retried by the profile's `retries` and the run must still finish;
+#   3. the same DAG through SLURM with profiles/slurm-ci into a fresh $ROOT/slurm; meanwhile the
+#      extract_activations job of demo-paligemma (a GPU rule) is killed with SIGKILL (scancel --signal=KILL)
+#      while it writes its HDF5 files: the profile's `retries` must resubmit it and the run must still finish;
 #   4. every TSV under results/{figs,probes,sae} must match the reference numerically (compare_results.py), no
 #      output may be left incomplete (a dry run finds nothing to do) and no temporary file may sit at a final path;
 #   5. on exit (trap), the daemons this script started are stopped by their PIDs (stop_slurm.sh).
@@ -17,6 +17,8 @@
 #   REPSHIFT_SLURM_TEST_DIR  work folder (default build/slurm-test; git-ignored)
 #   REPSHIFT_SLURM_REF       reference results folder instead of running the local reference
 #   REPSHIFT_SLURM_KILL=0    skip the kill-and-retry injection
+#   REPSHIFT_SLURM_VICTIM    SLURM job comment prefix of the job to kill
+#                            (default rule_extract_activations_wildcards_demo-paligemma)
 #   REPSHIFT_SLURM_PYTEST=1  also run the pytest recovery test (tests/cluster/, kill + resume by a rerun)
 #   REPSHIFT_SLURM_KEEP=1    leave the cluster running afterwards (stop it with scripts/slurm/stop_slurm.sh)
 set -euo pipefail
@@ -85,32 +87,47 @@ OUT=$ROOT/slurm
 rm -rf "$OUT" "$ROOT/slurm-logs" "$ROOT/kill.log"
 mkdir -p "$OUT"
 
-kill_first_gpu_job() {
-    # Wait for the first extract_activations job to run its rule script, then SIGKILL the job's steps.
-    local jid="" deadline=$((SECONDS + 900))
+job_runs_script() { # jobid regex: does a process of this SLURM job have the regex in its command line?
+    local p
+    for p in $(scontrol listpids "$1" 2>/dev/null | awk 'NR > 1 {print $1}'); do
+        [[ $p =~ ^[0-9]+$ && -r /proc/$p/cmdline ]] || continue
+        tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -Eq "$2" && return 0
+    done
+    return 1
+}
+
+# The victim: the demo PaliGemma's extraction (a GPU rule, ~10 s of writing 6 layers' HDF5 files here).
+VICTIM=${REPSHIFT_SLURM_VICTIM:-rule_extract_activations_wildcards_demo-paligemma}
+kill_gpu_job_mid_run() {
+    # Wait for the victim job to run its rule script and to have a temporary output file open, then SIGKILL
+    # the job (scancel --signal=KILL: the job step and the batch script): partial files exist at that moment.
+    local jid="" deadline=$((SECONDS + 900)) partial=""
     while ((SECONDS < deadline)); do
-        jid=$(squeue -h -t R -o '%i %k' 2>/dev/null | awk '$2 ~ /^rule_extract_activations/ {print $1; exit}')
+        jid=$(squeue -h -t R -o '%i %k' 2>/dev/null | awk -v v="$VICTIM" 'index($2, v) == 1 {print $1; exit}')
         [[ -n $jid ]] && break
         sleep 0.5
     done
-    [[ -n $jid ]] || { echo "no extract_activations job seen" >"$ROOT/kill.log"; return; }
-    # the rule script (.snakemake/scripts/tmpXXX.extract_activations.py) is running: the job is mid-run
-    while ((SECONDS < deadline)) && ! pgrep -f 'scripts/tmp[^ ]*\.extract_activations\.py' >/dev/null; do
-        squeue -h -j "$jid" -t R 2>/dev/null | grep -q . || { echo "job $jid ended before its script ran" >"$ROOT/kill.log"; return; }
-        sleep 0.2
+    [[ -n $jid ]] || { echo "no running job matched $VICTIM" >"$ROOT/kill.log"; return; }
+    while ((SECONDS < deadline)); do
+        squeue -h -j "$jid" -t R 2>/dev/null | grep -q . || { echo "job $jid ended before it was killed" >"$ROOT/kill.log"; return; }
+        # the rule script (.snakemake/scripts/tmpXXX.extract_activations.py) runs, writing hidden temp files
+        if job_runs_script "$jid" 'extract_activations\.py'; then
+            partial=$(find "$OUT/results/activations" -name '.*.tmp*' 2>/dev/null | sort)
+            [[ -n $partial ]] && break
+        fi
+        sleep 0.1
     done
-    sleep 2
+    scancel --signal=KILL "$jid"
     {
         echo "killed_job $jid"
         echo "comment $(squeue -h -j "$jid" -o %k)"
         echo "partial_files_at_kill:"
-        find "$OUT/results/activations" -name '*.h5*' 2>/dev/null | sort
+        echo "$partial"
     } >"$ROOT/kill.log"
-    scancel --signal=KILL "$jid"
 }
 
 if [[ $KILL == 1 ]]; then
-    kill_first_gpu_job &
+    kill_gpu_job_mid_run &
     KILLER_PID=$!
 fi
 log "SLURM run into $OUT (profile profiles/slurm-ci)"
@@ -128,16 +145,21 @@ if [[ $KILL == 1 ]]; then
     cat "$ROOT/kill.log" >&2
     killed=$(awk '/^killed_job/ {print $2}' "$ROOT/kill.log")
     [[ -n $killed ]] || die "no GPU job was killed: $(cat "$ROOT/kill.log")"
+    grep -q '\.tmp' "$ROOT/kill.log" || die "the GPU job was not killed while writing (no temporary files then)"
     grep -q "SLURM-job '$killed' failed" "$ROOT/slurm.log" || die "Snakemake did not see SLURM job $killed fail"
     grep -q "Trying to restart job" "$ROOT/slurm.log" || die "the killed job was not retried"
     log "killed SLURM job $killed was reported failed and retried; the run completed"
 fi
 
 # --- 4. checks ----------------------------------------------------------------------------------------
-"$PY" scripts/slurm/compare_results.py "$REF" "$OUT/results" || die "SLURM results differ from the reference"
+# --subset: the reference tree is reused between runs and may hold outputs of older versions of the DAG;
+# completeness of the SLURM tree is checked by the dry run below.
+"$PY" scripts/slurm/compare_results.py --subset "$REF" "$OUT/results" || die "SLURM results differ from the reference"
 
-leftovers=$(find "$OUT" -name '.*.tmp*' 2>/dev/null | grep -v '/logs/' || true)
-[[ -z $leftovers ]] || die "temporary files left in the output tree:
+# A SIGKILLed job cannot clean up: its hidden temporary siblings (.NAME.XXXX.tmpdir / .NAME.XXXX.tmp.EXT) may
+# stay behind. They never sit at an output path (the checks above passed); list them.
+leftovers=$(find "$OUT" -name '.*.tmp*' -prune 2>/dev/null | grep -v '/logs/' || true)
+[[ -z $leftovers ]] || log "note: temporary leftovers of the killed job (not outputs):
 $leftovers"
 
 "$SNAKEMAKE" "$OUT/$TARGET" --workflow-profile profiles/demo --cores 1 -n \

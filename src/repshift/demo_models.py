@@ -284,16 +284,23 @@ def _vision_config(
 
 
 def _perturb_blocks(
-    layers: nn.ModuleList, *, perturb_from: int, perturb_scale: float, seed: int, fallback_std: float
+    layers: nn.ModuleList,
+    *,
+    perturb_from: int,
+    perturb_scale: float,
+    seed: int,
+    fallback_std: float,
+    stream: int = 0,
 ) -> None:
     """Add seeded noise (std = ``perturb_scale`` x the tensor's std) to every weight of blocks >= perturb_from.
 
-    Each block has its own generator (seeded by ``seed`` and the block index), so the noise on block ``L``
-    does not depend on ``perturb_from``.
+    Each block has its own generator (seeded by ``seed``, the architecture's ``stream`` and the block index), so
+    the noise on block ``L`` does not depend on ``perturb_from``, and two demo VLMs of different architectures
+    built from one LLM get different decoders.
     """
     with torch.no_grad():
         for idx in range(perturb_from, len(layers)):
-            gen = _generator(seed, 2, idx)
+            gen = _generator(seed, 2, stream, idx)
             for _, param in sorted(layers[idx].named_parameters()):
                 std = float(param.float().std()) if param.numel() > 1 else 0.0
                 scale = perturb_scale * (std if std > 0 else fallback_std)
@@ -444,6 +451,7 @@ def build_demo_vlm(
         perturb_scale=perturb_scale,
         seed=seed,
         fallback_std=base_config.initializer_range,
+        stream=VLM_ARCHS.index(arch),
     )
 
     out = Path(out_dir)

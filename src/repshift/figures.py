@@ -25,9 +25,9 @@ SHIFT_PANELS = {
     "jaccard": "SAE shift: Jaccard of active latents",
 }
 TRANSFER_PANELS = {
-    "fvu": "SAE transfer: FVU (text tokens)",
-    "l0": "SAE transfer: L0 (text tokens)",
-    "cosine": "SAE transfer: cosine(x, x_hat) (text tokens)",
+    "fvu": "SAE transfer: FVU (text-only inputs)",
+    "l0": "SAE transfer: L0 (text-only inputs)",
+    "cosine": "SAE transfer: cos(x, x_hat) (text-only inputs)",
 }
 PROBE_PANELS = {
     "within": "Probe accuracy: within model (95% CI)",
@@ -140,7 +140,7 @@ def plot_panels(
 ) -> None:
     plt = _style()
     nrows = int(np.ceil(len(panels) / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.3 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 4.6 * nrows), squeeze=False)
     colors = plt.get_cmap("tab10")
     for ax, panel in zip(axes.flat, panels, strict=False):
         sub = table[table["panel"] == panel]
@@ -167,7 +167,7 @@ def plot_panels(
         ax.set_xticks(layers if len(layers) <= 14 else layers[:: max(1, len(layers) // 13)])
         if "cosine" in panel or "Jaccard" in panel or "accuracy" in panel:
             ax.set_ylim(0 if "accuracy" in panel else -0.02, 1.02)
-        ax.legend(loc="best")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=6.5)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle(title, fontsize=11)

@@ -56,7 +56,9 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     inner = getattr(model, "model", None)
     if inner is not None:
         language_model = getattr(inner, "language_model", None)
-        if language_model is not None and isinstance(getattr(language_model, "layers", None), torch.nn.ModuleList):
+        if language_model is not None and isinstance(
+            getattr(language_model, "layers", None), torch.nn.ModuleList
+        ):
             return language_model.layers
         if isinstance(getattr(inner, "layers", None), torch.nn.ModuleList):
             return inner.layers
@@ -161,9 +163,17 @@ class Adapter:
 
 
 def load_adapter(
-    spec: ModelSpec, *, data_dir: str = "data", dtype: str = "auto", device: str = "auto"
+    spec: ModelSpec,
+    *,
+    location: str | None = None,
+    data_dir: str = "data",
+    dtype: str = "auto",
+    device: str = "auto",
 ) -> Adapter:
-    """Load a model and its tokenizer/processor from the hub, a local folder or the demo folder."""
+    """Load a model and its tokenizer/processor from the hub, a local folder or the demo folder.
+
+    ``location`` overrides where it is loaded from (default: ``spec.location(data_dir)``).
+    """
     from transformers import (
         AutoConfig,
         AutoModelForCausalLM,
@@ -174,7 +184,7 @@ def load_adapter(
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    location = spec.location(data_dir)
+    location = location or spec.location(data_dir)
     kwargs = {"revision": spec.revision} if spec.source == "hub" else {}
     try:
         config = copy.deepcopy(AutoConfig.from_pretrained(location, **kwargs))

@@ -33,14 +33,27 @@ def config_hash(obj: Any) -> str:
 
 
 def code_hash(modules: Iterable[str]) -> str:
-    """Content hash of repshift modules (names relative to the package, e.g. ``"extract"``)."""
+    """Content hash of repshift code: whole modules (``"extract"``) or single functions (``"steps:encode_sae"``).
+
+    Passed as a rule param, it makes an edit of the code behind a step rerun exactly the jobs of that step
+    (mtimes would rerun everything after a checkout; a hash of all of repshift would rerun GPU jobs for a
+    figure tweak).
+    """
+    import importlib
+    import inspect
+
     root = Path(repshift.__file__).parent
     h = hashlib.sha256()
     for name in sorted(set(modules)):
+        h.update(name.encode())
+        if ":" in name:
+            module, func = name.split(":", 1)
+            obj = getattr(importlib.import_module(f"repshift.{module}"), func)
+            h.update(inspect.getsource(obj).encode())
+            continue
         path = root / f"{name.replace('.', '/')}.py"
         if not path.exists():
             path = root / name.replace(".", "/") / "__init__.py"
-        h.update(name.encode())
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 

@@ -148,9 +148,10 @@ def extract_activations(*, input, output, params, wildcards=None, **_):
         raise ValueError(f"dataset {input['manifest']} is empty: nothing to extract")
     if not spec.is_vlm and not (manifest["modality"] == "text").any():
         raise ValueError(f"{name} is a text-only model but dataset {input['manifest']} has only image rows")
-    adapter = load_adapter(spec, data_dir=params["data_dir"], dtype=ext["dtype"], device=ext["device"])
+    location = spec.id if spec.source == "hub" else str(input["model"])
+    adapter = load_adapter(spec, location=location, dtype=ext["dtype"], device=ext["device"])
     attrs = {
-        "model_location": spec.location(params["data_dir"]),
+        "model_location": location,
         "model_revision": spec.revision if spec.source == "hub" else "",
         "dataset": Path(input["manifest"]).stem,
         "dataset_config_hash": meta.get("config_hash", ""),
@@ -243,10 +244,7 @@ def encode_sae(*, input, output, params, wildcards=None, **_):
             sae_mod.check_sae_compat(sae, d_model=acts.d_model, layer=layer, model_name=model)
             codes = sae_mod.encode(sae, tok.acts_TD)
             rows = []
-            for kind in ("text", "image", "bos"):
-                sel = np.flatnonzero(tok.mask(kind))
-                if not len(sel):
-                    continue
+            for kind, sel in token_groups(tok, acts.modality).items():
                 metrics = sae_mod.transfer_metrics(sae, tok.acts_TD[sel], codes.take(sel))
                 rows += [
                     {
@@ -284,6 +282,30 @@ def encode_sae(*, input, output, params, wildcards=None, **_):
         pd.concat(tables, ignore_index=True).to_csv(
             tmp / "transfer.tsv", sep="\t", index=False, float_format="%.6g"
         )
+
+
+TOKEN_GROUPS = {
+    "text": "text tokens of text-only inputs",
+    "image": "image-token positions",
+    "prompt": "text tokens of image inputs (the prompt after the image)",
+    "bos": "BOS positions (reported apart; never pooled)",
+}
+
+
+def token_groups(tok, modality_N: np.ndarray) -> dict[str, np.ndarray]:
+    """Token rows by position kind, with text split by input modality; pads are not stored, specials dropped."""
+    from repshift.h5io import POSITION_KINDS
+
+    example_T = np.repeat(np.arange(len(modality_N)), np.diff(tok.offsets_N1))
+    image_row_T = modality_N[example_T] == "image"
+    text_T = tok.kinds_T == POSITION_KINDS["text"]
+    groups = {
+        "text": text_T & ~image_row_T,
+        "image": tok.kinds_T == POSITION_KINDS["image"],
+        "prompt": text_T & image_row_T,
+        "bos": tok.kinds_T == POSITION_KINDS["bos"],
+    }
+    return {k: np.flatnonzero(v) for k, v in groups.items() if v.any()}
 
 
 def _device(device: str) -> str:

@@ -22,10 +22,12 @@ ROOT = Path(__file__).resolve().parents[2]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 MARK = "# written by repshift scripts/slurm/start_slurm.sh"
 WORK = Path("build/slurm-test/pytest")  # relative to ROOT, git-ignored
-# A small slice of the demo DAG with one GPU rule of each kind: synthetic COCO -> dataset -> demo LLM ->
-# extract_activations -> train_demo_sae (layer 3) -> encode_sae (layer 3).
-TARGET = "results/sae/demo-sae/demo-llm/demo-categories/layer-3.transfer.tsv"
-ACTS = "results/activations/demo-llm/demo-categories"
+# A small slice of the demo DAG with both GPU rules: synthetic COCO -> dataset -> demo LLM -> demo PaliGemma;
+# extract_activations (both) -> train_demo_sae (on the LLM) -> encode_sae (PaliGemma, every layer).
+# The victim is PaliGemma's extraction (~10 s of writing HDF5 files here).
+TARGET = "results/sae/demo-sae/demo-paligemma/demo-categories"  # encode_sae's output folder
+ACTS = "results/activations/demo-paligemma/demo-categories"
+VICTIM = "rule_extract_activations_wildcards_demo-paligemma"
 SCRIPT_RE = r"scripts/tmp[^ ]*\.extract_activations\.py"
 
 sys.path.insert(0, str(ROOT / "scripts" / "slurm"))
@@ -103,37 +105,51 @@ def _slurm_run(out: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
+def _job_runs_script(jid: str, pattern: str) -> bool:
+    """Does a process of SLURM job ``jid`` have ``pattern`` in its command line (scontrol listpids)?"""
+    for line in _run(["scontrol", "listpids", jid]).stdout.splitlines()[1:]:
+        try:
+            cmd = Path(f"/proc/{line.split()[0]}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError):
+            continue
+        if re.search(pattern, cmd):
+            return True
+    return False
+
+
 def _kill_gpu_job_mid_run(proc: subprocess.Popen, out: Path, timeout: float = 600) -> tuple[str, list[str]]:
-    """SIGKILL the extract_activations SLURM job once its rule script runs; (job id, files present then)."""
+    """SIGKILL the victim SLURM job while its rule script writes temp files; (job id, files present then)."""
     deadline = time.monotonic() + timeout
     jid = None
     while time.monotonic() < deadline and proc.poll() is None:
         q = _run(["squeue", "-h", "-t", "R", "-o", "%i %k"]).stdout.split("\n")
-        ids = [line.split()[0] for line in q if " rule_extract_activations" in line]
+        ids = [line.split()[0] for line in q if f" {VICTIM}" in line]
         if ids:
             jid = ids[0]
             break
         time.sleep(0.3)
     assert jid, "no extract_activations job ran"
-    while time.monotonic() < deadline:
-        if _run(["pgrep", "-f", SCRIPT_RE]).returncode == 0:
-            break
-        assert _run(["squeue", "-h", "-j", jid, "-t", "R"]).stdout.strip(), (
-            f"job {jid} ended before its script ran"
-        )
-        time.sleep(0.2)
-    time.sleep(2)  # model loaded / layers being written
     acts = ROOT / out / ACTS
-    present = sorted(p.name for p in acts.iterdir()) if acts.exists() else []
+    present: list[str] = []
+    while time.monotonic() < deadline:  # kill while the job's script has temporary outputs open
+        assert _run(["squeue", "-h", "-j", jid, "-t", "R"]).stdout.strip(), (
+            f"job {jid} ended before it was killed"
+        )
+        if _job_runs_script(jid, SCRIPT_RE) and acts.exists():
+            present = sorted(p.name for p in acts.iterdir())
+            if any(".tmp" in name for name in present):
+                break
+        time.sleep(0.1)
     assert _run(["scancel", "--signal=KILL", jid]).returncode == 0
     return jid, present
 
 
 def _compare(reference: Path, out: Path):
     n, errors, worst = compare_trees(
-        reference / "results", ROOT / out / "results", ["activations", "sae"], h5=True
+        reference / "results", ROOT / out / "results", ["activations", "sae"], h5=True, subset=True
     )
-    assert n >= 6, f"only {n} files compared"
+    # 2 models x 6 layers of activations, PaliGemma's codes and transfer tables
+    assert n >= 14, f"only {n} files compared"
     assert not errors, "\n".join(errors)
 
 
@@ -144,8 +160,10 @@ def _assert_nothing_left(out: Path):
     assert p.returncode == 0 and "Nothing to be done" in p.stdout + p.stderr, (
         p.stdout[-3000:] + p.stderr[-3000:]
     )
-    leftovers = [str(f) for f in (ROOT / out / "results").rglob(".*.tmp*") if "/logs/" not in str(f)]
-    assert not leftovers, leftovers
+    # a SIGKILLed job may leave hidden temporary siblings (it cannot clean up), never files at output paths:
+    for f in (ROOT / out / "results").rglob("*"):
+        if ".tmp" in f.name:
+            assert any(part.startswith(".") for part in f.relative_to(ROOT / out).parts), f
 
 
 def test_killed_gpu_job_resumes_on_rerun(reference):
@@ -153,6 +171,7 @@ def test_killed_gpu_job_resumes_on_rerun(reference):
     out = _fresh("rerun")
     proc = _slurm_run(out, "--retries", "0")
     jid, present = _kill_gpu_job_mid_run(proc, out)
+    assert any(".tmp" in name for name in present), present
     assert proc.wait(timeout=600) != 0, "the run should fail when its job is killed and retries are 0"
     log = (ROOT / out.parent / "rerun.log").read_text()
     assert f"SLURM-job '{jid}' failed" in log

@@ -70,7 +70,7 @@ def acts(work, manifest, models, coco, run):
                                           "images": coco["images"]},
             output={"acts": target},
             params={"spec": _model_spec(arch), "layers": LAYERS, "tokens": True, "extraction": EXTRACTION,
-                    "data_dir": str(work / "data"), "image_dir": str(coco["images"])},
+                    "image_dir": str(coco["images"])},
             wildcards={"model": name, "dataset": "cats"})
         out[name] = target
     return out
@@ -148,7 +148,7 @@ def test_encode_sae(codes):
     from repshift import codes_h5
 
     t = pd.read_csv(codes["vlm"] / "layer-3.transfer.tsv", sep="\t")
-    assert {"text", "image", "bos"} <= set(t["position_kind"])
+    assert {"text", "image", "prompt", "bos"} <= set(t["position_kind"])
     assert {"fvu", "l0", "cosine"} <= set(t["metric"])
     assert np.isfinite(t["value"]).all()
     c, meta = codes_h5.read_codes(codes["llm"] / "layer-1.codes.h5")

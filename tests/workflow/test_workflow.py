@@ -1,0 +1,116 @@
+"""Workflow-level tests: lint and format, dry-run job counts on the real config (offline), the demo end to
+end in a temporary directory, and a probe-only rerun that never plans extraction or SAE jobs."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg",
+       "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def snakemake(*args, cwd, check=True):
+    cmd = [str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), *args]
+    proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=1500)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Parse Snakemake's 'Job stats' table."""
+    block = output.split("Job stats:", 1)[1]
+    counts = {}
+    for line in block.splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def test_lint_and_format():
+    proc = subprocess.run([str(BIN / "snakemake"), "--lint", "--cores", "1"], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    fmt = subprocess.run([str(BIN / "snakefmt"), "--check", "Snakefile", "rules"], cwd=ROOT, env=ENV,
+                         capture_output=True, text=True)
+    assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_dry_run_real_config_offline(tmp_path):
+    proc = snakemake("-n", "--cores", "8", "--configfile", str(ROOT / "config.yaml"), "--directory",
+                     str(tmp_path), "results/figs/layer_sweep.pdf", cwd=tmp_path)
+    counts = job_counts(proc.stdout)
+    assert counts == {
+        "download_coco": 1,
+        "build_dataset": 1,
+        "extract_activations": 2,  # gemma2-2b and paligemma2-3b on coco-categories, all 26 layers each
+        "fetch_sae": 26,  # one Gemma Scope SAE per block
+        "encode_sae": 2,
+        "compare_sae": 1,
+        "train_probe": 26,
+        "plot_layer_sweep": 1,
+        "total": 60,
+    }
+
+
+def test_config_typo_fails_before_any_job(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["extraction"]["batchsize"] = cfg["extraction"].pop("batch_size")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    proc = snakemake("-n", "--cores", "1", "--configfile", str(bad), "--replace-workflow-config", cwd=tmp_path,
+                     check=False)
+    assert proc.returncode != 0
+    assert "batchsize" in proc.stdout + proc.stderr
+
+
+def test_layer_out_of_range_fails_before_any_job(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["extraction"]["layers"] = [0, 26]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg))
+    proc = snakemake("-n", "--cores", "1", "--configfile", str(bad), "--replace-workflow-config", cwd=tmp_path,
+                     check=False)
+    assert proc.returncode != 0
+    assert "layer 26 requested but gemma2-2b has 26 blocks (0-25)" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_and_probe_only_rerun(tmp_path):
+    demo = ["--configfile", str(ROOT / "config" / "demo.yaml"), "--replace-workflow-config"]
+    snakemake(*demo, "--cores", "2", "demo/results/figs/layer_sweep.pdf", cwd=tmp_path)
+    figs = tmp_path / "demo/results/figs"
+    assert (figs / "layer_sweep.pdf").stat().st_size > 10_000
+    table = pd.read_csv(figs / "layer_sweep.tsv", sep="\t")
+    assert {"panel", "series", "layer", "value"} <= set(table.columns)
+    # the demo VLM decoders copy the demo LLM up to block k-1 = 2: no text-only shift before k, a shift from k on
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    k = cfg["models"]["demo-paligemma"]["demo"]["perturb_from"]
+    cos = table[table["panel"] == "SAE shift: per-token code cosine"]
+    assert set(cos["series"]) == {"llm-vs-paligemma", "llm-vs-llava"}
+    before, after = cos[cos["layer"] < k], cos[cos["layer"] >= k]
+    assert (abs(before["value"] - 1) < 1e-4).all(), before
+    assert (after["value"] < 0.99).all(), after
+    # nothing left half-written
+    assert not list(tmp_path.rglob("*.tmp*"))
+
+    # change a probe setting: only probe and figure jobs are planned, never extraction or SAE jobs
+    cfg["probes"]["settings"]["c_grid"] = [0.1, 1.0]
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    proc = snakemake("-n", "--cores", "2", "--configfile", str(changed), "--replace-workflow-config",
+                     "demo/results/figs/layer_sweep.pdf", cwd=tmp_path)
+    counts = job_counts(proc.stdout)
+    assert set(counts) - {"total"} == {"train_probe", "plot_layer_sweep"}, counts
+    assert counts["train_probe"] == len(cos["layer"].unique())
