@@ -16,7 +16,7 @@ from typing import Any
 VLM_FAMILIES = frozenset({"paligemma", "llava", "llava-next"})
 HUB_HELP = (
     "The real preset needs network access to the Hugging Face hub and, for the gated Gemma models, a token "
-    "of an account that accepted their licence (`huggingface-cli login` or HF_TOKEN). To run offline, use "
+    "of an account that accepted their licence (`hf auth login` or HF_TOKEN). To run offline, use "
     "the demo preset: `make demo`."
 )
 

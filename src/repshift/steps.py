@@ -69,7 +69,7 @@ def make_synthetic_coco(*, input, output, params, **_):
 @step
 def download_coco(*, input, output, params, **_):
     """Download, verify and unpack the official COCO 2017 annotations and images."""
-    from repshift.download import COCO_CHECKSUMS, COCO_URLS, download, extract_archive
+    from repshift.download import COCO_CHECKSUMS, COCO_URLS, DownloadError, download, extract_archive
 
     root = Path(params["root"])
     split = params["split"]
@@ -77,7 +77,13 @@ def download_coco(*, input, output, params, **_):
     for key, members in (("annotations_trainval2017", "annotations"), (split, split)):
         url = COCO_URLS[key]
         check = COCO_CHECKSUMS.get(key, {})
-        zip_path = download(url, archives / Path(url).name, size=check.get("size"), md5=check.get("md5"))
+        try:
+            zip_path = download(url, archives / Path(url).name, size=check.get("size"), md5=check.get("md5"))
+        except DownloadError as err:
+            raise DownloadError(
+                f"{err}\nCOCO 2017 could not be downloaded from {url}. Without network access, point "
+                "coco.source: path / coco.root at an existing copy, or run the offline demo preset (`make demo`)."
+            ) from err
         target = root / members
         if not target.exists():
             extract_archive(zip_path, root, members_prefix=members)

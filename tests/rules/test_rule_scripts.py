@@ -3,7 +3,6 @@ demo SAE → codes → shift → probes → figure. Each runs the real script wi
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest

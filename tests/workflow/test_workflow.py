@@ -3,7 +3,6 @@ end in a temporary directory, and a probe-only rerun that never plans extraction
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
