@@ -19,7 +19,10 @@ log = logging.getLogger("repshift")
 
 
 def configure_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    """Everything to ``log_file`` when given (progress bars too), only warnings to stderr; else all to stderr."""
+    console = logging.StreamHandler(sys.__stderr__)
+    console.setLevel(logging.WARNING if log_file else level)
+    handlers: list[logging.Handler] = [console]
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, mode="w", encoding="utf-8"))
@@ -60,7 +63,12 @@ def run_step(
         pass
     t0 = time.perf_counter()
     log.info("step %s: wildcards=%s", step.__name__, dict(wildcards or {}))
+    # progress bars (tqdm writes to sys.stderr) go to the rule's log as well
+    stderr = open(log_file, "a", buffering=1, encoding="utf-8") if log_file else None  # noqa: SIM115
+    saved = sys.stderr
     try:
+        if stderr:
+            sys.stderr = stderr
         result = step(
             input=dict(input),
             output=dict(output),
@@ -71,6 +79,10 @@ def run_step(
     except Exception:
         log.exception("step %s failed", step.__name__)
         raise
+    finally:
+        if stderr:
+            sys.stderr = saved
+            stderr.close()
     log.info("step %s done in %.1f s", step.__name__, time.perf_counter() - t0)
     return result
 

@@ -1,0 +1,579 @@
+"""Benchmark: repshift's activation extractor against the original notebooks' procedure, side by side.
+
+Both procedures run in this one process on the same random-weight Gemma-2 model (default: d=512, 16 blocks,
+vocab 32k, 256 prompts of 8-64 tokens including BOS):
+
+(a) original: one example at a time, right-padded to 64 tokens, a separate full forward (LM head included,
+    ``output_hidden_states=True``, every hidden state copied out) per requested layer;
+(b) repshift: :func:`repshift.extract.extract_dataset` through a :class:`repshift.models.Adapter` built on the
+    same model (length-sorted batches, one forward per batch for all layers, stopped after the deepest
+    requested block, pooled vectors and token-level rows streamed to HDF5).
+
+It checks that both give the same activations, then prints examples/s, the speed-up for an all-layer sweep and
+for one middle layer, the achieved GFLOP/s of the forward work actually needed (non-pad tokens, blocks up to the
+deepest requested one, causal attention) against torch.matmul throughput measured in the same run, and the peak
+memory of an extraction of 10x the examples against 1x (subprocesses; peak RSS reset after setup).
+
+The original procedure costs the same for every example (all are padded to 64 tokens), so it is timed on a
+subset (``--orig-sweep`` / ``--orig-middle`` examples) and its examples/s applies to the whole set.
+
+    .venv/bin/python benchmarks/extract.py            # ~4-6 minutes on 2 cores
+    .venv/bin/python benchmarks/extract.py --quick    # ~1-2 minutes, fewer examples, noisier
+    .venv/bin/python benchmarks/extract.py --gpu-2b   # Gemma-2-2B-sized model in bf16 on CUDA
+
+The last line is ``speedup_sweep=... speedup_middle=... mfu=... mem_ratio=...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+
+from repshift.config import ModelSpec
+from repshift.extract import extract_dataset, run_capture
+from repshift.h5io import POSITION_KINDS
+from repshift.models import Adapter
+
+PAD, EOS, BOS, UNK = 0, 1, 2, 3
+PAD_TO = 64  # the original notebooks padded every example to 64 tokens
+
+PRESETS = {
+    # sized to take seconds on a 2-core CPU
+    "small": dict(
+        vocab_size=32_000,
+        hidden_size=512,
+        intermediate_size=2048,
+        num_hidden_layers=16,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=64,
+    ),
+    # Gemma-2-2B's shapes (config.json of google/gemma-2-2b)
+    "2b": dict(
+        vocab_size=256_000,
+        hidden_size=2304,
+        intermediate_size=9216,
+        num_hidden_layers=26,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=256,
+    ),
+}
+
+
+# ------------------------------------------------------------------------------------------------- setup
+def build_model(preset: str, device: torch.device, dtype: torch.dtype, seed: int = 0):
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    p = PRESETS[preset]
+    cfg = Gemma2Config(
+        **p,
+        query_pre_attn_scalar=p["head_dim"],
+        max_position_embeddings=1024,
+        sliding_window=4096,
+        attn_logit_softcapping=50.0,
+        final_logit_softcapping=30.0,
+        pad_token_id=PAD,
+        eos_token_id=EOS,
+        bos_token_id=BOS,
+        tie_word_embeddings=True,
+        attn_implementation="eager",  # Gemma-2 needs eager (softcapping), as repshift.models.load_adapter uses
+    )
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = Gemma2ForCausalLM._from_config(cfg, dtype=dtype)
+    return model.eval()
+
+
+def build_tokenizer(vocab_size: int):
+    """A word-level fast tokenizer whose ids we control: the text ``"w5 w17"`` is ids ``[5, 17]``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": PAD, "<eos>": EOS, "<bos>": BOS, "<unk>": UNK}
+    vocab.update({f"w{i}": i for i in range(4, vocab_size)})
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def make_manifest(n: int, vocab_size: int, seed: int = 0, min_len: int = 8, max_len: int = 64):
+    """n text rows whose token ids (BOS included) are 8-64 long, uniformly; returns (manifest, ids per row)."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(min_len, max_len + 1, size=n)
+    ids = [[BOS] + rng.integers(4, vocab_size, size=int(t) - 1).tolist() for t in lengths]
+    manifest = pd.DataFrame(
+        {
+            "example_id": [f"ex{i}" for i in range(n)],
+            "modality": "text",
+            "text": [" ".join(f"w{t}" for t in x[1:]) for x in ids],
+            "label": np.arange(n) % 3,
+            "fold": np.arange(n) % 5,
+            "group": np.arange(n),
+        }
+    )
+    return manifest, ids
+
+
+def make_adapter(model, tokenizer, device) -> Adapter:
+    spec = ModelSpec(
+        name="bench-gemma2", family="causal-lm", source="local", num_layers=model.config.num_hidden_layers
+    )
+    return Adapter(spec, model, tokenizer, None, device)
+
+
+# ----------------------------------------------------------------------------------------------- timing
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_gflops(m: int, k: int, n: int, device, dtype, seconds: float = 0.4, trials: int = 3) -> float:
+    """Best-of-``trials`` torch.matmul throughput of an (m, k) @ (k, n) product, GFLOP/s."""
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, n, device=device, dtype=dtype)
+    out = torch.empty(m, n, device=device, dtype=dtype)
+    for _ in range(3):
+        torch.matmul(a, b, out=out)
+    sync(device)
+    flops = 2.0 * m * k * n
+    best = 0.0
+    for _ in range(trials):
+        reps, t0 = 0, time.perf_counter()
+        while True:
+            torch.matmul(a, b, out=out)
+            reps += 1
+            if reps % 4 == 0:
+                sync(device)
+                if time.perf_counter() - t0 > seconds:
+                    break
+        best = max(best, flops * reps / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def block_flops(cfg, lengths, n_blocks: int, *, full_square: bool = False) -> float:
+    """Forward FLOPs of ``n_blocks`` decoder blocks on sequences of the given lengths.
+
+    2 * (weights in matmuls) per token, plus attention scores and values: 2 * 2 * H * head_dim per (query, key)
+    pair; a causal model needs ``t (t + 1) / 2`` pairs for a length-t sequence (``full_square``: ``t^2``, what an
+    eager implementation multiplies). Norms, RoPE, softmax and activations are not counted.
+    """
+    d, ff = cfg.hidden_size, cfg.intermediate_size
+    h, hkv, hd = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+    weights = d * h * hd + 2 * d * hkv * hd + h * hd * d + 3 * d * ff
+    lengths = np.asarray(lengths, dtype=np.float64)
+    pairs = (lengths**2).sum() if full_square else (lengths * (lengths + 1) / 2).sum()
+    return float(n_blocks * (2.0 * weights * lengths.sum() + 4.0 * h * hd * pairs))
+
+
+def lm_head_flops(cfg, n_tokens: float) -> float:
+    return 2.0 * cfg.hidden_size * cfg.vocab_size * n_tokens
+
+
+# --------------------------------------------------------------------------------- original procedure
+def original_procedure(model, ids_list, layers, device) -> tuple[list[dict[int, torch.Tensor]], float]:
+    """The notebooks' loop: per example, per requested layer, one padded full forward with all hidden states.
+
+    Returns, per example, ``{layer: hidden_states[layer + 1][0, :len(ids)]}`` and the wall time in seconds.
+    """
+    out = []
+    sync(device)
+    t0 = time.perf_counter()
+    for ids in ids_list:
+        x = torch.full((1, PAD_TO), PAD, dtype=torch.long)
+        mask = torch.zeros((1, PAD_TO), dtype=torch.long)
+        x[0, : len(ids)] = torch.tensor(ids)
+        mask[0, : len(ids)] = 1
+        x, mask = x.to(device), mask.to(device)
+        per_layer = {}
+        for layer in layers:
+            with torch.no_grad():
+                res = model(input_ids=x, attention_mask=mask, output_hidden_states=True)
+            hidden = [h.to("cpu", copy=True) for h in res.hidden_states]
+            per_layer[layer] = hidden[layer + 1][0, : len(ids)]
+        out.append(per_layer)
+    sync(device)
+    return out, time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------------------------- checks
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-30))
+
+
+def compare(model, orig, ids_list, rows, path_of, n_layers, last_norm) -> float:
+    """Max relative error between the original's hidden states and repshift's token-level rows (float32 store).
+
+    The original's ``hidden_states[-1]`` has the final norm applied (repshift reads the last block before it, as
+    Gemma Scope does), so the last block is compared after applying the same norm to repshift's rows.
+    """
+    worst = 0.0
+    layers = sorted(orig[0])
+    for layer in layers:
+        with h5py.File(path_of(layer), "r") as f:
+            start, length = f["tokens/start"][...], f["tokens/length"][...]
+            acts = f["tokens/acts"]
+            for k, (row, ids) in enumerate(zip(rows, ids_list, strict=True)):
+                assert length[row] == len(ids), (length[row], len(ids))
+                ours = torch.from_numpy(acts[start[row] : start[row] + length[row]].astype(np.float32))
+                if layer == n_layers - 1:
+                    with torch.no_grad():
+                        ours = last_norm(ours.to(next(model.parameters()).device, model.dtype)).float().cpu()
+                worst = max(worst, rel_err(ours, orig[k][layer].float()))
+    return worst
+
+
+def pooled_check(orig, ids_list, rows, path, layer) -> float:
+    """Relative error of repshift's stored (float16) mean-over-text pool against the original's hidden states."""
+    with h5py.File(path, "r") as f:
+        pooled = torch.from_numpy(f["pooled/mean"][...].astype(np.float32))
+    worst = 0.0
+    for k, row in enumerate(rows):
+        ref = orig[k][layer][1:].float().mean(0)  # text positions: everything after BOS (no pads kept)
+        worst = max(worst, rel_err(pooled[row], ref))
+    return worst
+
+
+# --------------------------------------------------------------------------------------------- memory
+def _proc_status(*keys: str) -> dict[str, int]:
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in keys:
+                out[k] = int(v.split()[0]) * 1024
+    return out
+
+
+def mem_child(args) -> None:
+    """Run one extraction in this (fresh) process and print its memory high-water marks as JSON."""
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    model = build_model(args.preset, device, dtype)
+    tokenizer = build_tokenizer(model.config.vocab_size)
+    adapter = make_adapter(model, tokenizer, device)
+    manifest, _ = make_manifest(args.mem_child, model.config.vocab_size, seed=1)
+    layers = [int(x) for x in args.mem_layers.split(",")]
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
+        # warm-up: lazily allocated state (thread pools, h5py, the allocator's arenas) is not extraction state
+        warm = {layer: Path(tmp) / f"warm-{layer}.h5" for layer in layers}
+        extract_dataset(adapter, manifest.iloc[:32], warm, tokens=True, batch_size=args.batch_size, progress=False)
+        for p in warm.values():
+            p.unlink()
+        del manifest
+        gc.collect()
+        manifest, _ = make_manifest(args.mem_child, model.config.vocab_size, seed=1)
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        base = _proc_status("VmRSS")["VmRSS"]
+        with open("/proc/self/clear_refs", "w") as f:  # reset VmHWM (peak RSS) to the current RSS
+            f.write("5")
+        paths = {layer: Path(tmp) / f"layer-{layer}.h5" for layer in layers}
+        t0 = time.perf_counter()
+        summary = extract_dataset(
+            adapter, manifest, paths, tokens=True, batch_size=args.batch_size, progress=False
+        )
+        wall = time.perf_counter() - t0
+        peak = _proc_status("VmHWM")["VmHWM"]
+        disk = sum(p.stat().st_size for p in paths.values())
+    res = {
+        "n": args.mem_child,
+        "base_rss": base,
+        "peak_rss": peak,
+        "extra": peak - base,
+        "wall_s": wall,
+        "tokens": sum(summary["n_tokens"].values()),
+        "disk_bytes": disk,
+    }
+    if device.type == "cuda":
+        res["gpu_peak"] = torch.cuda.max_memory_allocated()
+    print("MEMJSON " + json.dumps(res))
+
+
+def run_mem(args, n: int) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--mem-child",
+        str(n),
+        "--mem-layers",
+        args.mem_layers,
+        "--preset",
+        args.preset,
+        "--device",
+        args.device,
+        "--dtype",
+        args.dtype,
+        "--batch-size",
+        str(args.batch_size),
+        "--threads",
+        str(args.threads),
+    ]
+    if args.tmp:
+        cmd += ["--tmp", args.tmp]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"memory child failed:\n{res.stderr[-4000:]}")
+    line = [ln for ln in res.stdout.splitlines() if ln.startswith("MEMJSON ")][-1]
+    return json.loads(line[len("MEMJSON ") :])
+
+
+# ----------------------------------------------------------------------------------------------- main
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class Timed:
+    seconds: float
+    n_examples: int
+
+    @property
+    def rate(self) -> float:
+        return self.n_examples / self.seconds
+
+
+def timed_extract(adapter, manifest, layers, tmp, tag, *, tokens, batch_size, store_dtype="float16"):
+    paths = {layer: Path(tmp) / tag / f"layer-{layer}.h5" for layer in layers}
+    paths[layers[0]].parent.mkdir(parents=True, exist_ok=True)
+    sync(adapter.device)
+    t0 = time.perf_counter()
+    extract_dataset(
+        adapter, manifest, paths, tokens=tokens, batch_size=batch_size, store_dtype=store_dtype, progress=False
+    )
+    sync(adapter.device)
+    return Timed(time.perf_counter() - t0, len(manifest)), paths
+
+
+def forward_only(adapter, ids, layers, batch_size) -> float:
+    """Seconds for run_capture alone over length-sorted batches (no pooling, no HDF5)."""
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+    batches = [adapter.text_batch([ids[i] for i in order[s : s + batch_size]]) for s in range(0, len(ids), batch_size)]
+    sync(adapter.device)
+    t0 = time.perf_counter()
+    for b in batches:
+        run_capture(adapter, b, layers)
+    sync(adapter.device)
+    return time.perf_counter() - t0
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer examples (noisier), ~1-2 minutes")
+    ap.add_argument("--gpu-2b", action="store_true", help="Gemma-2-2B-sized model in bf16 on CUDA")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default=None)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--dtype", choices=sorted(DTYPES), default=None)
+    ap.add_argument("--n-examples", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=None, help="repshift batch size (config default 16)")
+    ap.add_argument("--orig-sweep", type=int, default=None, help="examples timed for the original sweep")
+    ap.add_argument("--orig-middle", type=int, default=None, help="examples timed for the original middle layer")
+    ap.add_argument("--no-tokens", action="store_true", help="time repshift with pooled vectors only")
+    ap.add_argument("--skip-mem", action="store_true")
+    ap.add_argument("--mem-layers", default="0,1", help="layers extracted in the memory runs")
+    ap.add_argument("--mem-scale", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--tmp", default=None, help="folder for the HDF5 files (default: system temp)")
+    ap.add_argument("--mem-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.gpu_2b:
+        if not torch.cuda.is_available():
+            sys.exit("--gpu-2b needs CUDA; none is available here")
+        args.preset = args.preset or "2b"
+        args.device = args.device or "cuda"
+        args.dtype = args.dtype or "bfloat16"
+    args.preset = args.preset or "small"
+    args.device = args.device or "cpu"
+    args.dtype = args.dtype or "float32"
+    gpu = args.device.startswith("cuda")
+    if args.batch_size is None:
+        args.batch_size = 64 if gpu else 16
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    if args.mem_child is not None:
+        mem_child(args)
+        return
+
+    n = args.n_examples or (128 if args.quick else 256)
+    orig_sweep = args.orig_sweep or (2 if args.quick else 4)
+    orig_middle = args.orig_middle or (8 if args.quick else 24)
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    tokens = not args.no_tokens
+
+    print(f"# load average at start: {loadavg()}")
+    model = build_model(args.preset, device, dtype)
+    cfg = model.config
+    n_layers = cfg.num_hidden_layers
+    middle = n_layers // 2
+    tokenizer = build_tokenizer(cfg.vocab_size)
+    adapter = make_adapter(model, tokenizer, device)
+    manifest, ids = make_manifest(n, cfg.vocab_size)
+    assert all(adapter.text_ids(t, PAD_TO)[0] == x for t, x in zip(manifest["text"][:8], ids[:8], strict=True))
+    lengths = np.array([len(x) for x in ids])
+    n_params = sum(p.numel() for p in model.parameters())
+    print(
+        f"# model: Gemma2ForCausalLM random weights, preset {args.preset} (d={cfg.hidden_size}, {n_layers} blocks, "
+        f"vocab {cfg.vocab_size}, {n_params / 1e6:.1f}M params), {args.dtype} on {device}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    print(
+        f"# data: {n} prompts, {lengths.min()}-{lengths.max()} tokens (mean {lengths.mean():.1f}, BOS included); "
+        f"repshift batch size {args.batch_size}, token-level storage {'on' if tokens else 'off'}, store float16"
+    )
+    all_layers = list(range(n_layers))
+    tmp_ctx = tempfile.TemporaryDirectory(dir=args.tmp)
+    tmp = tmp_ctx.name
+
+    # warm-up both paths (thread pools, lazily installed hooks, allocator)
+    original_procedure(model, ids[:1], [middle], device)
+    timed_extract(adapter, manifest.iloc[:32], all_layers, tmp, "warm", tokens=tokens, batch_size=args.batch_size)
+
+    # matmul reference: the dominant shape of the model's forward (tokens of one batch x d @ d x 4d)
+    m_tokens = int(args.batch_size * lengths.mean())
+    ref_shape = (m_tokens, cfg.hidden_size, cfg.intermediate_size)
+    mm_before = matmul_gflops(*ref_shape, device, dtype)
+
+    # (b) repshift
+    ours_sweep, sweep_paths = timed_extract(
+        adapter, manifest, all_layers, tmp, "sweep", tokens=tokens, batch_size=args.batch_size
+    )
+    ours_middle, middle_paths = timed_extract(
+        adapter, manifest, [middle], tmp, "middle", tokens=tokens, batch_size=args.batch_size
+    )
+    fwd_s = forward_only(adapter, ids, all_layers, args.batch_size)
+
+    # (a) original, timed on a subset (every example costs the same: all are padded to 64)
+    check_rows = np.linspace(0, n - 1, orig_sweep).round().astype(int).tolist()
+    orig_out_sweep, orig_sweep_s = original_procedure(model, [ids[i] for i in check_rows], all_layers, device)
+    mid_rows = np.linspace(0, n - 1, orig_middle).round().astype(int).tolist()
+    orig_out_mid, orig_mid_s = original_procedure(model, [ids[i] for i in mid_rows], [middle], device)
+    orig_sweep_t, orig_mid_t = Timed(orig_sweep_s, orig_sweep), Timed(orig_mid_s, orig_middle)
+
+    mm_after = matmul_gflops(*ref_shape, device, dtype)
+    mm_ref = max(mm_before, mm_after)
+    mm_big = matmul_gflops(2048, 2048, 2048, device, dtype)
+
+    # same activations? float32 token-level store of the checked rows, compared with the original's states
+    check_manifest = manifest.iloc[check_rows].reset_index(drop=True)
+    _, check_paths = timed_extract(
+        adapter, check_manifest, all_layers, tmp, "check", tokens=True, batch_size=args.batch_size,
+        store_dtype="float32",
+    )
+    err_tokens = compare(
+        model, orig_out_sweep, [ids[i] for i in check_rows], list(range(len(check_rows))),
+        check_paths.__getitem__, n_layers, model.model.norm,
+    )
+    err_mid = pooled_check(orig_out_mid, [ids[i] for i in mid_rows], mid_rows, middle_paths[middle], middle)
+    err_sweep = max(
+        pooled_check(orig_out_sweep, [ids[i] for i in check_rows], check_rows, sweep_paths[layer], layer)
+        for layer in all_layers[:-1]
+    )
+    tol_tokens = 1e-4 if dtype == torch.float32 else 5e-2
+    tol_pooled = 5e-3 if dtype == torch.float32 else 5e-2  # float16 storage
+    same = err_tokens <= tol_tokens and err_mid <= tol_pooled and err_sweep <= tol_pooled
+    print(
+        f"# same activations: {'yes' if same else 'NO'} (max |diff| / max |ref|: token rows {err_tokens:.2e} "
+        f"[tol {tol_tokens:g}], pooled middle {err_mid:.2e}, pooled sweep {err_sweep:.2e} [float16 store, "
+        f"tol {tol_pooled:g}]; last block compared after the final norm)"
+    )
+
+    # speed
+    speedup_sweep = ours_sweep.rate / orig_sweep_t.rate
+    speedup_middle = ours_middle.rate / orig_mid_t.rate
+    need_sweep = block_flops(cfg, lengths, n_layers)
+    need_middle = block_flops(cfg, lengths, middle + 1)
+    gf_sweep = need_sweep / ours_sweep.seconds / 1e9
+    gf_middle = need_middle / ours_middle.seconds / 1e9
+    gf_fwd = need_sweep / fwd_s / 1e9
+    mfu = gf_sweep / mm_ref
+    orig_work = n_layers * (block_flops(cfg, [PAD_TO], n_layers, full_square=True) + lm_head_flops(cfg, PAD_TO))
+    orig_gf = orig_work / (orig_sweep_t.seconds / orig_sweep) / 1e9
+    print("\n| procedure | layers | examples timed | seconds | examples/s | speed-up |")
+    print("|---|---|---|---|---|---|")
+    print(f"| original | all {n_layers} | {orig_sweep} | {orig_sweep_t.seconds:.2f} | {orig_sweep_t.rate:.3f} | 1 |")
+    print(f"| repshift | all {n_layers} | {n} | {ours_sweep.seconds:.2f} | {ours_sweep.rate:.2f} | {speedup_sweep:.1f}x |")
+    print(f"| original | {middle} | {orig_middle} | {orig_mid_t.seconds:.2f} | {orig_mid_t.rate:.2f} | 1 |")
+    print(f"| repshift | {middle} | {n} | {ours_middle.seconds:.2f} | {ours_middle.rate:.2f} | {speedup_middle:.1f}x |")
+    print(
+        f"\nFLOPs needed (non-pad tokens, causal attention): sweep {need_sweep / 1e12:.3f} TFLOP, "
+        f"middle {need_middle / 1e12:.3f} TFLOP; the original computes "
+        f"{orig_work * n / need_sweep:.0f}x the sweep's work (16 padded forwards + LM head per example)"
+    )
+    print(
+        f"matmul reference ({ref_shape[0]}x{ref_shape[1]} @ {ref_shape[1]}x{ref_shape[2]}, {args.dtype}): "
+        f"{mm_before:.1f} GFLOP/s before, {mm_after:.1f} after (using {mm_ref:.1f}); 2048^3: {mm_big:.1f}"
+    )
+    print(
+        f"achieved: sweep end-to-end {gf_sweep:.1f} GFLOP/s = {mfu:.0%} of matmul "
+        f"({gf_sweep / mm_big:.0%} of 2048^3); middle {gf_middle:.1f} GFLOP/s = {gf_middle / mm_ref:.0%}; "
+        f"forward only {gf_fwd:.1f} GFLOP/s = {gf_fwd / mm_ref:.0%} "
+        f"(pooling + HDF5 = {1 - fwd_s / ours_sweep.seconds:.0%} of the sweep); "
+        f"original {orig_gf:.1f} GFLOP/s of its own (mostly wasted) work"
+    )
+
+    # memory: 1x vs 10x examples in fresh subprocesses
+    mem_ratio = float("nan")
+    if not args.skip_mem:
+        n_mem = n
+        one = run_mem(args, n_mem)
+        ten = run_mem(args, args.mem_scale * n_mem)
+        mem_ratio = ten["extra"] / max(one["extra"], 1)
+        mib = 1 / 2**20
+        print(
+            f"\nmemory (fresh subprocess each, layers {args.mem_layers}, token-level storage on; peak RSS reset "
+            "after model load + warm-up extraction):"
+        )
+        print("| examples | tokens | base RSS MiB | peak RSS MiB | extraction peak MiB | HDF5 MiB | seconds |")
+        print("|---|---|---|---|---|---|---|")
+        for r in (one, ten):
+            print(
+                f"| {r['n']} | {r['tokens']} | {r['base_rss'] * mib:.0f} | {r['peak_rss'] * mib:.0f} | "
+                f"{r['extra'] * mib:.1f} | {r['disk_bytes'] * mib:.0f} | {r['wall_s']:.1f} |"
+            )
+        print(
+            f"extraction peak ratio {args.mem_scale}x/1x: {mem_ratio:.2f} "
+            f"(total peak RSS ratio {ten['peak_rss'] / one['peak_rss']:.2f})"
+        )
+        if "gpu_peak" in one:
+            print(f"GPU peak allocated ratio: {ten['gpu_peak'] / max(one['gpu_peak'], 1):.2f}")
+
+    targets = {
+        "sweep >= 20x": speedup_sweep >= 20,
+        "middle >= 3x": speedup_middle >= 3,
+        f"mfu >= {35 if gpu else 40}%": mfu >= (0.35 if gpu else 0.40),
+        "mem_ratio <= 1.5": mem_ratio <= 1.5,
+        "same activations": same,
+    }
+    print("\ntargets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in targets.items()))
+    print(f"# load average at end: {loadavg()}")
+    tmp_ctx.cleanup()
+    print(f"speedup_sweep={speedup_sweep:.1f} speedup_middle={speedup_middle:.2f} mfu={mfu:.2f} mem_ratio={mem_ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
