@@ -24,6 +24,7 @@ wildcard_constraints:
     comparison=_names("comparisons"),
     task="|".join(config["probes"]["tasks"]) or "(?!x)x",
     layer=r"\d+",
+    shard=r"\d+",
 
 
 rule all:

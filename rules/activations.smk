@@ -32,11 +32,11 @@ rule extract_activations:
         model=lambda wc: model_dir(wc.model),
         images=ancient(coco_files()["images"]),
     output:
-        acts=directory(f"{RESULTS}/activations/{{model}}/{{dataset}}"),
+        acts=directory(f"{EXTRACTED}"),
     log:
-        f"{LOGS}/extract_activations/{{model}}/{{dataset}}.log",
+        f"{LOGS}/extract_activations/{{model}}/{{dataset}}{SHARD}.log",
     benchmark:
-        f"{BENCH}/extract_activations/{{model}}/{{dataset}}.tsv"
+        f"{BENCH}/extract_activations/{{model}}/{{dataset}}{SHARD}.tsv"
     conda:
         "../envs/torch.yaml"
     threads: 2
@@ -46,6 +46,29 @@ rule extract_activations:
         tokens=lambda wc: rcfg.needs_tokens(config, wc.model, wc.dataset),
         extraction=canon(config["extraction"]),
         image_dir=lambda wc, input: input.images,
+        shard=lambda wc: [int(wc.shard), SHARDS] if SHARDS > 1 else [0, 1],
         code=step_hash("extract_activations", "extract", "models", "h5io", "datasets"),
     script:
         "../workflow_scripts/extract_activations.py"
+
+
+if SHARDS > 1:
+
+    rule merge_activations:
+        """Merge the extraction shards of one model and dataset into per-layer files equal to an unsharded run."""
+        input:
+            shards=lambda wc: [
+                EXTRACTED.format(model=wc.model, dataset=wc.dataset, shard=i)
+                for i in range(SHARDS)
+            ],
+        output:
+            acts=directory(f"{RESULTS}/activations/{{model}}/{{dataset}}"),
+        log:
+            f"{LOGS}/merge_activations/{{model}}/{{dataset}}.log",
+        conda:
+            "../envs/torch.yaml"
+        params:
+            layers=lambda wc: rcfg.model_layers(config, wc.model),
+            code=step_hash("merge_activations", "h5io"),
+        script:
+            "../workflow_scripts/merge_activations.py"

@@ -14,6 +14,14 @@ DATA = config["paths"]["data"]
 RESULTS = config["paths"]["results"]
 SPLIT = config["coco"]["split"]
 LOGS = f"{RESULTS}/logs"
+SHARDS = config["extraction"]["shards"]
+# With shards > 1, extraction writes shard folders that merge_activations joins into the usual folder.
+EXTRACTED = (
+    f"{RESULTS}/activations/shards/{{model}}/{{dataset}}/shard-{{shard}}"
+    if SHARDS > 1
+    else f"{RESULTS}/activations/{{model}}/{{dataset}}"
+)
+SHARD = ".shard-{shard}" if SHARDS > 1 else ""
 BENCH = f"{RESULTS}/benchmarks"
 
 

@@ -25,6 +25,7 @@ Files are written to a temporary sibling and renamed into place only once comple
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -205,3 +206,75 @@ def read_activations(path: str | Path) -> Activations:
             modality=f["modality"].asstr()[...],
             attrs=attrs,
         )
+
+
+def merge_layer_files(shard_paths: list[str | Path], out_path: str | Path, *, chunk_rows: int = 4096) -> None:
+    """Concatenate one layer's shard files (in shard order) into one file identical in layout to an unsharded
+    extraction: index and pooled rows appended, token rows appended with their starts shifted. Written to a
+    temporary sibling and renamed into place when complete."""
+    from repshift.atomic import atomic_path
+
+    shard_paths = [Path(p) for p in shard_paths]
+    if not shard_paths:
+        raise ValueError("no shard files to merge")
+    with contextlib.ExitStack() as stack:
+        shards = [stack.enter_context(h5py.File(p, "r")) for p in shard_paths]
+        first = shards[0]
+        layers = {int(s.attrs["layer"]) for s in shards}
+        models = {str(s.attrs["model"]) for s in shards}
+        if len(layers) != 1 or len(models) != 1:
+            raise ValueError(f"shards mix layers {sorted(layers)} or models {sorted(models)}: {shard_paths}")
+        n = sum(len(s["example_id"]) for s in shards)
+        tokens = "tokens" in first
+        tmp = stack.enter_context(atomic_path(out_path))
+        with h5py.File(tmp, "w") as out:
+            for key, value in first.attrs.items():
+                out.attrs[key] = value
+            out.attrs["n_examples"] = n
+            for key in [k for k in first.attrs if str(k).startswith("n_tokens_") or k == "n_truncated"]:
+                out.attrs[key] = sum(int(s.attrs[key]) for s in shards)
+            out.attrs["merged_from_shards"] = len(shards)
+            for name in ("example_id", "modality"):
+                out.create_dataset(name, data=np.concatenate([s[name][...] for s in shards]), dtype=_STR)
+            for name in ("label", "fold", "group", "n_text", "n_image"):
+                out.create_dataset(name, data=np.concatenate([s[name][...] for s in shards]))
+            d = first["pooled/mean"].shape[1]
+            dtype = first["pooled/mean"].dtype
+            for name in POOLINGS:
+                ds = out.create_dataset(
+                    f"pooled/{name}",
+                    shape=(n, d),
+                    dtype=dtype,
+                    chunks=(min(first[f"pooled/{name}"].chunks[0], max(n, 1)), d),
+                )
+                row = 0
+                for s in shards:
+                    src = s[f"pooled/{name}"]
+                    for a in range(0, src.shape[0], chunk_rows):
+                        block = src[a : a + chunk_rows]
+                        ds[row + a : row + a + len(block)] = block
+                    row += src.shape[0]
+            if tokens:
+                total = sum(s["tokens/acts"].shape[0] for s in shards)
+                acts = out.create_dataset(
+                    "tokens/acts",
+                    shape=(total, d),
+                    dtype=first["tokens/acts"].dtype,
+                    chunks=(min(first["tokens/acts"].chunks[0], max(total, 1)), d),
+                )
+                kinds, ids, starts, lengths = [], [], [], []
+                base = 0
+                for s in shards:
+                    src = s["tokens/acts"]
+                    for a in range(0, src.shape[0], chunk_rows):
+                        block = src[a : a + chunk_rows]
+                        acts[base + a : base + a + len(block)] = block
+                    kinds.append(s["tokens/kind"][...])
+                    ids.append(s["tokens/ids"][...])
+                    starts.append(s["tokens/start"][...] + base)
+                    lengths.append(s["tokens/length"][...])
+                    base += src.shape[0]
+                out.create_dataset("tokens/kind", data=np.concatenate(kinds))
+                out.create_dataset("tokens/ids", data=np.concatenate(ids))
+                out.create_dataset("tokens/start", data=np.concatenate(starts))
+                out.create_dataset("tokens/length", data=np.concatenate(lengths))

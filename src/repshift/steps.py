@@ -141,7 +141,7 @@ def make_demo_model(*, input, output, params, wildcards=None, **_):
 def extract_activations(*, input, output, params, wildcards=None, **_):
     """Extract every configured layer of one model on one dataset to one HDF5 file per layer."""
     from repshift import datasets
-    from repshift.extract import extract_dataset
+    from repshift.extract import extract_dataset, plan_rows
     from repshift.models import load_adapter
 
     ext = params["extraction"]
@@ -154,6 +154,10 @@ def extract_activations(*, input, output, params, wildcards=None, **_):
         raise ValueError(f"dataset {input['manifest']} is empty: nothing to extract")
     if not spec.is_vlm and not (manifest["modality"] == "text").any():
         raise ValueError(f"{name} is a text-only model but dataset {input['manifest']} has only image rows")
+    manifest = plan_rows(manifest, spec.is_vlm)
+    shard, n_shards = (int(x) for x in params.get("shard", (0, 1)))
+    if n_shards > 1:
+        manifest = shard_rows(manifest, shard, n_shards)
     location = spec.id if spec.source == "hub" else str(input["model"])
     adapter = load_adapter(spec, location=location, dtype=ext["dtype"], device=ext["device"])
     attrs = {
@@ -176,7 +180,32 @@ def extract_activations(*, input, output, params, wildcards=None, **_):
             store_dtype=ext["store_dtype"],
             attrs=attrs,
         )
-        write_json(tmp / "extraction.json", {**summary, "layers": layers, **attrs})
+        write_json(
+            tmp / "extraction.json", {**summary, "layers": layers, "shard": [shard, n_shards], **attrs}
+        )
+
+
+def shard_rows(manifest: pd.DataFrame, shard: int, n_shards: int) -> pd.DataFrame:
+    """Contiguous slice ``shard`` of ``n_shards`` of the rows a model sees (merging in shard order restores them)."""
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard} is not in 0..{n_shards - 1}")
+    bounds = np.linspace(0, len(manifest), n_shards + 1).round().astype(int)
+    return manifest.iloc[bounds[shard] : bounds[shard + 1]].reset_index(drop=True)
+
+
+@step
+def merge_activations(*, input, output, params, **_):
+    """Merge one (model, dataset)'s extraction shards into the per-layer files of an unsharded extraction."""
+    from repshift.h5io import merge_layer_files
+
+    shards = [Path(p) for p in (input["shards"] if isinstance(input["shards"], list) else [input["shards"]])]
+    with atomic_dir(output["acts"]) as tmp:
+        for layer in params["layers"]:
+            merge_layer_files([layer_file(s, layer) for s in shards], layer_file(tmp, layer))
+        write_json(
+            tmp / "extraction.json",
+            {"merged_from": [str(s) for s in shards], "layers": params["layers"], **provenance(params)},
+        )
 
 
 # --- SAEs --------------------------------------------------------------------------------------------

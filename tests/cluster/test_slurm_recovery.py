@@ -94,6 +94,8 @@ def reference() -> Path:
 def _fresh(name: str) -> Path:
     out = WORK / name
     shutil.rmtree(ROOT / out, ignore_errors=True)
+    (ROOT / WORK).mkdir(parents=True, exist_ok=True)
+    (ROOT / WORK / f"{name}.log").unlink(missing_ok=True)
     return out
 
 

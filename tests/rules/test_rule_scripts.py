@@ -217,3 +217,33 @@ def test_plot_layer_sweep(work, shift, codes, probe_tables, run):
     src = pd.read_csv(shift["shift"], sep="\t").query("layer == 1").set_index("metric")["value"]
     row = table[(table.layer == 1) & table.panel.str.contains("per-token")]
     assert row["value"].iloc[0] == pytest.approx(src["token_cosine"], rel=1e-5)
+
+
+def test_merge_activations_equals_unsharded(work, manifest, models, coco, acts, run):
+    shards = []
+    for i in range(2):
+        target = work / "results/activations/shards/vlm/cats" / f"shard-{i}"
+        run("extract_activations", input={"manifest": manifest["manifest"], "model": str(models["vlm"]),
+                                          "images": coco["images"]},
+            output={"acts": target},
+            params={"spec": _model_spec("paligemma"), "layers": LAYERS, "tokens": True, "extraction": EXTRACTION,
+                    "image_dir": str(coco["images"]), "shard": [i, 2]},
+            wildcards={"model": "vlm", "dataset": "cats", "shard": str(i)})
+        shards.append(str(target))
+    merged = work / "results/activations-merged/vlm/cats"
+    run("merge_activations", input={"shards": shards}, output={"acts": merged}, params={"layers": LAYERS})
+    for layer in LAYERS:
+        a = read_activations(acts["vlm"] / f"layer-{layer}.h5")
+        b = read_activations(merged / f"layer-{layer}.h5")
+        assert list(a.example_id) == list(b.example_id)
+        np.testing.assert_array_equal(a.label, b.label)
+        np.testing.assert_array_equal(a.fold, b.fold)
+        for pooling in ("mean", "last", "mean_image"):
+            np.testing.assert_allclose(a.pooled(pooling), b.pooled(pooling), rtol=1e-4, atol=1e-5)
+        ta, tb = a.tokens(), b.tokens()
+        np.testing.assert_array_equal(ta.offsets_N1, tb.offsets_N1)
+        np.testing.assert_array_equal(ta.ids_T, tb.ids_T)
+        np.testing.assert_array_equal(ta.kinds_T, tb.kinds_T)
+        np.testing.assert_allclose(ta.acts_TD, tb.acts_TD, rtol=1e-4, atol=1e-5)
+        assert b.attrs["n_examples"] == a.attrs["n_examples"]
+        assert b.attrs["n_tokens_image"] == a.attrs["n_tokens_image"]

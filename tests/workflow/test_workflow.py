@@ -113,3 +113,14 @@ def test_demo_end_to_end_and_probe_only_rerun(tmp_path):
     counts = job_counts(proc.stdout)
     assert set(counts) - {"total"} == {"train_probe", "plot_layer_sweep"}, counts
     assert counts["train_probe"] == len(cos["layer"].unique())
+
+
+def test_shards_plan_one_job_per_shard_and_a_merge(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["extraction"]["shards"] = 3
+    path = tmp_path / "sharded.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = snakemake("-n", "--cores", "2", "--configfile", str(path), "--replace-workflow-config", cwd=tmp_path)
+    counts = job_counts(proc.stdout)
+    assert counts["extract_activations"] == 3 * 3  # three (model, dataset) pairs x three shards
+    assert counts["merge_activations"] == 3
