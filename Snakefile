@@ -31,6 +31,7 @@ rule all:
     """The layer-sweep figure and everything it is drawn from."""
     input:
         f"{RESULTS}/figs/layer_sweep.pdf",
+        f"{RESULTS}/figs/probe_tasks.pdf",
 
 
 include: "rules/download.smk"

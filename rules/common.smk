@@ -113,10 +113,10 @@ def all_code_dirs():
     )
 
 
-def all_probe_tables():
+def all_probe_tables(tasks=None):
     return [
         f"{RESULTS}/probes/{task}/layer-{layer}.tsv"
-        for task in config["probes"]["tasks"]
+        for task in (config["probes"]["tasks"] if tasks is None else tasks)
         for layer in rcfg.probe_layers(config, task)
     ]
 

@@ -19,7 +19,8 @@
 #   REPSHIFT_SLURM_KILL=0    skip the kill-and-retry injection
 #   REPSHIFT_SLURM_VICTIM    SLURM job comment prefix of the job to kill
 #                            (default rule_extract_activations_wildcards_demo-paligemma)
-#   REPSHIFT_SLURM_PYTEST=1  also run the pytest recovery test (tests/cluster/, kill + resume by a rerun)
+#   REPSHIFT_SLURM_PYTEST=1  also run tests/cluster (profile checks; a GPU job killed with retries 0, then
+#                            resumed by a rerun); `make test-slurm` sets it
 #   REPSHIFT_SLURM_KEEP=1    leave the cluster running afterwards (stop it with scripts/slurm/stop_slurm.sh)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -35,7 +36,6 @@ KILL=${REPSHIFT_SLURM_KILL:-1}
 log() { echo "[slurm-test $(date +%T)] $*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
 
-[[ $(id -u) -eq 0 ]] || die "run as root (it installs and starts SLURM); or start SLURM yourself first"
 [[ -x $SNAKEMAKE ]] || die "$SNAKEMAKE missing: run 'make install' first"
 
 mkdir -p "$ROOT"
@@ -59,8 +59,12 @@ cleanup() {
 trap cleanup EXIT
 
 if command -v scontrol >/dev/null && timeout 5 scontrol ping 2>/dev/null | grep -q "is UP"; then
-    log "SLURM already up: using it (will not stop it)"
+    # never submit test jobs to a real cluster: only to the throwaway one start_slurm.sh configures
+    grep -qF "# written by repshift scripts/slurm/start_slurm.sh" /etc/slurm/slurm.conf 2>/dev/null \
+        || die "a SLURM controller answers but /etc/slurm/slurm.conf is not start_slurm.sh's: not submitting here"
+    log "the throwaway SLURM is already up: using it (will not stop it)"
 else
+    [[ $(id -u) -eq 0 ]] || die "run as root (it installs and starts SLURM), or start it first: sudo scripts/slurm/start_slurm.sh"
     STARTED=1
     bash scripts/slurm/start_slurm.sh
 fi
@@ -169,7 +173,8 @@ grep -q "Nothing to be done" "$ROOT/dryrun.log" || { cat "$ROOT/dryrun.log" >&2;
 phase_done checks
 
 # --- 5. optional: pytest recovery test (kill + resume by a rerun) --------------------------------------
+# Only the rerun case: the retry case (test_killed_gpu_job_is_retried) is what step 3 just did on the whole DAG.
 if [[ ${REPSHIFT_SLURM_PYTEST:-0} == 1 ]]; then
-    REPSHIFT_SLURM_TEST=1 "$PY" -m pytest -q tests/cluster -p no:cacheprovider
+    REPSHIFT_SLURM_TEST=1 "$PY" -m pytest -q tests/cluster -p no:cacheprovider -k "not is_retried"
     phase_done pytest_cluster
 fi

@@ -106,6 +106,15 @@ def probe_layers(cfg: Mapping[str, Any], task: str) -> list[int]:
     return sorted(common)
 
 
+def main_probe_tasks(cfg: Mapping[str, Any]) -> list[str]:
+    """Tasks drawn in the layer-sweep figure: semantic labels (not modality, not image attributes)."""
+    return sorted(
+        name
+        for name, t in cfg["probes"]["tasks"].items()
+        if t.get("target", "label") == "label" and cfg["datasets"][t["dataset"]]["modality"] != "attribute"
+    )
+
+
 def task_models(cfg: Mapping[str, Any], task: str) -> list[str]:
     """Every model a probe task reads (within, cross-model and cross-modal)."""
     t = cfg["probes"]["tasks"][task]
@@ -224,6 +233,12 @@ def check_config(cfg: Mapping[str, Any]) -> None:
                 raise ConfigError(
                     f"probes.tasks.{name}: dataset {t['dataset']} is image-only but {m} is a text-only model"
                 )
+        if t.get("target", "label") == "modality":
+            if modality != "paired":
+                raise ConfigError(f"probes.tasks.{name}: the modality probe needs a paired dataset, not {modality}")
+            for m in t["models"]:
+                if not model_spec(cfg, m).is_vlm:
+                    raise ConfigError(f"probes.tasks.{name}: the modality probe needs VLMs; {m} is text-only")
         for m in t.get("cross_modal", []):
             if not model_spec(cfg, m).is_vlm:
                 raise ConfigError(f"probes.tasks.{name}.cross_modal: {m} is not a VLM")

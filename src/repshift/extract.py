@@ -151,7 +151,7 @@ def extract_dataset(
         n_truncated += trunc
     if n_truncated:
         log.info("%d of %d texts truncated to %d tokens", n_truncated, len(text_idx), max_tokens)
-    text_order = sorted(text_ids, key=lambda i: (len(text_ids[i]), i))
+    text_order = sorted(text_ids, key=lambda i: (-len(text_ids[i]), i))
     batches = [("text", text_order[s : s + batch_size]) for s in range(0, len(text_order), batch_size)]
     batches += [("image", list(image_idx[s : s + batch_size])) for s in range(0, len(image_idx), batch_size)]
 

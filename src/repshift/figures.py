@@ -198,3 +198,33 @@ def layer_sweep(
     )
     write_table(table, out_tsv)
     return table
+
+
+def probe_tasks_table(probe_paths: Sequence) -> pd.DataFrame:
+    """Per task: within-model and transfer accuracy per layer, panel = task."""
+    probes = _read(probe_paths)
+    parts = []
+    for task, sub in probes.groupby("task"):
+        rows = probe_rows(sub)
+        rows["panel"] = [
+            f"{task}: {'1 within-model' if p == PROBE_PANELS['within'] else '2 transfer'} accuracy"
+            for p in rows["panel"]
+        ]
+        parts.append(rows)
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=TABLE_COLUMNS)
+    return table.sort_values(["panel", "series", "layer"], kind="stable").reset_index(drop=True)
+
+
+def probe_tasks(probe_paths, *, out_pdf, out_png, out_tsv) -> pd.DataFrame:
+    table = probe_tasks_table(probe_paths)
+    panels = sorted(table["panel"].unique())
+    plot_panels(
+        table,
+        panels,
+        out_pdf,
+        out_png,
+        ncols=min(3, max(1, len(panels))),
+        title="repshift probes by task (accuracy per layer; dashed: shuffled-label control, dotted: majority)",
+    )
+    write_table(table, out_tsv)
+    return table

@@ -55,12 +55,12 @@ def run_step(
     log_file: str | None = None,
 ) -> Any:
     configure_logging(log_file)
-    try:
-        import torch
-
-        torch.set_num_threads(max(1, int(threads)))
-    except ImportError:  # pragma: no cover
-        pass
+    # Threads: BLAS/OpenMP (numpy, scikit-learn, torch) read these when first loaded; torch is not imported here
+    # (probe and figure jobs never need it), only told if a caller already has it loaded.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(max(1, int(threads)))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(max(1, int(threads)))
     t0 = time.perf_counter()
     log.info("step %s: wildcards=%s", step.__name__, dict(wildcards or {}))
     # progress bars (tqdm writes to sys.stderr) go to the rule's log as well

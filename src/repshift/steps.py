@@ -470,8 +470,28 @@ def train_probe(*, input, output, params, threads=1, wildcards=None, **_):
     def record(df, **info):
         frames.append(df.assign(**info))
 
+    target = task.get("target", "label")
     with atomic_dir(weights) as wdir:
-        for m in task["models"]:
+        for m in task["models"] if target == "modality" else []:
+            # modality probe: caption rows vs image rows of the same images (same semantics, same folds)
+            a = acts[m]
+            y = (a.modality == "image").astype(np.int64)
+            if len(np.unique(y)) < 2:
+                raise ValueError(
+                    f"{m}: the modality probe needs caption and image rows (a paired dataset on a VLM)"
+                )
+            X = a.pooled(pooling)
+            df = probes.run_probe_suite(X, y, a.fold, settings=settings, groups_N=a.group)
+            record(
+                df,
+                transfer="within",
+                train_model=m,
+                test_model=m,
+                train_modality="text+image",
+                test_modality="text+image",
+            )
+            probes.fit_final_probe(X, y, settings=settings, groups_N=a.group).save(wdir / f"{m}.modality")
+        for m in task["models"] if target == "label" else []:
             a = acts[m]
             for modality in ("text", "image"):
                 rows = np.flatnonzero(a.modality == modality)
@@ -490,7 +510,7 @@ def train_probe(*, input, output, params, threads=1, wildcards=None, **_):
                 probe = probes.fit_final_probe(X, y, settings=settings, groups_N=a.group[rows])
                 probe.save(wdir / f"{m}.{modality}")
                 fitted[(m, modality)] = probe
-        for a_name, b_name in task.get("cross_model", []):
+        for a_name, b_name in task.get("cross_model", []) if target == "label" else []:
             a, b = acts[a_name], acts[b_name]
             ia, ib = _align(a.example_id, b.example_id)
             for modality in ("text", "image"):
@@ -543,7 +563,7 @@ def train_probe(*, input, output, params, threads=1, wildcards=None, **_):
                         train_modality=modality,
                         test_modality=modality,
                     )
-        for m in task.get("cross_modal", []):
+        for m in task.get("cross_modal", []) if target == "label" else []:
             a = acts[m]
             ti, ii = _pair_rows(a)
             if not len(ti):
@@ -575,6 +595,7 @@ def train_probe(*, input, output, params, threads=1, wildcards=None, **_):
     table.insert(0, "layer", layer)
     table.insert(0, "task", wc.get("task", ""))
     table["pooling"] = pooling
+    table["target"] = target
     with atomic_path(output["results"]) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
@@ -602,10 +623,26 @@ def plot_layer_sweep(*, input, output, params, **_):
         return [value] if isinstance(value, str) else list(value)
 
     transfer = [str(p) for d in paths("codes") for p in sorted(Path(d).glob("layer-*.transfer.tsv"))]
+    main = set(params.get("main_tasks", []))
+    probe_tables = [p for p in paths("probes") if not main or Path(p).parent.name in main]
     figures.layer_sweep(
         paths("shift"),
         transfer,
-        paths("probes"),
+        probe_tables,
+        out_pdf=output["pdf"],
+        out_png=output["png"],
+        out_tsv=output["tsv"],
+    )
+
+
+@step
+def plot_probe_tasks(*, input, output, params, **_):
+    """One panel per probe task (semantic, modality, attributes): accuracy per layer with intervals (PDF, PNG, TSV)."""
+    from repshift import figures
+
+    value = input.get("probes", [])
+    figures.probe_tasks(
+        [value] if isinstance(value, str) else list(value),
         out_pdf=output["pdf"],
         out_png=output["png"],
         out_tsv=output["tsv"],

@@ -137,8 +137,9 @@ def _kill_gpu_job_mid_run(proc: subprocess.Popen, out: Path, timeout: float = 60
         assert _run(["squeue", "-h", "-j", jid, "-t", "R"]).stdout.strip(), (
             f"job {jid} ended before it was killed"
         )
-        if _job_runs_script(jid, SCRIPT_RE) and acts.exists():
-            present = sorted(p.name for p in acts.iterdir())
+        # the output folder, or a hidden temporary sibling of it (written whole, then renamed into place)
+        if _job_runs_script(jid, SCRIPT_RE) and acts.parent.exists():
+            present = sorted(str(p.relative_to(acts.parent)) for p in acts.parent.rglob("*"))
             if any(".tmp" in name for name in present):
                 break
         time.sleep(0.1)

@@ -247,3 +247,23 @@ def test_merge_activations_equals_unsharded(work, manifest, models, coco, acts, 
         np.testing.assert_allclose(ta.acts_TD, tb.acts_TD, rtol=1e-4, atol=1e-5)
         assert b.attrs["n_examples"] == a.attrs["n_examples"]
         assert b.attrs["n_tokens_image"] == a.attrs["n_tokens_image"]
+
+
+def test_train_probe_modality_and_plot_probe_tasks(work, acts, probe_tables, run):
+    o = {"results": work / "results/probes/modality/layer-2.tsv",
+         "weights": work / "results/probes/modality/weights/layer-2"}
+    run("train_probe", input={"vlm": acts["vlm"]}, output=o,
+        params={"task": {"dataset": "cats", "target": "modality", "models": ["vlm"]},
+                "settings": {"c_grid": [1.0], "seeds": [0], "inner_folds": 2}, "seed": 0},
+        wildcards={"task": "modality", "layer": "2"})
+    t = pd.read_csv(o["results"], sep="\t")
+    assert set(t["train_modality"]) == {"text+image"} and set(t["target"]) == {"modality"}
+    assert (Path(o["weights"]) / "vlm.modality.safetensors").exists()
+    figs = {"pdf": work / "figs/probe_tasks.pdf", "png": work / "figs/probe_tasks.png",
+            "tsv": work / "figs/probe_tasks.tsv"}
+    run("plot_probe_tasks", input={"probes": [str(o["results"])] + [str(p["results"]) for p in probe_tables]},
+        output=figs, params={})
+    table = pd.read_csv(figs["tsv"], sep="\t")
+    assert {"modality: within-model accuracy", "cats: within-model accuracy", "cats: transfer accuracy"} <= set(
+        table["panel"]
+    )

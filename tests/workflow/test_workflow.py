@@ -122,5 +122,5 @@ def test_shards_plan_one_job_per_shard_and_a_merge(tmp_path):
     path.write_text(yaml.safe_dump(cfg))
     proc = snakemake("-n", "--cores", "2", "--configfile", str(path), "--replace-workflow-config", cwd=tmp_path)
     counts = job_counts(proc.stdout)
-    assert counts["extract_activations"] == 3 * 3  # three (model, dataset) pairs x three shards
-    assert counts["merge_activations"] == 3
+    assert counts["extract_activations"] == 5 * 3  # five (model, dataset) pairs x three shards
+    assert counts["merge_activations"] == 5

@@ -1,0 +1,193 @@
+"""Benchmark: SAE encoding throughput and sparse-code storage, Gemma Scope-sized (d_in 2304, 16k latents).
+
+Builds a sae-lens ``JumpReLUSAE(JumpReLUSAEConfig(d_in=2304, d_sae=16384))`` with random weights and one
+threshold chosen so that L0 is about 100 on standard-normal activations, encodes random activations with
+:func:`repshift.sae.encode` (the pipeline's call, default batch size), and reports tokens/s and the achieved
+GFLOP/s of the encoder matmul against torch.matmul on the same shapes measured in the same run. It then writes the
+codes with :func:`repshift.codes_h5.write_codes` (as the encode_sae step does: float32 values, gzip, pooled codes
+per example) and reports the bytes per stored token, sparse vs dense (:func:`repshift.codes_h5.storage_bytes_per_token`).
+
+    .venv/bin/python benchmarks/sae.py            # ~1 minute on 2 cores
+    .venv/bin/python benchmarks/sae.py --quick    # ~20 s
+
+The last line is ``tokens_per_s=... gflops=... mfu=... l0=... bytes_sparse=... bytes_dense=... storage_ratio=...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import norm
+
+from repshift import codes_h5
+from repshift import sae as sae_mod
+from repshift.h5io import POSITION_KINDS
+
+D_IN, D_SAE, TARGET_L0 = 2304, 16384, 100
+
+
+def build_sae(seed: int = 0, d_in: int = D_IN, d_sae: int = D_SAE, target_l0: float = TARGET_L0):
+    """A Gemma Scope-shaped JumpReLU SAE with random weights; L0 ~ target_l0 on N(0, I) inputs."""
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+
+    sae = JumpReLUSAE(
+        JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, apply_b_dec_to_input=False, normalize_activations="none")
+    )
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        # columns of W_enc have unit norm, so each pre-activation of an N(0, I) input is N(0, 1)
+        w = torch.randn(d_in, d_sae, generator=g)
+        sae.W_enc.copy_(w / w.norm(dim=0, keepdim=True))
+        sae.W_dec.copy_(sae.W_enc.T)
+        sae.b_enc.zero_()
+        sae.b_dec.zero_()
+        sae.threshold.fill_(float(norm.isf(target_l0 / d_sae)))
+    return sae.eval()
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_gflops(m: int, k: int, n: int, device="cpu", dtype=torch.float32, seconds=0.5, trials=3) -> float:
+    """Best-of-``trials`` torch.matmul throughput of an (m, k) @ (k, n) product, GFLOP/s."""
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, n, device=device, dtype=dtype)
+    out = torch.empty(m, n, device=device, dtype=dtype)
+    torch.matmul(a, b, out=out)
+    sync(device)
+    best = 0.0
+    for _ in range(trials):
+        reps, t0 = 0, time.perf_counter()
+        while True:
+            torch.matmul(a, b, out=out)
+            reps += 1
+            sync(device)
+            if time.perf_counter() - t0 > seconds:
+                break
+        best = max(best, 2.0 * m * k * n * reps / (time.perf_counter() - t0) / 1e9)
+    return best
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--n-tokens", type=int, default=None)
+    ap.add_argument("--batch-size", type=int, default=4096, help="repshift.sae.encode batch size (its default)")
+    ap.add_argument("--reps", type=int, default=None, help="timed passes over the tokens (best is kept)")
+    ap.add_argument("--tokens-per-example", type=int, default=36, help="for the per-example offsets and pooling")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    n = args.n_tokens or (8192 if args.quick else 16384)
+    reps = args.reps or (1 if args.quick else 2)
+
+    print(f"# load average at start: {loadavg()}")
+    sae = build_sae().to(args.device)
+    rng = np.random.default_rng(0)
+    acts = rng.standard_normal((n, D_IN), dtype=np.float32)
+    print(
+        f"# JumpReLUSAE d_in={D_IN} d_sae={D_SAE}, random weights, threshold {sae.threshold[0].item():.3f}; "
+        f"{n} random tokens, batch size {args.batch_size}, {torch.get_num_threads()} threads, {args.device}"
+    )
+    sae_mod.encode(sae, acts[: min(n, args.batch_size)], batch_size=args.batch_size)  # warm-up
+
+    mm_before = matmul_gflops(args.batch_size, D_IN, D_SAE, args.device)
+    best = float("inf")
+    codes = None
+    for _ in range(reps):
+        sync(args.device)
+        t0 = time.perf_counter()
+        codes = sae_mod.encode(sae, acts, batch_size=args.batch_size)
+        sync(args.device)
+        best = min(best, time.perf_counter() - t0)
+    # the same work without the conversion to CSR: what sae-lens' encode alone costs
+    x = torch.from_numpy(acts[: args.batch_size]).to(args.device)
+    with torch.inference_mode():
+        sync(args.device)
+        t0 = time.perf_counter()
+        sae.encode(x)
+        sync(args.device)
+        raw_batch_s = time.perf_counter() - t0
+    mm_after = matmul_gflops(args.batch_size, D_IN, D_SAE, args.device)
+    mm_ref = max(mm_before, mm_after)
+
+    tokens_per_s = n / best
+    flops_per_token = 2.0 * D_IN * D_SAE  # the encoder matmul (the decoder is not run by encode)
+    gflops = tokens_per_s * flops_per_token / 1e9
+    mfu = gflops / mm_ref
+    l0 = codes.nnz / codes.n_tokens
+    raw_tokens_per_s = x.shape[0] / raw_batch_s
+    print("\n| measure | value |")
+    print("|---|---|")
+    print(f"| repshift.sae.encode | {tokens_per_s:,.0f} tokens/s ({best:.2f} s for {n} tokens, best of {reps}) |")
+    print(f"| achieved (encoder matmul FLOPs) | {gflops:.1f} GFLOP/s |")
+    print(
+        f"| torch.matmul {args.batch_size}x{D_IN} @ {D_IN}x{D_SAE} fp32 | {mm_before:.1f} GFLOP/s before, "
+        f"{mm_after:.1f} after (using {mm_ref:.1f}) |"
+    )
+    print(f"| share of matmul throughput | {mfu:.0%} |")
+    print(
+        f"| sae-lens encode alone, one batch | {raw_tokens_per_s:,.0f} tokens/s "
+        f"({raw_tokens_per_s * flops_per_token / 1e9 / mm_ref:.0%} of matmul) |"
+    )
+    print(f"| mean L0 | {l0:.1f} (target ~{TARGET_L0}) |")
+
+    # storage, as the encode_sae step writes it (float32 values, gzip, pooled codes), and variants
+    offsets = np.arange(0, n + 1, args.tokens_per_example, dtype=np.int64)
+    if offsets[-1] != n:
+        offsets = np.append(offsets, n)
+    from repshift.steps import pooled_codes
+
+    kinds = np.full(n, POSITION_KINDS["text"], dtype=np.int8)
+    pooled = pooled_codes(codes, offsets, kinds, np.array(["text"] * (len(offsets) - 1)))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        variants = [
+            ("pipeline: float32 values, gzip, pooled", dict(pooled_NF=pooled)),
+            ("float32 values, gzip, no pooled", dict()),
+            ("float16 values, gzip, no pooled", dict(values_dtype="float16")),
+            ("float32 values, uncompressed, no pooled", dict(compression=None)),
+        ]
+        for name, kw in variants:
+            path = Path(tmp) / "codes.h5"
+            t0 = time.perf_counter()
+            codes_h5.write_codes(path, codes, example_offsets_N1=offsets, attrs={"bench": True}, **kw)
+            write_s = time.perf_counter() - t0
+            st = codes_h5.storage_bytes_per_token(path)
+            rows.append((name, st, write_s))
+            path.unlink()
+    dense16, dense32 = 2.0 * D_SAE, 4.0 * D_SAE
+    print(f"\nbytes per stored token (mean L0 {l0:.1f}); dense codes: {dense16:.0f} B float16, {dense32:.0f} B float32")
+    print("| layout | file B/token | vs dense float16 | uncompressed CSR B/token | write s |")
+    print("|---|---|---|---|---|")
+    for name, st, write_s in rows:
+        print(
+            f"| {name} | {st['file']:.0f} | {st['file_ratio']:.2%} | {st['sparse_raw']:.0f} | {write_s:.2f} |"
+        )
+    pipeline = rows[0][1]
+    print(f"\ntarget: >= 40% of matmul throughput: {'met' if mfu >= 0.40 else 'MISSED'}")
+    print(f"# load average at end: {loadavg()}")
+    print(
+        f"tokens_per_s={tokens_per_s:.0f} gflops={gflops:.1f} mfu={mfu:.2f} l0={l0:.1f} "
+        f"bytes_sparse={pipeline['file']:.0f} bytes_dense={dense16:.0f} storage_ratio={pipeline['file_ratio']:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
