@@ -7,6 +7,7 @@ written next to it with the same stem, so that what is plotted can be checked ag
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -217,7 +218,9 @@ def probe_tasks_table(probe_paths: Sequence) -> pd.DataFrame:
 
 def probe_tasks(probe_paths, *, out_pdf, out_png, out_tsv) -> pd.DataFrame:
     table = probe_tasks_table(probe_paths)
-    panels = sorted(table["panel"].unique())
+    order = sorted(table["panel"].unique())  # per task: within-model ("1 ...") before transfer ("2 ...")
+    table["panel"] = table["panel"].str.replace(r": [12] ", ": ", regex=True)
+    panels = [re.sub(r": [12] ", ": ", p) for p in order]
     plot_panels(
         table,
         panels,
