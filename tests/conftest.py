@@ -37,7 +37,7 @@ def demo_model_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     llm = build_demo_llm(root / "llm", seed=0, num_hidden_layers=N_LAYERS)
     out = {"llm": llm}
-    for arch in ("paligemma", "llava"):
+    for arch in ("paligemma", "llava", "llava-next"):
         out[arch] = build_demo_vlm(root / arch, base_dir=llm, arch=arch, perturb_from=PERTURB_FROM, seed=0)
     return out
 
@@ -46,11 +46,17 @@ def demo_model_dirs(tmp_path_factory):
 def model_specs(demo_model_dirs):
     from repshift.config import ModelSpec
 
-    fam = {"llm": "causal-lm", "paligemma": "paligemma", "llava": "llava"}
-    prompt = {"llm": "", "paligemma": "caption en", "llava": "Describe the image."}
+    fam = {"llm": "causal-lm", "paligemma": "paligemma", "llava": "llava", "llava-next": "llava-next"}
+    prompt = {"llm": "", "paligemma": "caption en", "llava": "Describe the image.", "llava-next": "Describe."}
     return {
-        k: ModelSpec(name=f"demo-{k}", family=fam[k], source="local", path=str(p), num_layers=N_LAYERS,
-                     image_prompt=prompt[k])
+        k: ModelSpec(
+            name=f"demo-{k}",
+            family=fam[k],
+            source="local",
+            path=str(p),
+            num_layers=N_LAYERS,
+            image_prompt=prompt[k],
+        )
         for k, p in demo_model_dirs.items()
     }
 

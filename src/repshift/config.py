@@ -175,7 +175,12 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             arch = demo.get("arch")
             if not arch:
                 raise ConfigError(f"models.{name}: source demo needs `demo: {{arch: ...}}`")
-            expected = {"gemma2": "causal-lm", "paligemma": "paligemma", "llava": "llava"}[arch]
+            expected = {
+                "gemma2": "causal-lm",
+                "paligemma": "paligemma",
+                "llava": "llava",
+                "llava-next": "llava-next",
+            }[arch]
             if spec.family != expected:
                 raise ConfigError(f"models.{name}: demo arch {arch} is family {expected}, not {spec.family}")
             if arch != "gemma2":
@@ -235,7 +240,9 @@ def check_config(cfg: Mapping[str, Any]) -> None:
                 )
         if t.get("target", "label") == "modality":
             if modality != "paired":
-                raise ConfigError(f"probes.tasks.{name}: the modality probe needs a paired dataset, not {modality}")
+                raise ConfigError(
+                    f"probes.tasks.{name}: the modality probe needs a paired dataset, not {modality}"
+                )
             for m in t["models"]:
                 if not model_spec(cfg, m).is_vlm:
                     raise ConfigError(f"probes.tasks.{name}: the modality probe needs VLMs; {m} is text-only")

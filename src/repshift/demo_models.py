@@ -65,7 +65,7 @@ IMAGE_TOKEN = "<image>"
 #: Byte-fallback tokens, right after the special tokens (as in SentencePiece/Gemma vocabularies).
 BYTE_TOKENS: tuple[str, ...] = tuple(f"<0x{b:02X}>" for b in range(256))
 #: VLM architectures :func:`build_demo_vlm` can build.
-VLM_ARCHS: tuple[str, ...] = ("paligemma", "llava")
+VLM_ARCHS: tuple[str, ...] = ("paligemma", "llava", "llava-next")
 #: Name of the JSON file recording how a demo model directory was built.
 DEMO_META_FILE = "repshift_demo.json"
 
@@ -280,6 +280,7 @@ def _vision_config(
     )
     if arch == "paligemma":
         return SiglipVisionConfig(**common, vision_use_head=False)
+    # llava and llava-next: a CLIP tower
     return CLIPVisionConfig(**common, projection_dim=vision_hidden_size)
 
 
@@ -403,6 +404,36 @@ def build_demo_vlm(
             vocab_size=text_config.vocab_size,
         )
         model_cls = PaliGemmaForConditionalGeneration
+    elif arch == "llava-next":
+        from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
+        from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+        # AnyRes: images are tiled on a grid of pinpoints, so the number of image tokens varies with the
+        # image's size and aspect ratio (found from token ids downstream, never from offsets).
+        pinpoints = [[image_size, image_size], [image_size, 2 * image_size], [2 * image_size, image_size]]
+        image_processor = LlavaNextImageProcessorPil(
+            size={"shortest_edge": image_size},
+            crop_size={"height": image_size, "width": image_size},
+            image_grid_pinpoints=pinpoints,
+        )
+        processor = LlavaNextProcessor(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            patch_size=patch_size,
+            vision_feature_select_strategy="default",
+            image_token=IMAGE_TOKEN,
+            num_additional_image_tokens=1,
+        )
+        config = LlavaNextConfig(
+            vision_config=vision_config,
+            text_config=text_config,
+            image_token_id=image_token_id,
+            image_grid_pinpoints=pinpoints,
+            vision_feature_select_strategy="default",
+            vision_feature_layer=-2,
+            projector_hidden_act="gelu",
+        )
+        model_cls = LlavaNextForConditionalGeneration
     else:
         image_processor = CLIPImageProcessorPil(
             size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}

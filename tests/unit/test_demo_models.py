@@ -31,7 +31,11 @@ TEXTS = (
     "Le chat est sur la table.",
     "猫がいます",
 )
-VLM_CLASSES = {"paligemma": "PaliGemmaForConditionalGeneration", "llava": "LlavaForConditionalGeneration"}
+VLM_CLASSES = {
+    "paligemma": "PaliGemmaForConditionalGeneration",
+    "llava": "LlavaForConditionalGeneration",
+    "llava-next": "LlavaNextForConditionalGeneration",
+}
 
 
 # ----------------------------------------------------------------------------------------------- fixtures
@@ -200,7 +204,8 @@ def test_vlm_reloads_through_auto_classes_and_runs_on_image(vlms, llm, image, ar
     prompt = f"{IMAGE_TOKEN}a photo of" if arch == "paligemma" else f"{IMAGE_TOKEN}\na photo of"
     inputs = processor(text=prompt, images=image, return_tensors="pt")
     ids = inputs["input_ids"][0].tolist()
-    assert ids.count(image_token_id) == N_IMAGE_TOKENS
+    n_image = N_IMAGE_TOKENS if arch != "llava-next" else ids.count(image_token_id)  # AnyRes: varies by image
+    assert ids.count(image_token_id) == n_image >= N_IMAGE_TOKENS
     assert ids.count(llm_tok.bos_token_id) == 1
     if arch == "paligemma":
         # "<image>"*N + "<bos>" + prompt + "\n", built by the processor; the whole prefix is one block
@@ -209,10 +214,7 @@ def test_vlm_reloads_through_auto_classes_and_runs_on_image(vlms, llm, image, ar
         assert processor.tokenizer.decode(ids[-1:]) == "\n"
         assert "token_type_ids" in inputs and (inputs["token_type_ids"] == 0).all()
     else:
-        assert (
-            ids[0] == llm_tok.bos_token_id
-            and ids[1 : 1 + N_IMAGE_TOKENS] == [image_token_id] * N_IMAGE_TOKENS
-        )
+        assert ids[0] == llm_tok.bos_token_id and ids[1 : 1 + n_image] == [image_token_id] * n_image
     inputs.pop("labels", None)
     with torch.no_grad():
         out = model(**inputs, output_hidden_states=True)
