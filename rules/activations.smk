@@ -30,6 +30,7 @@ rule extract_activations:
     input:
         manifest=lambda wc: manifest(wc.dataset),
         model=lambda wc: model_dir(wc.model),
+        partners=lambda wc: token_partner_dirs(wc.model, wc.dataset),
         images=ancient(coco_files()["images"]),
     output:
         acts=directory(f"{EXTRACTED}"),
@@ -47,7 +48,10 @@ rule extract_activations:
         extraction=canon(config["extraction"]),
         image_dir=lambda wc, input: input.images,
         shard=lambda wc: [int(wc.shard), SHARDS] if SHARDS > 1 else [0, 1],
-        code=step_hash("extract_activations", "extract", "models", "h5io", "datasets"),
+        token_partners=lambda wc: token_partners(wc.model, wc.dataset),
+        code=step_hash(
+            "extract_activations", "extract", "models", "h5io", "datasets", "tokens"
+        ),
     script:
         "../workflow_scripts/extract_activations.py"
 

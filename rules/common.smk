@@ -127,3 +127,26 @@ def probe_inputs(wc):
     return {
         m: activations(m, task["dataset"]) for m in rcfg.task_models(config, wc.task)
     }
+
+
+def token_partners(model, dataset):
+    """Models compared with ``model`` on ``dataset``'s text: their token ids must equal this model's."""
+    out = {}
+    for c in config["comparisons"].values():
+        if c["dataset"] == dataset and model in (c["base"], c["adapted"]):
+            other = c["adapted"] if c["base"] == model else c["base"]
+            spec = rcfg.model_spec(config, other)
+            out[other] = {
+                "spec": canon(config["models"][other]),
+                "location": spec.location(DATA),
+            }
+    return out
+
+
+def token_partner_dirs(model, dataset):
+    """Local folders of those models (generated demo models must exist before the check)."""
+    return [
+        p["location"]
+        for name, p in token_partners(model, dataset).items()
+        if rcfg.model_spec(config, name).source != "hub"
+    ]

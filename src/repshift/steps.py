@@ -143,6 +143,7 @@ def extract_activations(*, input, output, params, wildcards=None, **_):
     from repshift import datasets
     from repshift.extract import extract_dataset, plan_rows
     from repshift.models import load_adapter
+    from repshift.tokens import check_same_token_ids, load_tokenizer
 
     ext = params["extraction"]
     name = (wildcards or {}).get("model") or params.get("model") or "model"
@@ -159,6 +160,15 @@ def extract_activations(*, input, output, params, wildcards=None, **_):
     if n_shards > 1:
         manifest = shard_rows(manifest, shard, n_shards)
     location = spec.id if spec.source == "hub" else str(input["model"])
+    partners = params.get("token_partners") or {}
+    if partners:  # a text-only comparison needs identical ids: checked on tokenizers, before the model loads
+        texts = manifest.loc[manifest["modality"] == "text", "text"].astype(str).tolist()
+        toks = {name: load_tokenizer(spec, location)}
+        for other, p in partners.items():
+            other_spec = ModelSpec.from_dict(other, p["spec"])
+            toks[other] = load_tokenizer(other_spec, p["location"])
+        n_checked = check_same_token_ids(texts, toks, max_tokens=ext["max_tokens"])
+        log.info("token ids identical to %s on %d texts", sorted(partners), n_checked)
     adapter = load_adapter(spec, location=location, dtype=ext["dtype"], device=ext["device"])
     attrs = {
         "model_location": location,
