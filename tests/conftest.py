@@ -66,3 +66,26 @@ def adapters(model_specs):
     from repshift.models import load_adapter
 
     return {k: load_adapter(spec, device="cpu") for k, spec in model_specs.items()}
+
+
+@pytest.fixture(scope="session")
+def vision_adapters(demo_model_dirs):
+    """The vision towers of the demo VLMs as their own stream (layer L = output of tower block L)."""
+    from repshift.config import ModelSpec
+    from repshift.models import load_adapter
+
+    return {
+        arch: load_adapter(
+            ModelSpec(
+                name=f"demo-{arch}-vision",
+                family=arch,
+                source="local",
+                path=str(demo_model_dirs[arch]),
+                num_layers=2,
+                stream="vision",
+                image_prompt="caption en",
+            ),
+            device="cpu",
+        )
+        for arch in ("paligemma", "llava")
+    }

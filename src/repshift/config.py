@@ -35,11 +35,12 @@ class ModelSpec:
     revision: str = "main"
     path: str | None = None
     image_prompt: str = ""
+    stream: str = "decoder"
     demo: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, name: str, d: Mapping[str, Any]) -> ModelSpec:
-        known = {"family", "source", "num_layers", "id", "revision", "path", "image_prompt", "demo"}
+        known = {"family", "source", "num_layers", "id", "revision", "path", "image_prompt", "stream", "demo"}
         unknown = set(d) - known
         if unknown:
             raise ConfigError(f"models.{name}: unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
@@ -48,6 +49,11 @@ class ModelSpec:
     @property
     def is_vlm(self) -> bool:
         return self.family in VLM_FAMILIES
+
+    @property
+    def reads_text(self) -> bool:
+        """Whether text-only inputs go through this stream (the decoder; not a vision tower)."""
+        return self.stream == "decoder"
 
     def location(self, data_dir: str | Path) -> str:
         """What ``from_pretrained`` is given: a hub id, a local folder, or the generated demo folder."""
@@ -194,6 +200,10 @@ def check_config(cfg: Mapping[str, Any]) -> None:
                     raise ConfigError(
                         f"models.{name}.demo.perturb_from must be in 0..{spec.num_layers}, got {k!r}"
                     )
+        if spec.stream == "vision" and spec.family not in ("paligemma", "llava"):
+            raise ConfigError(
+                f"models.{name}: stream vision is supported for paligemma and llava, not {spec.family}"
+            )
         model_layers(cfg, name)
     if cfg["coco"]["source"] == "path" and not cfg["coco"].get("root"):
         raise ConfigError("coco.source is 'path' but coco.root is not set: give the folder holding val2017/")
@@ -246,6 +256,9 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             for m in t["models"]:
                 if not model_spec(cfg, m).is_vlm:
                     raise ConfigError(f"probes.tasks.{name}: the modality probe needs VLMs; {m} is text-only")
+        for m in t.get("cross_modal", []) + (t["models"] if t.get("target", "label") == "modality" else []):
+            if not model_spec(cfg, m).reads_text:
+                raise ConfigError(f"probes.tasks.{name}: {m} is a vision tower; it reads no captions")
         for m in t.get("cross_modal", []):
             if not model_spec(cfg, m).is_vlm:
                 raise ConfigError(f"probes.tasks.{name}.cross_modal: {m} is not a VLM")

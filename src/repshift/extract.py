@@ -80,19 +80,23 @@ def pool(hidden_BTD: torch.Tensor, kinds_BT: np.ndarray, modality: Sequence[str]
     """Pooled vectors per example: means over text / image positions and the last text position.
 
     BOS, pads and special tokens never enter a pool. An example with no position of a kind gets zeros
-    for that pool (its count, stored beside, is 0) rather than NaN.
+    for that pool (its count, stored beside, is 0) rather than NaN. Both means come from one batched matmul
+    with per-position weights (1 / count on the positions of the kind, 0 elsewhere).
     """
     h = hidden_BTD.float()
     kinds = torch.from_numpy(kinds_BT).to(h.device)
-    text = (kinds == POSITION_KINDS["text"]).float()
-    image = (kinds == POSITION_KINDS["image"]).float()
+    text = kinds == POSITION_KINDS["text"]
+    image = kinds == POSITION_KINDS["image"]
     n_text = text.sum(1)
     n_image = image.sum(1)
-    mean_text = (h * text[..., None]).sum(1) / n_text.clamp(min=1)[:, None]
-    mean_image = (h * image[..., None]).sum(1) / n_image.clamp(min=1)[:, None]
+    weights_B2T = torch.stack(
+        (text / n_text.clamp(min=1)[:, None], image / n_image.clamp(min=1)[:, None]), dim=1
+    ).to(h.dtype)
+    means_B2D = torch.bmm(weights_B2T, h)
+    mean_text, mean_image = means_B2D[:, 0], means_B2D[:, 1]
     T = kinds.shape[1]
     pos = torch.arange(T, device=h.device)[None, :].expand_as(kinds)
-    last_idx = torch.where(text.bool(), pos, torch.full_like(pos, -1)).max(1).values
+    last_idx = torch.where(text, pos, torch.full_like(pos, -1)).max(1).values
     last = h[torch.arange(h.shape[0], device=h.device), last_idx.clamp(min=0)]
     last = torch.where((last_idx >= 0)[:, None], last, torch.zeros_like(last))
     is_image = torch.tensor([m == "image" for m in modality], device=h.device)[:, None]
@@ -104,8 +108,34 @@ def pool(hidden_BTD: torch.Tensor, kinds_BT: np.ndarray, modality: Sequence[str]
     return out
 
 
-def plan_rows(manifest: pd.DataFrame, adapter_is_vlm: bool) -> pd.DataFrame:
-    """Rows a model sees: all rows for a VLM; text rows only for a text-only model."""
+def _append_token_rows(
+    writer: h5io.ActivationWriter,
+    rows: np.ndarray,
+    acts_TD: np.ndarray,
+    kinds_T: np.ndarray,
+    ids_T: np.ndarray,
+    lengths: np.ndarray,
+) -> None:
+    """Append the non-pad token rows of a whole batch (examples ``rows``, ``lengths[b]`` rows each, in order).
+
+    One resize and one write per dataset for the batch instead of three per example (``append_tokens`` per
+    example spent more time in h5py calls than the forward pass of a small model); the per-example start and
+    length are then set exactly as ``append_tokens`` would have set them one example at a time.
+    """
+    first = writer.f["tokens/acts"].shape[0]
+    writer.append_tokens(int(rows[0]), acts_TD, kinds_T, ids_T)
+    writer.start[rows] = first + np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    writer.length[rows] = lengths
+
+
+def plan_rows(manifest: pd.DataFrame, adapter_is_vlm: bool, reads_text: bool = True) -> pd.DataFrame:
+    """Rows a model sees: all rows for a VLM's decoder; text rows only for a text-only model; image rows
+    only for a vision tower."""
+    if not reads_text:
+        image = manifest[manifest["modality"] == "image"].reset_index(drop=True)
+        if image.empty:
+            raise ValueError("dataset has no image rows: a vision tower only reads images")
+        return image
     if adapter_is_vlm:
         return manifest.reset_index(drop=True)
     text = manifest[manifest["modality"] == "text"].reset_index(drop=True)
@@ -132,7 +162,7 @@ def extract_dataset(
 
     layers = sorted(out_paths)
     adapter.spec.check_layers(layers)
-    rows = plan_rows(manifest, adapter.spec.is_vlm)
+    rows = plan_rows(manifest, adapter.spec.is_vlm, adapter.spec.reads_text)
     if rows.empty:
         raise ValueError("empty dataset: nothing to extract")
     n = len(rows)
@@ -151,6 +181,8 @@ def extract_dataset(
         n_truncated += trunc
     if n_truncated:
         log.info("%d of %d texts truncated to %d tokens", n_truncated, len(text_idx), max_tokens)
+    # Longest first: the first batch sets the memory high-water mark and later (smaller) batches reuse its
+    # blocks; growing shapes fragment the allocator's heap and made peak memory grow with the dataset.
     text_order = sorted(text_ids, key=lambda i: (-len(text_ids[i]), i))
     batches = [("text", text_order[s : s + batch_size]) for s in range(0, len(text_order), batch_size)]
     batches += [("image", list(image_idx[s : s + batch_size])) for s in range(0, len(image_idx), batch_size)]
@@ -158,6 +190,7 @@ def extract_dataset(
     meta = dict(attrs or {})
     meta.update(
         model=adapter.spec.name,
+        stream=adapter.stream,
         family=adapter.spec.family,
         d_model=adapter.d_model,
         num_layers=adapter.num_layers,
@@ -193,20 +226,26 @@ def extract_dataset(
                 images = [load_example_image(rows.iloc[int(i)], image_dir) for i in idx]
                 batch = adapter.image_batch(images, adapter.spec.image_prompt)
             captured = run_capture(adapter, batch, layers)
+            # decoder: the batch's positions; vision tower: its patch positions
+            kinds_BT, ids_BT = adapter.captured_kinds(batch, captured[layers[0]])
             modality = rows["modality"].to_numpy()[idx]
             for name in n_tokens:
-                n_tokens[name] += int((batch.kinds_BT == POSITION_KINDS[name]).sum())
+                n_tokens[name] += int((kinds_BT == POSITION_KINDS[name]).sum())
+            if tokens:
+                keep_BT = kinds_BT != POSITION_KINDS["pad"]
+                keep_t = torch.from_numpy(keep_BT)
+                lengths = keep_BT.sum(1).astype(np.int64)
+                kinds_T, ids_T = kinds_BT[keep_BT], ids_BT[keep_BT]
             for layer in layers:
-                hidden = captured[layer]
-                pooled = pool(hidden, batch.kinds_BT, modality)
+                hidden = captured.pop(layer)
+                pooled = pool(hidden, kinds_BT, modality)
                 writers[layer].write_batch(idx, pooled, pooled["n_text"], pooled["n_image"])
                 if tokens:
-                    hid = hidden.float().cpu().numpy()
-                    for b, i in enumerate(idx):
-                        keep = batch.kinds_BT[b] != POSITION_KINDS["pad"]
-                        writers[layer].append_tokens(
-                            int(i), hid[b][keep], batch.kinds_BT[b][keep], batch.ids_BT[b][keep]
-                        )
+                    # non-pad rows of every example, example by example (row-major mask order)
+                    acts_TD = hidden[keep_t.to(hidden.device)].float().cpu().numpy()
+                    _append_token_rows(writers[layer], idx, acts_TD, kinds_T, ids_T, lengths)
+                del hidden
+            del captured
         for layer in layers:
             writers[layer].finish()
             for name, count in n_tokens.items():

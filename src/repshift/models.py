@@ -24,6 +24,7 @@ import torch
 
 from repshift.config import HUB_HELP, ModelSpec
 from repshift.h5io import POSITION_KINDS
+from repshift.tokens import text_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,16 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     )
 
 
+def vision_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The encoder blocks of a VLM's vision tower (SigLIP or CLIP): layer L = output of tower block L."""
+    tower = getattr(getattr(model, "model", model), "vision_tower", None)
+    inner = getattr(tower, "vision_model", tower)  # 5.x: SiglipVisionModel/CLIPVisionModel hold .encoder
+    layers = getattr(getattr(inner, "encoder", None), "layers", None)
+    if not isinstance(layers, torch.nn.ModuleList):
+        raise TypeError(f"cannot find vision-tower blocks in {type(model).__name__}")
+    return layers
+
+
 def _text_config(config):
     return config.get_text_config() if hasattr(config, "get_text_config") else config
 
@@ -89,14 +100,28 @@ class Adapter:
         self.tokenizer = tokenizer
         self.processor = processor
         self.device = device
-        self.layers = decoder_layers(model)
-        tcfg = _text_config(model.config)
-        self.d_model = int(tcfg.hidden_size)
+        self.stream = spec.stream
+        if self.stream == "vision":
+            if spec.family not in ("paligemma", "llava"):
+                raise ValueError(
+                    f"{spec.name}: the vision stream is supported for paligemma and llava, not {spec.family} "
+                    "(LLaVA-NeXT tiles each image into a variable number of crops)"
+                )
+            self.layers = vision_layers(model)
+            vcfg = model.config.vision_config
+            self.d_model = int(vcfg.hidden_size)
+            # CLIP towers prepend a class token (position 0); SigLIP's have none.
+            self.vision_cls = type(model.model.vision_tower).__name__.startswith("CLIP")
+        else:
+            self.layers = decoder_layers(model)
+            self.d_model = int(_text_config(model.config).hidden_size)
+            self.vision_cls = False
         self.num_layers = len(self.layers)
         if self.num_layers != spec.num_layers:
             raise ValueError(
                 f"models.{spec.name}.num_layers is {spec.num_layers} but the loaded model has "
-                f"{self.num_layers} decoder blocks: fix num_layers in the config"
+                f"{self.num_layers} {'vision-tower' if self.stream == 'vision' else 'decoder'} blocks: fix "
+                "num_layers in the config"
             )
         self.bos_id = tokenizer.bos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -109,9 +134,19 @@ class Adapter:
 
     # -- inputs -------------------------------------------------------------------------------------
     def text_ids(self, text: str, max_tokens: int) -> tuple[list[int], bool]:
-        """Token ids of a text-only input and whether it was truncated."""
-        ids = [self.bos_id] + self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return ids[:max_tokens], len(ids) > max_tokens
+        """Token ids of a text-only input and whether it was truncated (see :mod:`repshift.tokens`)."""
+        return text_token_ids(self.tokenizer, text, max_tokens)
+
+    def captured_kinds(self, batch: Batch, hidden_BTD: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Position kinds and token ids of a captured tensor: the batch's for the decoder; for the vision
+        tower every position is an image patch (a CLIP class token is labelled special), ids are -1."""
+        if self.stream != "vision":
+            return batch.kinds_BT, batch.ids_BT
+        b, t = hidden_BTD.shape[:2]
+        kinds = np.full((b, t), POSITION_KINDS["image"], dtype=np.int8)
+        if self.vision_cls:
+            kinds[:, 0] = POSITION_KINDS["special"]
+        return kinds, np.full((b, t), -1, dtype=np.int64)
 
     def text_batch(self, ids_list: Sequence[Sequence[int]]) -> Batch:
         """Left-padded batch of pre-tokenised text (pads are masked and labelled, never pooled)."""

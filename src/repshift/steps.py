@@ -155,7 +155,7 @@ def extract_activations(*, input, output, params, wildcards=None, **_):
         raise ValueError(f"dataset {input['manifest']} is empty: nothing to extract")
     if not spec.is_vlm and not (manifest["modality"] == "text").any():
         raise ValueError(f"{name} is a text-only model but dataset {input['manifest']} has only image rows")
-    manifest = plan_rows(manifest, spec.is_vlm)
+    manifest = plan_rows(manifest, spec.is_vlm, spec.reads_text)
     shard, n_shards = (int(x) for x in params.get("shard", (0, 1)))
     if n_shards > 1:
         manifest = shard_rows(manifest, shard, n_shards)
@@ -472,7 +472,7 @@ def train_probe(*, input, output, params, threads=1, wildcards=None, **_):
     layer = int(wc.get("layer", params.get("layer", 0)))
     settings = probes.ProbeSettings.from_dict({**params.get("settings", {}), "n_jobs": int(threads)})
     pooling = task.get("pooling", "mean")
-    acts = {m: read_activations(layer_file(input[m], layer)) for m in input if m not in ("_",)}
+    acts = {m: read_activations(layer_file(path, layer)) for m, path in input.items()}
     weights = Path(output["weights"])
     frames = []
     fitted = {}

@@ -229,3 +229,47 @@ def test_bad_requests_fail_clearly(adapters, tmp_path):
         extract_dataset(adapters["llm"], df, {1: tmp_path / "n.h5"}, progress=False)
         read_activations(tmp_path / "n.h5").tokens()
     assert h5io.POOLINGS[0] == "mean"
+
+
+@pytest.mark.parametrize("arch", ["paligemma", "llava"])
+def test_vision_tower_layer_L_is_output_of_tower_block_L(vision_adapters, arch, tmp_path):
+    adapter = vision_adapters[arch]
+    assert adapter.d_model == adapter.model.config.vision_config.hidden_size
+    imgs = [Image.new("RGB", (40, 40), c) for c in ("red", "blue")]
+    batch = adapter.image_batch(imgs, adapter.spec.image_prompt)
+    captured = run_capture(adapter, batch, [0, 1])
+    tower = adapter.model.model.vision_tower
+    with torch.inference_mode():
+        ref = tower(pixel_values=batch.inputs["pixel_values"], output_hidden_states=True).hidden_states
+    torch.testing.assert_close(captured[0], ref[1])
+    torch.testing.assert_close(captured[1], ref[2])  # last tower block, before any post-layernorm
+    kinds, _ = adapter.captured_kinds(batch, captured[0])
+    n_special = int((kinds[0] == POSITION_KINDS["special"]).sum())
+    assert n_special == (1 if arch == "llava" else 0)  # CLIP's class token is never pooled
+    # extraction: image rows only, tower width, pooled over patches
+    df = _manifest(tmp_path)
+    out = {0: tmp_path / "v0.h5", 1: tmp_path / "v1.h5"}
+    extract_dataset(adapter, df, out, image_dir=tmp_path, tokens=True, progress=False, store_dtype="float32")
+    acts = read_activations(out[1])
+    assert set(acts.modality) == {"image"} and len(acts.example_id) == (df["modality"] == "image").sum()
+    assert acts.attrs["stream"] == "vision" and acts.d_model == adapter.d_model
+    tok = acts.tokens()
+    rows = slice(tok.offsets_N1[0], tok.offsets_N1[1])
+    sel = tok.kinds_T[rows] == POSITION_KINDS["image"]
+    np.testing.assert_allclose(tok.acts_TD[rows][sel].mean(0), acts.pooled("mean")[0], rtol=1e-4, atol=1e-5)
+
+
+def test_vision_stream_refuses_llava_next(demo_model_dirs):
+    from repshift.config import ModelSpec
+    from repshift.models import load_adapter
+
+    spec = ModelSpec(
+        name="nx-vision",
+        family="llava-next",
+        source="local",
+        path=str(demo_model_dirs["llava-next"]),
+        num_layers=2,
+        stream="vision",
+    )
+    with pytest.raises(ValueError, match="vision stream is supported for paligemma and llava"):
+        load_adapter(spec, device="cpu")
