@@ -11,7 +11,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# config.yaml is the default; `--configfile other.yaml` replaces it (not merges into it), also in the jobs
+# Snakemake submits to a cluster, which receive --configfiles but not --replace-workflow-config.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "rules/common.smk"
@@ -32,6 +36,12 @@ rule all:
     input:
         f"{RESULTS}/figs/layer_sweep.pdf",
         f"{RESULTS}/figs/probe_tasks.pdf",
+
+
+# Jobs that need the internet run on the submitting host, not on (often offline) cluster nodes.
+localrules:
+    download_coco,
+    fetch_sae,
 
 
 include: "rules/download.smk"

@@ -87,9 +87,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--n-tokens", type=int, default=None)
-    ap.add_argument("--batch-size", type=int, default=4096, help="repshift.sae.encode batch size (its default)")
+    ap.add_argument(
+        "--batch-size", type=int, default=4096, help="repshift.sae.encode batch size (its default)"
+    )
     ap.add_argument("--reps", type=int, default=None, help="timed passes over the tokens (best is kept)")
-    ap.add_argument("--tokens-per-example", type=int, default=36, help="for the per-example offsets and pooling")
+    ap.add_argument(
+        "--tokens-per-example", type=int, default=36, help="for the per-example offsets and pooling"
+    )
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
@@ -135,7 +139,9 @@ def main() -> None:
     raw_tokens_per_s = x.shape[0] / raw_batch_s
     print("\n| measure | value |")
     print("|---|---|")
-    print(f"| repshift.sae.encode | {tokens_per_s:,.0f} tokens/s ({best:.2f} s for {n} tokens, best of {reps}) |")
+    print(
+        f"| repshift.sae.encode | {tokens_per_s:,.0f} tokens/s ({best:.2f} s for {n} tokens, best of {reps}) |"
+    )
     print(f"| achieved (encoder matmul FLOPs) | {gflops:.1f} GFLOP/s |")
     print(
         f"| torch.matmul {args.batch_size}x{D_IN} @ {D_IN}x{D_SAE} fp32 | {mm_before:.1f} GFLOP/s before, "
@@ -173,7 +179,9 @@ def main() -> None:
             rows.append((name, st, write_s))
             path.unlink()
     dense16, dense32 = 2.0 * D_SAE, 4.0 * D_SAE
-    print(f"\nbytes per stored token (mean L0 {l0:.1f}); dense codes: {dense16:.0f} B float16, {dense32:.0f} B float32")
+    print(
+        f"\nbytes per stored token (mean L0 {l0:.1f}); dense codes: {dense16:.0f} B float16, {dense32:.0f} B float32"
+    )
     print("| layout | file B/token | vs dense float16 | uncompressed CSR B/token | write s |")
     print("|---|---|---|---|---|")
     for name, st, write_s in rows:

@@ -15,8 +15,22 @@ from pathlib import Path
 from typing import Any
 
 
+def _clear_stale(final: Path, pattern: str) -> None:
+    """Remove temporaries a killed earlier attempt left beside ``final`` (SIGKILL skips every cleanup).
+
+    Only one job at a time produces a given output, so a sibling of this form is never still in use.
+    """
+    for stale in final.parent.glob(pattern):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
+
+
 def _tmp_sibling(path: Path, suffix: str = "") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale(path, f".{path.name}.*.tmp{suffix}")
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
     os.close(fd)
     return Path(name)
@@ -45,6 +59,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary directory next to ``path``; move it onto ``path`` if the block succeeds."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale(final, f".{final.name}.*.tmpdir")
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmpdir", dir=final.parent))
     try:
         yield tmp

@@ -113,11 +113,14 @@ def probe_layers(cfg: Mapping[str, Any], task: str) -> list[int]:
 
 
 def main_probe_tasks(cfg: Mapping[str, Any]) -> list[str]:
-    """Tasks drawn in the layer-sweep figure: semantic labels (not modality, not image attributes)."""
+    """Tasks drawn in the layer-sweep figure: semantic labels on decoder streams (not modality, not image
+    attributes, not vision towers, whose blocks are not the decoder's)."""
     return sorted(
         name
         for name, t in cfg["probes"]["tasks"].items()
-        if t.get("target", "label") == "label" and cfg["datasets"][t["dataset"]]["modality"] != "attribute"
+        if t.get("target", "label") == "label"
+        and cfg["datasets"][t["dataset"]]["modality"] != "attribute"
+        and all(model_spec(cfg, m).reads_text for m in task_models(cfg, name))
     )
 
 

@@ -10,6 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from snakemake.utils import validate
+
+from repshift import config as rcfg
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -118,9 +121,11 @@ def test_demo_end_to_end_and_probe_only_rerun(tmp_path):
 def test_shards_plan_one_job_per_shard_and_a_merge(tmp_path):
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     cfg["extraction"]["shards"] = 3
+    validate(cfg, str(ROOT / "rules" / "config.schema.yaml"))
     path = tmp_path / "sharded.yaml"
     path.write_text(yaml.safe_dump(cfg))
     proc = snakemake("-n", "--cores", "2", "--configfile", str(path), "--replace-workflow-config", cwd=tmp_path)
     counts = job_counts(proc.stdout)
-    assert counts["extract_activations"] == 5 * 3  # five (model, dataset) pairs x three shards
-    assert counts["merge_activations"] == 5
+    pairs = len(rcfg.extraction_pairs(cfg))  # (model, dataset) pairs
+    assert counts["extract_activations"] == pairs * 3
+    assert counts["merge_activations"] == pairs
