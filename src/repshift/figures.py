@@ -19,6 +19,7 @@ from repshift.atomic import atomic_path
 log = logging.getLogger(__name__)
 
 LAYER_LABEL = "layer L (output of decoder block L, 0-based)"
+VISION_LAYER_LABEL = "layer L (output of vision-tower block L, 0-based)"
 TABLE_COLUMNS = ["panel", "series", "layer", "value", "lo", "hi"]
 SHIFT_PANELS = {
     "token_cosine": "SAE shift: per-token code cosine",
@@ -146,7 +147,7 @@ def plot_panels(
     for ax, panel in zip(axes.flat, panels, strict=False):
         sub = table[table["panel"] == panel]
         ax.set_title(panel)
-        ax.set_xlabel(LAYER_LABEL)
+        ax.set_xlabel(LAYER_LABEL if "vision" not in panel else VISION_LAYER_LABEL)
         if sub.empty:
             ax.text(
                 0.5, 0.5, "not configured", ha="center", va="center", transform=ax.transAxes, color="grey"
