@@ -140,7 +140,7 @@ def token_partners(model, dataset):
                 "spec": canon(config["models"][other]),
                 "location": spec.location(DATA),
             }
-    return out
+    return canon(out)
 
 
 def token_partner_dirs(model, dataset):
