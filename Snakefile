@@ -36,6 +36,11 @@ rule all:
     input:
         f"{RESULTS}/figs/layer_sweep.pdf",
         f"{RESULTS}/figs/probe_tasks.pdf",
+        [
+            f"{RESULTS}/figs/datasets/{d}.png"
+            for d, spec in config["datasets"].items()
+            if spec["modality"] == "attribute"
+        ],
 
 
 # Jobs that need the internet run on the submitting host, not on (often offline) cluster nodes.

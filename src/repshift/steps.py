@@ -657,3 +657,13 @@ def plot_probe_tasks(*, input, output, params, **_):
         out_png=output["png"],
         out_tsv=output["tsv"],
     )
+
+
+@step
+def plot_contact_sheet(*, input, output, params, **_):
+    """A contact sheet of an image dataset: each base image and its variants, as extraction sees them."""
+    from repshift import datasets
+
+    df, _ = datasets.read_manifest(input["manifest"])
+    with atomic_path(output["png"]) as tmp:
+        datasets.contact_sheet(df, input["images"], tmp, n=int(params.get("n", 8)))

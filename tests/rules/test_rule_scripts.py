@@ -267,3 +267,19 @@ def test_train_probe_modality_and_plot_probe_tasks(work, acts, probe_tables, run
     assert {"modality: within-model accuracy", "cats: within-model accuracy", "cats: transfer accuracy"} <= set(
         table["panel"]
     )
+
+
+def test_plot_contact_sheet(work, coco, run):
+    out = {"manifest": work / "datasets/bright.tsv", "meta": work / "datasets/bright.json"}
+    spec = {"modality": "attribute", "attribute": "brightness", "factors": [0.5, 1.5], "n_base": 6, "folds": 3}
+    run("build_dataset", input=coco, output=out, params={"spec": spec, "split": "val2017", "seed": 0},
+        wildcards={"dataset": "bright"})
+    df = pd.read_csv(out["manifest"], sep="\t", keep_default_na=False)
+    assert sorted(set(df["transform"])) == ["brightness:0.5", "brightness:1.5"]
+    assert df.groupby("group")["fold"].nunique().max() == 1  # variants of one image never straddle folds
+    png = work / "figs/datasets/bright.png"
+    run("plot_contact_sheet", input={"manifest": out["manifest"], "images": coco["images"]}, output={"png": png},
+        params={"n": 4})
+    from PIL import Image
+
+    assert Image.open(png).size[1] > 100
