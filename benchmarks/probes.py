@@ -6,7 +6,7 @@ inner_folds 3, seeds [0, 1, 2], control true: a logistic probe and a shuffled-la
 3 seeds, each choosing C by a grouped inner CV). Running all 260 here would take hours, so one unit is measured:
 
 * features: synthetic pooled vectors (3 classes, low-rank correlated structure + class signal + noise, tuned to
-  a probe accuracy of about 0.9, like the real within-model probes), written to an HDF5 file in repshift's layout
+  a logistic-probe accuracy of about 0.85, like the real within-model probes), written to an HDF5 file in repshift's layout
   (:func:`repshift.h5io.write_index` + :class:`repshift.h5io.ActivationWriter`, float16) and read back with
   :func:`repshift.h5io.read_activations` — the I/O a train_probe job does per model and layer;
 * fitting: ``run_probe_suite`` on one unit with ``seeds=[0]`` (all 5 folds, logistic + control) on one core
@@ -19,8 +19,8 @@ inner_folds 3, seeds [0, 1, 2], control true: a logistic probe and a shuffled-la
 Projection: 260 units x (fit + read) core-seconds / 8 cores (260 independent jobs keep 8 cores busy; the
 Snakemake rule runs 2-thread jobs, 4 at a time). It assumes this machine's per-core speed.
 
-    .venv/bin/python benchmarks/probes.py            # ~1-2 minutes on 2 cores
-    .venv/bin/python benchmarks/probes.py --quick    # ~20 s
+    .venv/bin/python benchmarks/probes.py            # ~40 s on 2 cores
+    .venv/bin/python benchmarks/probes.py --quick    # ~10 s
 
 The last line is ``unit_core_s=... projected_min_8cores=... fit_share=... io_share=... target_met=...``.
 """

@@ -80,23 +80,19 @@ def pool(hidden_BTD: torch.Tensor, kinds_BT: np.ndarray, modality: Sequence[str]
     """Pooled vectors per example: means over text / image positions and the last text position.
 
     BOS, pads and special tokens never enter a pool. An example with no position of a kind gets zeros
-    for that pool (its count, stored beside, is 0) rather than NaN. Both means come from one batched matmul
-    with per-position weights (1 / count on the positions of the kind, 0 elsewhere).
+    for that pool (its count, stored beside, is 0) rather than NaN.
     """
     h = hidden_BTD.float()
     kinds = torch.from_numpy(kinds_BT).to(h.device)
-    text = kinds == POSITION_KINDS["text"]
-    image = kinds == POSITION_KINDS["image"]
+    text = (kinds == POSITION_KINDS["text"]).float()
+    image = (kinds == POSITION_KINDS["image"]).float()
     n_text = text.sum(1)
     n_image = image.sum(1)
-    weights_B2T = torch.stack(
-        (text / n_text.clamp(min=1)[:, None], image / n_image.clamp(min=1)[:, None]), dim=1
-    ).to(h.dtype)
-    means_B2D = torch.bmm(weights_B2T, h)
-    mean_text, mean_image = means_B2D[:, 0], means_B2D[:, 1]
+    mean_text = (h * text[..., None]).sum(1) / n_text.clamp(min=1)[:, None]
+    mean_image = (h * image[..., None]).sum(1) / n_image.clamp(min=1)[:, None]
     T = kinds.shape[1]
     pos = torch.arange(T, device=h.device)[None, :].expand_as(kinds)
-    last_idx = torch.where(text, pos, torch.full_like(pos, -1)).max(1).values
+    last_idx = torch.where(text.bool(), pos, torch.full_like(pos, -1)).max(1).values
     last = h[torch.arange(h.shape[0], device=h.device), last_idx.clamp(min=0)]
     last = torch.where((last_idx >= 0)[:, None], last, torch.zeros_like(last))
     is_image = torch.tensor([m == "image" for m in modality], device=h.device)[:, None]
@@ -181,9 +177,7 @@ def extract_dataset(
         n_truncated += trunc
     if n_truncated:
         log.info("%d of %d texts truncated to %d tokens", n_truncated, len(text_idx), max_tokens)
-    # Longest first: the first batch sets the memory high-water mark and later (smaller) batches reuse its
-    # blocks; growing shapes fragment the allocator's heap and made peak memory grow with the dataset.
-    text_order = sorted(text_ids, key=lambda i: (-len(text_ids[i]), i))
+    text_order = sorted(text_ids, key=lambda i: (len(text_ids[i]), i))
     batches = [("text", text_order[s : s + batch_size]) for s in range(0, len(text_order), batch_size)]
     batches += [("image", list(image_idx[s : s + batch_size])) for s in range(0, len(image_idx), batch_size)]
 
