@@ -45,7 +45,14 @@ import pandas as pd
 from PIL import Image
 
 from repshift.atomic import atomic_dir, atomic_path
-from repshift.datasets import MANIFEST_COLUMNS, assign_folds, check_manifest, write_manifest
+from repshift.datasets import (
+    MANIFEST_COLUMNS,
+    _counts,
+    _stable_int,
+    assign_folds,
+    check_manifest,
+    write_manifest,
+)
 from repshift.download import CIFAR100_CHECKSUM, CIFAR100_URL, download, extract_archive
 from repshift.provenance import config_hash, provenance
 
@@ -297,10 +304,6 @@ def read_cifar100(root: str | os.PathLike, *, splits: Sequence[str] = SPLITS) ->
 # --------------------------------------------------------------------------------------------------
 
 
-def _stable_int(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
-
-
 def _file_digest(path: Path) -> dict[str, Any]:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -338,21 +341,6 @@ def _select(
         rng = np.random.default_rng([seed, _stable_int(name)])
         chosen.append(np.sort(pool[rng.permutation(pool.size)[:n_per_class]]))
     return np.concatenate(chosen).astype(np.int64), shortfall
-
-
-def _counts(df: pd.DataFrame, names: Sequence[str]) -> dict[str, Any]:
-    per_class = {
-        name: {
-            "rows": int((df["label"] == k).sum()),
-            "images": int(df.loc[df["label"] == k, "group"].nunique()),
-        }
-        for k, name in enumerate(names)
-    }
-    per_fold = {
-        str(f): {name: int(((df["fold"] == f) & (df["label"] == k)).sum()) for k, name in enumerate(names)}
-        for f in sorted(df["fold"].unique())
-    }
-    return {"per_class": per_class, "per_fold": per_fold, "per_modality": {"image": len(df)}}
 
 
 def _write_png(img_HWC: np.ndarray, path: Path) -> None:
