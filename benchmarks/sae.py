@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from extract import loadavg, sync
+from extract import matmul_gflops as _matmul_gflops  # benchmarks/ is on sys.path when run as a script
 from scipy.stats import norm
 
 from repshift import codes_h5
@@ -51,36 +53,9 @@ def build_sae(seed: int = 0, d_in: int = D_IN, d_sae: int = D_SAE, target_l0: fl
     return sae.eval()
 
 
-def sync(device) -> None:
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def matmul_gflops(m: int, k: int, n: int, device="cpu", dtype=torch.float32, seconds=0.5, trials=3) -> float:
-    """Best-of-``trials`` torch.matmul throughput of an (m, k) @ (k, n) product, GFLOP/s."""
-    a = torch.randn(m, k, device=device, dtype=dtype)
-    b = torch.randn(k, n, device=device, dtype=dtype)
-    out = torch.empty(m, n, device=device, dtype=dtype)
-    torch.matmul(a, b, out=out)
-    sync(device)
-    best = 0.0
-    for _ in range(trials):
-        reps, t0 = 0, time.perf_counter()
-        while True:
-            torch.matmul(a, b, out=out)
-            reps += 1
-            sync(device)
-            if time.perf_counter() - t0 > seconds:
-                break
-        best = max(best, 2.0 * m * k * n * reps / (time.perf_counter() - t0) / 1e9)
-    return best
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        return "n/a"
+def matmul_gflops(m: int, k: int, n: int, device="cpu") -> float:
+    """Best-of-3 torch.matmul throughput (fp32), measured exactly as benchmarks/extract.py does."""
+    return _matmul_gflops(m, k, n, torch.device(device), torch.float32, seconds=0.5)
 
 
 def main() -> None:
@@ -119,17 +94,17 @@ def main() -> None:
     codes = None
     for r in range(rounds):
         mm.append(matmul_gflops(args.batch_size, D_IN, D_SAE, args.device))
-        sync(args.device)
+        sync(torch.device(args.device))
         t0 = time.perf_counter()
         codes = sae_mod.encode(sae, acts, batch_size=args.batch_size)
-        sync(args.device)
+        sync(torch.device(args.device))
         enc.append(time.perf_counter() - t0)
         # the same work without the conversion to CSR: what sae-lens' encode alone costs (one batch)
         with torch.inference_mode():
-            sync(args.device)
+            sync(torch.device(args.device))
             t0 = time.perf_counter()
             sae.encode(x)
-            sync(args.device)
+            sync(torch.device(args.device))
             raw.append(time.perf_counter() - t0)
         print(
             f"#   round {r + 1}: matmul {mm[-1]:.0f} GFLOP/s, encode {n / enc[-1]:.0f} tokens/s, "
