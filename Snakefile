@@ -26,6 +26,7 @@ wildcard_constraints:
     dataset=_names("datasets"),
     sae=_names("saes"),
     comparison=_names("comparisons"),
+    analysis=_names("sae_features"),
     task="|".join(config["probes"]["tasks"]) or "(?!x)x",
     layer=r"\d+",
     shard=r"\d+",
@@ -36,6 +37,10 @@ rule all:
     input:
         f"{RESULTS}/figs/layer_sweep.pdf",
         f"{RESULTS}/figs/probe_tasks.pdf",
+        f"{RESULTS}/figs/latent_density.pdf",
+        f"{RESULTS}/figs/latents_shift.pdf",
+        probe_figures(),
+        sae_feature_targets(),
         [
             f"{RESULTS}/figs/datasets/{d}.png"
             for d, spec in config["datasets"].items()
@@ -46,6 +51,7 @@ rule all:
 # Jobs that need the internet run on the submitting host, not on (often offline) cluster nodes.
 localrules:
     download_coco,
+    download_cifar100,
     fetch_sae,
 
 
@@ -54,4 +60,5 @@ include: "rules/datasets.smk"
 include: "rules/activations.smk"
 include: "rules/sae.smk"
 include: "rules/probes.smk"
+include: "rules/sae_features.smk"
 include: "rules/figures.smk"

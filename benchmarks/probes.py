@@ -130,10 +130,9 @@ def main() -> None:
             out[kind] = time.process_time() - t0
         return out
 
-    X64 = X.astype(np.float64)  # run_probe_suite fits in float64 (probes._as_features)
     acc = float("nan")
     if args.quick:
-        per_kind = one_task_each(X64)
+        per_kind = one_task_each(X.astype(probes.FEATURE_DTYPE))
         unit_fit_s = sum(per_kind.values()) * n_folds * n_seeds
         measured = (
             f"one task per kind: logistic {per_kind['logreg']:.2f} s, control {per_kind['control']:.2f} s"
@@ -148,12 +147,13 @@ def main() -> None:
         acc = acc_rows[acc_rows.probe == "logreg"]["value"].mean()
         ctrl = acc_rows[acc_rows.probe == "control"]["value"].mean()
         measured = (
-            f"run_probe_suite, seeds=[0]: {suite_s:.1f} CPU s ({suite_wall:.1f} s wall; logistic accuracy {acc:.3f}, control {ctrl:.3f}, "
-            f"majority {acc_rows[acc_rows.probe == 'majority']['value'].mean():.3f})"
+            f"run_probe_suite, seeds=[0]: {suite_s:.1f} CPU s ({suite_wall:.1f} s wall; logistic accuracy {acc:.3f}, "
+            f"control {ctrl:.3f}, majority {acc_rows[acc_rows.probe == 'majority']['value'].mean():.3f})"
         )
-    # what-if (not what repshift does): the same fits on float32 features
-    t64 = one_task_each(X64) if not args.quick else per_kind
-    t32 = one_task_each(X.astype(np.float32))
+    # before/after in the same run: the fits on float64 features (what repshift did before) vs float32 (now,
+    # probes.FEATURE_DTYPE), one task per kind
+    t32 = one_task_each(X.astype(probes.FEATURE_DTYPE))
+    t64 = one_task_each(X.astype(np.float64))
     speed32 = sum(t64.values()) / sum(t32.values())
 
     unit_io_s = read_s  # one layer file read per unit (train_probe reads one file per model it probes)
@@ -173,28 +173,28 @@ def main() -> None:
     print(f"| fitting per unit (3 seeds x {n_folds} folds x logistic + control) | {unit_fit_s:.1f} core-s |")
     print(f"| per unit, fitting + I/O | {unit_s:.1f} core-s (fitting {fit_share:.2%}, I/O {io_share:.2%}) |")
     print(f"| {units} units on {CORES} cores | {projected_min:.1f} min (target < {TARGET_MIN:.0f}) |")
-    # What the current train_probe step runs per (task, layer) for a task shaped like config.yaml's `categories`:
-    # within (3 model x modality suites), cross-model (1), cross-modal (2), and 3 final fits, each one
-    # fit_probe_pipeline on all rows (~1.25x the rows of one of a suite's 2 x folds x seeds tasks).
-    per_step = 6 + 3 * 1.25 / (2 * n_folds * n_seeds)
+    print(f"| float32 vs float64 fits (one task per kind) | {speed32:.2f}x faster |")
+    # A train_probe job fits each (model, modality) probe once and scores it in every space it transfers to
+    # (cross-model, cross-modal), plus one final fit on all rows per (model, modality) (~1.25x the rows of one of
+    # a suite's 2 x folds x seeds tasks). For a task shaped like config.yaml's `categories` (within gemma text,
+    # paligemma text, paligemma image; cross-model and cross-modal reuse those fits) that is 3 suites + 3 final fits.
+    finals = 1.25 / (2 * n_folds * n_seeds)
+    per_job, per_job_before = 3 * (1 + finals), 6 + 3 * finals
     print(
-        f"\nnote: a train_probe job for a task shaped like config.yaml's `categories` runs ~{per_step:.1f} such "
-        f"suites (within x3, cross-model, cross-modal x2, 3 final fits): {projected_min * per_step:.0f} min for "
-        f"{units} jobs on {CORES} cores"
+        f"\nnote: a train_probe job for a task shaped like config.yaml's `categories` runs ~{per_job:.1f} suites "
+        f"(was ~{per_job_before:.1f} when cross-model and cross-modal refit their probes): "
+        f"{projected_min * per_job:.0f} min for {units} such jobs on {CORES} cores"
     )
     print(
-        f"what-if, float32 features (sklearn's lbfgs keeps float32): one task per kind {sum(t32.values()):.2f} s vs "
-        f"{sum(t64.values()):.2f} s in float64, {speed32:.1f}x faster -> ~{projected_min / speed32:.0f} min"
+        f"before/after, one task per kind: float64 features {sum(t64.values()):.2f} s, float32 "
+        f"{sum(t32.values()):.2f} s: {speed32:.2f}x ({projected_min * speed32:.1f} min projected in float64)"
     )
     if not met:
-        print(
-            "the projection misses the target: lbfgs fits dominate (I/O is negligible); see BENCHMARKS.md for "
-            "suggested fixes"
-        )
+        print("the projection misses the target: lbfgs fits dominate (I/O is negligible)")
     print(f"\ntarget: < {TARGET_MIN:.0f} min on {CORES} cores: {'met' if met else 'MISSED'}")
     print(
         f"unit_core_s={unit_s:.1f} projected_min_8cores={projected_min:.1f} fit_share={fit_share:.4f} "
-        f"io_share={io_share:.4f} target_met={str(met).lower()}"
+        f"io_share={io_share:.4f} float32_speedup={speed32:.2f} target_met={str(met).lower()}"
     )
 
 

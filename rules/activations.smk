@@ -31,7 +31,8 @@ rule extract_activations:
         manifest=lambda wc: manifest(wc.dataset),
         model=lambda wc: model_dir(wc.model),
         partners=lambda wc: token_partner_dirs(wc.model, wc.dataset),
-        images=ancient(coco_files()["images"]),
+        saes=lambda wc: fused_inputs(wc.model, wc.dataset),
+        images=lambda wc: ancient(dataset_images(wc.dataset)),
     output:
         acts=directory(f"{EXTRACTED}"),
     log:
@@ -45,10 +46,14 @@ rule extract_activations:
         spec=lambda wc: canon(config["models"][wc.model]),
         layers=lambda wc: rcfg.model_layers(config, wc.model),
         tokens=lambda wc: rcfg.needs_tokens(config, wc.model, wc.dataset),
-        extraction=canon(config["extraction"]),
-        image_dir=lambda wc, input: input.images,
+        extraction=canon(
+            {k: v for k, v in config["extraction"].items() if k != "fused_sae"}
+        ),
+        image_dir=lambda wc: dataset_images(wc.dataset) or None,
         shard=lambda wc: [int(wc.shard), SHARDS] if SHARDS > 1 else [0, 1],
         token_partners=lambda wc: token_partners(wc.model, wc.dataset),
+        fused=lambda wc: fused_params(wc.model, wc.dataset),
+        fused_code=lambda wc: fused_code_hash(wc.model, wc.dataset),
         code=step_hash(
             "extract_activations", "extract", "models", "h5io", "datasets", "tokens"
         ),

@@ -65,6 +65,28 @@ def coco_files():
     }
 
 
+def cifar_dir():
+    """The cifar-100-python folder (train, test, meta): an existing copy, or where download/synthetic put it."""
+    c = config["cifar100"]
+    root = c["root"] if c["source"] == "path" else f"{DATA}/cifar100"
+    return f"{root}/cifar-100-python"
+
+
+def dataset_source(dataset):
+    return rcfg.dataset_source(config, dataset)
+
+
+def dataset_images(dataset):
+    """Folder the image rows of ``dataset`` are read from: the COCO split, the dataset's exported CIFAR PNGs,
+    or [] for a prompt set (no images)."""
+    source = dataset_source(dataset)
+    if source == "cifar100":
+        return f"{DATA}/datasets/{dataset}/images"
+    if source == "prompts":
+        return []
+    return coco_files()["images"]
+
+
 def manifest(dataset):
     return f"{DATA}/datasets/{dataset}.tsv"
 
@@ -94,19 +116,65 @@ def sae_inputs(sae, layers):
     return [sae_dir(sae, layer) for layer in layers]
 
 
+def codes_dir(sae, model, dataset):
+    """Folder of one (sae, model, dataset)'s layer-L.codes.h5 files: encode_sae's output, or the activation
+    folder itself when extraction.fused_sae encodes that pair inside its extraction job.
+    """
+    if sae == rcfg.fused_sae(config) and (model, dataset) in rcfg.fused_pairs(config):
+        return activations(model, dataset)
+    return f"{RESULTS}/sae/{sae}/{model}/{dataset}"
+
+
+def fused_inputs(model, dataset):
+    """SAE folders an extraction job reads when it encodes with the fused SAE; nothing otherwise."""
+    if (model, dataset) not in rcfg.fused_pairs(config):
+        return []
+    sae = rcfg.fused_sae(config)
+    return sae_inputs(sae, rcfg.sae_layers(config, sae, model))
+
+
+def fused_params(model, dataset):
+    """What the fused encoding needs ({} when the pair is not fused)."""
+    if (model, dataset) not in rcfg.fused_pairs(config):
+        return {}
+    sae = rcfg.fused_sae(config)
+    layers = rcfg.sae_layers(config, sae, model)
+    return {"sae": sae, "sae_dirs": {layer: sae_dir(sae, layer) for layer in layers}}
+
+
+def fused_code_hash(model, dataset):
+    """Code hash of the fused encoding, only for fused pairs (SAE edits never rerun plain extractions)."""
+    if (model, dataset) not in rcfg.fused_pairs(config):
+        return ""
+    return step_hash(
+        "FusedEncoder",
+        "sae",
+        "codes_h5",
+        "steps:write_layer_codes",
+        "steps:token_groups",
+    )
+
+
 def sae_outputs(comparison, role):
     c = config["comparisons"][comparison]
-    return f"{RESULTS}/sae/{c['sae']}/{c[role]}/{c['dataset']}"
+    return codes_dir(c["sae"], c[role], c["dataset"])
 
 
 def all_shift_tables():
     return [f"{RESULTS}/sae/shift/{c}.tsv" for c in config["comparisons"]]
 
 
+def all_spliced_tables():
+    return [
+        f"{RESULTS}/sae/spliced/{sae}/{model}/{dataset}.tsv"
+        for sae, model, dataset in rcfg.spliced_jobs(config)
+    ]
+
+
 def all_code_dirs():
     return sorted(
         {
-            f"{RESULTS}/sae/{sae}/{model}/{dataset}"
+            codes_dir(sae, model, dataset)
             for sae in config["saes"]
             for model, dataset in rcfg.sae_models(config, sae)
         }
@@ -119,6 +187,62 @@ def all_probe_tables(tasks=None):
         for task in (config["probes"]["tasks"] if tasks is None else tasks)
         for layer in rcfg.probe_layers(config, task)
     ]
+
+
+def cross_modal_tasks():
+    """Probe tasks with cross-modal probes (they get a layer x layer transfer matrix)."""
+    return [t for t, d in config["probes"]["tasks"].items() if d.get("cross_modal")]
+
+
+def attribute_tasks():
+    """Probe tasks on image-attribute datasets (brightness, redness, ...), decoder and vision tower."""
+    return [
+        t
+        for t, d in config["probes"]["tasks"].items()
+        if config["datasets"][d["dataset"]]["modality"] == "attribute"
+    ]
+
+
+def vision_tasks():
+    """Probe tasks that read vision-tower streams only (their layer axis is the tower's blocks)."""
+    return [
+        t
+        for t in config["probes"]["tasks"]
+        if not any(rcfg.model_spec(config, m).reads_text for m in rcfg.task_models(config, t))
+    ]
+
+
+def curve_tasks():
+    """Label probe tasks with a learning curve (train_fractions set)."""
+    if not config["probes"]["settings"].get("train_fractions"):
+        return []
+    return [
+        t
+        for t, d in config["probes"]["tasks"].items()
+        if d.get("target", "label") == "label"
+    ]
+
+
+def probe_figures():
+    """The probe companion figures this config has something to draw in."""
+    figs = {
+        "cross_modal_matrix": cross_modal_tasks(),
+        "attribute_probes": attribute_tasks(),
+        "learning_curves": curve_tasks(),
+    }
+    return [f"{RESULTS}/figs/{name}.pdf" for name, tasks in figs.items() if tasks]
+
+
+def cross_layer_inputs(wc):
+    """Saved fold probes of every layer of a task, and the activations of its cross-modal models."""
+    task = config["probes"]["tasks"][wc.task]
+    return {
+        "weights": [
+            f"{RESULTS}/probes/{wc.task}/weights/layer-{layer}"
+            for layer in rcfg.probe_layers(config, wc.task)
+        ],
+        **{m: activations(m, task["dataset"]) for m in task.get("cross_modal", [])},
+    }
 
 
 def probe_inputs(wc):
@@ -150,3 +274,56 @@ def token_partner_dirs(model, dataset):
         for name, p in token_partners(model, dataset).items()
         if rcfg.model_spec(config, name).source != "hub"
     ]
+
+
+# -- SAE-feature analyses (rules/sae_features.smk) ----------------------------------------------------------
+CLASS_FEATURE_KEYS = ("sae", "dataset", "top_k", "max_image_fraction", "n_top")
+FEATURE_PROBE_KEYS = (
+    "sae",
+    "dataset",
+    "poolings",
+    "top_n",
+    "binarise",
+    "scaling",
+    "train_fractions",
+    "outer_folds",
+    "c_grid",
+)
+
+
+def sae_feature_params(analysis, keys):
+    """The keys of one sae_features entry that a rule reads (so that others never rerun it)."""
+    a = config["sae_features"][analysis]
+    return canon({k: a[k] for k in keys if k in a})
+
+
+def class_feature_inputs(wc):
+    """Codes (token-level, per layer) and manifest (labels, class names, split) of one analysis."""
+    a = config["sae_features"][wc.analysis]
+    return {
+        "codes": codes_dir(a["sae"], wc.model, a["dataset"]),
+        "manifest": manifest(a["dataset"]),
+    }
+
+
+def sae_feature_inputs(wc):
+    """The same plus the activations (pooled means: the raw-activation reference)."""
+    a = config["sae_features"][wc.analysis]
+    return class_feature_inputs(wc) | {"acts": activations(wc.model, a["dataset"])}
+
+
+def all_sae_feature_tables(kind):
+    """kind: class_features or probe."""
+    return [
+        f"{RESULTS}/sae_features/{analysis}/{model}/layer-{layer}.{kind}.tsv"
+        for analysis, model, layer in rcfg.sae_feature_jobs(config)
+    ]
+
+
+def sae_feature_targets():
+    """What rule all asks of the SAE-feature analyses: the figure and every class-features table (none when
+    sae_features is empty)."""
+    if not rcfg.sae_feature_jobs(config):
+        return []
+    tables = all_sae_feature_tables("class_features")
+    return [f"{RESULTS}/figs/sae_features.pdf"] + tables

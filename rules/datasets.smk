@@ -1,4 +1,4 @@
-"""Dataset manifests built from the COCO annotations: labels, captions, groups and folds."""
+"""Dataset manifests (COCO annotations, CIFAR-100, prompt sets): labels, captions, groups and folds."""
 
 
 rule build_dataset:
@@ -12,6 +12,8 @@ rule build_dataset:
         meta=f"{DATA}/datasets/{{dataset}}.json",
     log:
         f"{LOGS}/build_dataset/{{dataset}}.log",
+    wildcard_constraints:
+        dataset=_names("datasets", source="coco"),
     conda:
         "../envs/data.yaml"
     params:
@@ -23,11 +25,55 @@ rule build_dataset:
         "../workflow_scripts/build_dataset.py"
 
 
+rule build_cifar100_dataset:
+    """Build a balanced CIFAR-100 manifest (released split kept, folds) and export its images as PNG."""
+    input:
+        cifar=ancient(cifar_dir()),
+    output:
+        manifest=f"{DATA}/datasets/{{dataset}}.tsv",
+        meta=f"{DATA}/datasets/{{dataset}}.json",
+        images=directory(f"{DATA}/datasets/{{dataset}}/images"),
+    log:
+        f"{LOGS}/build_cifar100_dataset/{{dataset}}.log",
+    wildcard_constraints:
+        dataset=_names("datasets", source="cifar100"),
+    conda:
+        "../envs/data.yaml"
+    params:
+        spec=lambda wc: canon(config["datasets"][wc.dataset]),
+        archive=canon(config["cifar100"].get("archive") or {}),
+        seed=config["seed"],
+        code=step_hash("build_cifar100_dataset", "cifar", "datasets"),
+    script:
+        "../workflow_scripts/build_cifar100_dataset.py"
+
+
+rule build_prompt_dataset:
+    """Build the manifest of a prompt set (one text row per prompt, stable ids) from the config or a file."""
+    input:
+        prompts=lambda wc: config["datasets"][wc.dataset].get("prompts_file") or [],
+    output:
+        manifest=f"{DATA}/datasets/{{dataset}}.tsv",
+        meta=f"{DATA}/datasets/{{dataset}}.json",
+    log:
+        f"{LOGS}/build_prompt_dataset/{{dataset}}.log",
+    wildcard_constraints:
+        dataset=_names("datasets", source="prompts"),
+    conda:
+        "../envs/data.yaml"
+    params:
+        spec=lambda wc: canon(config["datasets"][wc.dataset]),
+        seed=config["seed"],
+        code=step_hash("build_prompt_dataset", "prompts", "datasets"),
+    script:
+        "../workflow_scripts/build_prompt_dataset.py"
+
+
 rule plot_contact_sheet:
     """A contact sheet of an image dataset (attribute datasets: each base image and its variants) to eyeball."""
     input:
         manifest=f"{DATA}/datasets/{{dataset}}.tsv",
-        images=ancient(coco_files()["images"]),
+        images=lambda wc: ancient(dataset_images(wc.dataset)),
     output:
         png=report(
             f"{RESULTS}/figs/datasets/{{dataset}}.png",

@@ -1,4 +1,4 @@
-"""COCO 2017: official archives (download), an existing copy (path), or the demo's synthetic set."""
+"""COCO 2017 and CIFAR-100: official archives (download), an existing copy (path), or a generated set (demo)."""
 
 if config["coco"]["source"] == "download":
 
@@ -15,6 +15,10 @@ if config["coco"]["source"] == "download":
         params:
             root=lambda wc, output: str(Path(output.instances).parents[1]),
             split=SPLIT,
+            archives={
+                k: canon(config["coco"]["archives"][k])
+                for k in (SPLIT, "annotations_trainval2017")
+            },
             code=step_hash("download_coco", "download"),
         script:
             "../workflow_scripts/download_coco.py"
@@ -41,3 +45,40 @@ if config["coco"]["source"] == "synthetic":
             code=step_hash("make_synthetic_coco", "demo_coco"),
         script:
             "../workflow_scripts/make_synthetic_coco.py"
+
+
+if config["cifar100"]["source"] == "download":
+
+    rule download_cifar100:
+        """Download and unpack the CIFAR-100 python archive (resumable, checksummed, atomic)."""
+        output:
+            folder=directory(cifar_dir()),
+        log:
+            f"{LOGS}/download_cifar100/cifar100.log",
+        conda:
+            "../envs/data.yaml"
+        params:
+            root=lambda wc, output: str(Path(output.folder).parent),
+            archive=canon(config["cifar100"].get("archive") or {}),
+            code=step_hash("download_cifar100", "download", "cifar"),
+        script:
+            "../workflow_scripts/download_cifar100.py"
+
+
+if config["cifar100"]["source"] == "synthetic":
+
+    rule make_fake_cifar100:
+        """Generate a small archive folder in the genuine CIFAR-100 python format (demo; deterministic)."""
+        output:
+            folder=directory(cifar_dir()),
+        log:
+            f"{LOGS}/make_fake_cifar100/cifar100.log",
+        conda:
+            "../envs/data.yaml"
+        params:
+            root=lambda wc, output: str(Path(output.folder).parent),
+            seed=config["seed"],
+            synthetic=canon(config["cifar100"].get("synthetic") or {}),
+            code=step_hash("make_fake_cifar100", "cifar"),
+        script:
+            "../workflow_scripts/make_fake_cifar100.py"

@@ -6,14 +6,15 @@ rule plot_layer_sweep:
     input:
         shift=all_shift_tables(),
         codes=all_code_dirs(),
+        spliced=all_spliced_tables(),
         probes=all_probe_tables(rcfg.main_probe_tasks(config)),
     output:
-        pdf=report(
-            f"{RESULTS}/figs/layer_sweep.pdf",
+        pdf=f"{RESULTS}/figs/layer_sweep.pdf",
+        png=report(
+            f"{RESULTS}/figs/layer_sweep.png",
             caption="../report/layer_sweep.rst",
             category="Layer sweep",
         ),
-        png=f"{RESULTS}/figs/layer_sweep.png",
         tsv=f"{RESULTS}/figs/layer_sweep.tsv",
     log:
         f"{LOGS}/plot_layer_sweep/layer_sweep.log",
@@ -22,7 +23,7 @@ rule plot_layer_sweep:
     params:
         comparisons=canon(config["comparisons"]),
         main_tasks=rcfg.main_probe_tasks(config),
-        code=step_hash("plot_layer_sweep", "figures"),
+        code=step_hash("plot_layer_sweep", "figures", "probes"),
     script:
         "../workflow_scripts/plot_layer_sweep.py"
 
@@ -32,18 +33,86 @@ rule plot_probe_tasks:
     input:
         probes=all_probe_tables(),
     output:
-        pdf=report(
-            f"{RESULTS}/figs/probe_tasks.pdf",
+        pdf=f"{RESULTS}/figs/probe_tasks.pdf",
+        png=report(
+            f"{RESULTS}/figs/probe_tasks.png",
             caption="../report/probe_tasks.rst",
             category="Probes",
         ),
-        png=f"{RESULTS}/figs/probe_tasks.png",
         tsv=f"{RESULTS}/figs/probe_tasks.tsv",
     log:
         f"{LOGS}/plot_probe_tasks/probe_tasks.log",
     conda:
         "../envs/plot.yaml"
     params:
-        code=step_hash("plot_probe_tasks", "figures"),
+        vision_tasks=vision_tasks(),
+        code=step_hash("plot_probe_tasks", "figures", "probes"),
     script:
         "../workflow_scripts/plot_probe_tasks.py"
+
+
+rule plot_attribute_probes:
+    """Image-attribute probes (brightness, redness, ...) per layer, decoder and vision tower (PDF, PNG, TSV)."""
+    input:
+        probes=all_probe_tables(attribute_tasks()),
+    output:
+        pdf=f"{RESULTS}/figs/attribute_probes.pdf",
+        png=report(
+            f"{RESULTS}/figs/attribute_probes.png",
+            caption="../report/attribute_probes.rst",
+            category="Probes",
+        ),
+        tsv=f"{RESULTS}/figs/attribute_probes.tsv",
+    log:
+        f"{LOGS}/plot_attribute_probes/attribute_probes.log",
+    conda:
+        "../envs/plot.yaml"
+    params:
+        vision_tasks=vision_tasks(),
+        code=step_hash("plot_attribute_probes", "figures", "probes"),
+    script:
+        "../workflow_scripts/plot_attribute_probes.py"
+
+
+rule plot_cross_modal_matrix:
+    """Layer x layer cross-modal transfer matrices (captions -> images, images -> captions) (PDF, PNG, TSV)."""
+    input:
+        tables=[f"{RESULTS}/probes/{t}/cross_modal_layers.tsv" for t in cross_modal_tasks()],
+    output:
+        pdf=f"{RESULTS}/figs/cross_modal_matrix.pdf",
+        png=report(
+            f"{RESULTS}/figs/cross_modal_matrix.png",
+            caption="../report/cross_modal_matrix.rst",
+            category="Probes",
+        ),
+        tsv=f"{RESULTS}/figs/cross_modal_matrix.tsv",
+    log:
+        f"{LOGS}/plot_cross_modal_matrix/cross_modal_matrix.log",
+    conda:
+        "../envs/plot.yaml"
+    params:
+        code=step_hash("plot_cross_modal_matrix", "figures", "probes"),
+    script:
+        "../workflow_scripts/plot_cross_modal_matrix.py"
+
+
+rule plot_learning_curves:
+    """Probe accuracy against training fraction at the learning-curve layers, with intervals (PDF, PNG, TSV)."""
+    input:
+        probes=all_probe_tables(curve_tasks()),
+    output:
+        pdf=f"{RESULTS}/figs/learning_curves.pdf",
+        png=report(
+            f"{RESULTS}/figs/learning_curves.png",
+            caption="../report/learning_curves.rst",
+            category="Probes",
+        ),
+        tsv=f"{RESULTS}/figs/learning_curves.tsv",
+    log:
+        f"{LOGS}/plot_learning_curves/learning_curves.log",
+    conda:
+        "../envs/plot.yaml"
+    params:
+        code=step_hash("plot_learning_curves", "figures", "probes"),
+    script:
+        "../workflow_scripts/plot_learning_curves.py"

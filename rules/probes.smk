@@ -14,7 +14,7 @@ rule train_probe:
         f"{BENCH}/train_probe/{{task}}/layer-{{layer}}.tsv"
     conda:
         "../envs/data.yaml"
-    threads: 2
+    threads: config["probes"]["threads"]
     params:
         task=lambda wc: canon(config["probes"]["tasks"][wc.task]),
         settings=canon(config["probes"]["settings"]),
@@ -23,9 +23,29 @@ rule train_probe:
             "train_probe",
             "probes",
             "h5io",
-            "steps:_align",
-            "steps:_pair_rows",
+            "steps:_modality_probes",
+            "steps:_label_probes",
             "steps:_direction_cosine",
         ),
     script:
         "../workflow_scripts/train_probe.py"
+
+
+rule score_cross_layer:
+    """Layer x layer cross-modal transfer of one task: saved fold probes scored at every layer (no refitting)."""
+    input:
+        unpack(cross_layer_inputs),
+    output:
+        results=f"{RESULTS}/probes/{{task}}/cross_modal_layers.tsv",
+    log:
+        f"{LOGS}/score_cross_layer/{{task}}.log",
+    benchmark:
+        f"{BENCH}/score_cross_layer/{{task}}.tsv"
+    conda:
+        "../envs/data.yaml"
+    params:
+        task=lambda wc: canon(config["probes"]["tasks"][wc.task]),
+        layers=lambda wc: rcfg.probe_layers(config, wc.task),
+        code=step_hash("score_cross_layer", "probes", "h5io"),
+    script:
+        "../workflow_scripts/score_cross_layer.py"

@@ -95,3 +95,78 @@ rule compare_sae:
         code=step_hash("compare_sae", "sae", "codes_h5", "steps:align_text_tokens"),
     script:
         "../workflow_scripts/compare_sae.py"
+
+
+rule spliced_loss:
+    """CE loss recovered when each layer's SAE reconstruction replaces the output of block L (text rows)."""
+    input:
+        manifest=lambda wc: manifest(wc.dataset),
+        model=lambda wc: model_dir(wc.model),
+        saes=lambda wc: sae_inputs(wc.sae, rcfg.sae_layers(config, wc.sae, wc.model)),
+    output:
+        tsv=f"{RESULTS}/sae/spliced/{{sae}}/{{model}}/{{dataset}}.tsv",
+    log:
+        f"{LOGS}/spliced_loss/{{sae}}/{{model}}/{{dataset}}.log",
+    benchmark:
+        f"{BENCH}/spliced_loss/{{sae}}/{{model}}/{{dataset}}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    params:
+        spec=lambda wc: canon(config["models"][wc.model]),
+        sae_dirs=lambda wc: {
+            layer: sae_dir(wc.sae, layer)
+            for layer in rcfg.sae_layers(config, wc.sae, wc.model)
+        },
+        spliced=canon(config.get("spliced", {})),
+        extraction=lambda wc: {
+            k: config["extraction"][k] for k in ("dtype", "device", "max_tokens")
+        },
+        seed=config["seed"],
+        code=step_hash("spliced_loss", "spliced", "sae", "models", "tokens"),
+    script:
+        "../workflow_scripts/spliced_loss.py"
+
+
+rule plot_latent_density:
+    """Latent density: histograms of log10 firing frequency per model and layer, dead latents apart."""
+    input:
+        codes=all_code_dirs(),
+    output:
+        pdf=report(
+            f"{RESULTS}/figs/latent_density.pdf",
+            caption="../report/latent_density.rst",
+            category="SAE",
+        ),
+        png=f"{RESULTS}/figs/latent_density.png",
+        tsv=f"{RESULTS}/figs/latent_density.tsv",
+    log:
+        f"{LOGS}/plot_latent_density/latent_density.log",
+    conda:
+        "../envs/plot.yaml"
+    params:
+        code=step_hash("plot_latent_density", "figures_sae", "figures"),
+    script:
+        "../workflow_scripts/plot_latent_density.py"
+
+
+rule plot_latents_shift:
+    """Latents gained and lost per layer between base and adapted model, with a top-latents table."""
+    input:
+        latents=[t.replace(".tsv", ".latents.tsv") for t in all_shift_tables()],
+    output:
+        pdf=report(
+            f"{RESULTS}/figs/latents_shift.pdf",
+            caption="../report/latents_shift.rst",
+            category="SAE",
+        ),
+        png=f"{RESULTS}/figs/latents_shift.png",
+        tsv=f"{RESULTS}/figs/latents_shift.tsv",
+    log:
+        f"{LOGS}/plot_latents_shift/latents_shift.log",
+    conda:
+        "../envs/plot.yaml"
+    params:
+        code=step_hash("plot_latents_shift", "figures_sae", "figures"),
+    script:
+        "../workflow_scripts/plot_latents_shift.py"

@@ -1,7 +1,7 @@
 """CIFAR-100 (the official python-version archive) as an image source: read, check, export to a manifest.
 
-The archive ``cifar-100-python.tar.gz`` (:data:`repshift.download.CIFAR100_URL`, verified against
-:data:`repshift.download.CIFAR100_CHECKSUM` by :func:`repshift.download.download`) unpacks to::
+The archive ``cifar-100-python.tar.gz`` (url, size, md5 and sha256 in the config's ``cifar100.archive``,
+verified by :func:`repshift.download.download` before extraction) unpacks to::
 
     cifar-100-python/train   pickle: 50,000 images
     cifar-100-python/test    pickle: 10,000 images
@@ -53,7 +53,7 @@ from repshift.datasets import (
     check_manifest,
     write_manifest,
 )
-from repshift.download import CIFAR100_CHECKSUM, CIFAR100_URL, download, extract_archive
+from repshift.download import extract_archive, fetch_archive
 from repshift.provenance import config_hash, provenance
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def _unpickle(path: Path) -> Any:
         with path.open("rb") as f:
             # The CIFAR-100 python version *is* a set of pickles (written by Python 2, hence
             # encoding="bytes"). These files are the dataset's own trusted archive, checked against
-            # CIFAR100_CHECKSUM by download() before extraction; the unpickler also refuses any global
+            # the configured checksums by download() before extraction; the unpickler also refuses any global
             # but numpy's array and dtype constructors.
             return _CifarUnpickler(f, path).load()
     except CifarFormatError:
@@ -275,7 +275,9 @@ def read_cifar100(root: str | os.PathLike, *, splits: Sequence[str] = SPLITS) ->
     if bad:
         raise ValueError(f"unknown CIFAR-100 split {bad[0]!r}; choose from {SPLITS}")
     if not folder.is_dir():
-        raise FileNotFoundError(f"CIFAR-100 folder not found: {folder} (extract {CIFAR100_URL} there)")
+        raise FileNotFoundError(
+            f"CIFAR-100 folder not found: {folder} (extract cifar-100-python.tar.gz so that it exists)"
+        )
     fine_names, coarse_names = _read_meta(folder)
     out: dict[str, Any] = {
         "folder": folder,
@@ -358,6 +360,8 @@ def export_cifar100(
     folds: int = 5,
     allow_fewer: bool = False,
     name: str | None = None,
+    classes: Sequence[str] | None = None,
+    archive: Mapping[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Write the selected images of one official split as PNGs and return (manifest, sidecar metadata).
 
@@ -367,9 +371,12 @@ def export_cifar100(
 
     Rows (sorted by label, then index): ``example_id`` ``"<split>-<index>"``, ``image_id`` = ``group`` = the
     index within the split, ``modality`` ``image``, ``text``/``captions``/``transform`` empty, ``label`` the
-    official id at ``label_level`` (fine 0..99 or coarse 0..19; ``meta["label_names"][label]``),
+    official id at ``label_level`` (fine 0..99 or coarse 0..19; ``meta["label_names"][label]``) or, when
+    ``classes`` names a subset (names at ``label_level``), the position in ``classes`` (the official id is
+    kept in ``meta["official_label_ids"]``),
     ``fold`` stratified by label and grouped by image (:func:`repshift.datasets.assign_folds`), and ``split``.
-    ``n_per_class=None`` keeps every image of the split; otherwise each class draws ``n_per_class`` images
+    ``archive`` (the config's url and checksums) is recorded in the sidecar. ``n_per_class=None`` keeps
+    every image of the split; otherwise each class draws ``n_per_class`` images
     from a permutation of its sorted ids seeded by ``(seed, class name)`` (too few is an error unless
     ``allow_fewer``). Use one ``out_dir`` per dataset: two exports of one split into the same folder replace
     each other's images.
@@ -389,8 +396,24 @@ def export_cifar100(
     out_dir = Path(out_dir)
     data = read_cifar100(root, splits=(split,))
     part = data[split]
-    labels_N = part[f"{label_level}_labels_N"]
-    label_names = data[f"{label_level}_label_names"]
+    official_N = part[f"{label_level}_labels_N"]
+    official_names = data[f"{label_level}_label_names"]
+    if classes is None:
+        label_names, official_ids = list(official_names), list(range(len(official_names)))
+    else:
+        unknown = [c for c in classes if c not in official_names]
+        if unknown:
+            raise ValueError(
+                f"dataset {name!r}: {unknown[0]!r} is not a CIFAR-100 {label_level} class "
+                f"(e.g. {', '.join(official_names[:5])}, ...)"
+            )
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"dataset {name!r}: a class is listed twice in {list(classes)}")
+        label_names = list(classes)
+        official_ids = [official_names.index(c) for c in classes]
+    remap = np.full(len(official_names), -1, dtype=np.int64)
+    remap[official_ids] = np.arange(len(official_ids))
+    labels_N = remap[official_N]  # -1: a class not asked for
     idx_N, shortfall = _select(labels_N, label_names, n_per_class, seed, allow_fewer, f"dataset {name!r}")
     if idx_N.size == 0:
         raise ValueError(f"dataset {name!r}: no images selected from {part['file']}")
@@ -432,6 +455,7 @@ def export_cifar100(
     spec = {
         "source": "cifar100",
         "split": split,
+        "classes": "all" if classes is None else list(classes),
         "label_level": label_level,
         "n_per_class": n_per_class,
         "folds": folds,
@@ -446,14 +470,14 @@ def export_cifar100(
         "label_level": label_level,
         "image_dir": str(image_dir),
         "label_names": list(label_names),
+        "official_label_ids": official_ids,
         "coarse_of_fine": data["coarse_of_fine"],
         "n_rows": len(df),
         "n_in_split": int(labels_N.size),
         "counts": _counts(df, label_names),
         "shortfall": shortfall,
         "source": {
-            "archive_url": CIFAR100_URL,
-            "archive_checksum": dict(CIFAR100_CHECKSUM),
+            "archive": dict(archive) if archive is not None else None,
             "folder": str(data["folder"]),
             "files": {p.name: _file_digest(p) for p in (data["folder"] / "meta", data["folder"] / split)},
         },
@@ -475,6 +499,7 @@ class CifarSpec:
     name: str
     split: str = "test"
     level: str = "fine"
+    classes: tuple[str, ...] | None = None  # None (config: `all`): every class, official label ids
     n_per_class: int | None = None
     folds: int = 5
     allow_fewer: bool = False
@@ -482,7 +507,18 @@ class CifarSpec:
     @classmethod
     def from_dict(cls, name: str, d: Mapping[str, Any]) -> CifarSpec:
         allowed = [f.name for f in dataclasses.fields(cls) if f.name != "name"]
+        if d.get("source", "cifar100") != "cifar100":
+            raise ValueError(f"dataset {name!r}: source must be cifar100 here, got {d['source']!r}")
         kw = {k: v for k, v in d.items() if k not in ("source", "modality")}
+        classes = kw.get("classes")
+        if classes == "all":
+            kw["classes"] = None
+        elif classes is not None:
+            if isinstance(classes, str) or not isinstance(classes, Sequence):
+                raise ValueError(
+                    f"dataset {name!r}: classes must be `all` or a list of names, got {classes!r}"
+                )
+            kw["classes"] = tuple(classes)
         for key in kw:
             if key not in allowed:
                 raise ValueError(
@@ -508,21 +544,38 @@ class CifarSpec:
             raise ValueError(f"{n}: folds must be an integer >= 2, got {self.folds!r}")
         if not isinstance(self.allow_fewer, bool):
             raise ValueError(f"{n}: allow_fewer must be true or false, got {self.allow_fewer!r}")
+        if self.classes is not None:
+            known = FINE_LABEL_NAMES if self.level == "fine" else COARSE_LABEL_NAMES
+            if not self.classes:
+                raise ValueError(f"{n}: classes is empty; list {self.level} class names or write `all`")
+            for c in self.classes:
+                if c not in known:
+                    other = COARSE_LABEL_NAMES if self.level == "fine" else FINE_LABEL_NAMES
+                    hint = (
+                        f"; it is a {'coarse' if self.level == 'fine' else 'fine'} class: set level accordingly"
+                        if c in other
+                        else f" (names use underscores, e.g. {', '.join(known[:4])}, ...)"
+                    )
+                    raise ValueError(f"{n}: {c!r} is not a CIFAR-100 {self.level} class{hint}")
+            dup = [c for c in self.classes if self.classes.count(c) > 1]
+            if dup:
+                raise ValueError(f"{n}: class {dup[0]!r} listed twice")
+
+    @property
+    def label_names(self) -> list[str]:
+        if self.classes is not None:
+            return list(self.classes)
+        return list(FINE_LABEL_NAMES if self.level == "fine" else COARSE_LABEL_NAMES)
 
 
-def fetch_cifar100(root: str | os.PathLike) -> Path:
-    """Download (resumable, checksummed) and extract the official archive under ``root``; return the folder.
+def fetch_cifar100(root: str | os.PathLike, archive: Mapping[str, Any]) -> Path:
+    """Download (resumable, verified) and extract the official archive under ``root``; return the folder.
 
-    The archive is kept in ``root/archives/``; extraction is skipped when ``root/cifar-100-python`` exists.
+    ``archive`` is the config's ``cifar100.archive`` (url, size, md5, sha256). The archive is kept in
+    ``root/archives/``; extraction is skipped when ``root/cifar-100-python`` exists.
     """
     root = Path(root)
-    archive = download(
-        CIFAR100_URL,
-        root / "archives" / Path(CIFAR100_URL).name,
-        size=CIFAR100_CHECKSUM["size"],
-        md5=CIFAR100_CHECKSUM["md5"],
-        sha256=CIFAR100_CHECKSUM["sha256"],
-    )
+    archive = fetch_archive(dict(archive), root / "archives", where="cifar100.archive")
     folder = root / CIFAR100_DIR
     if not folder.is_dir():
         extract_archive(archive, root, members_prefix=f"{CIFAR100_DIR}/")
@@ -537,6 +590,7 @@ def build_cifar100_dataset(
     out_dir: str | os.PathLike,
     out_tsv: str | os.PathLike,
     seed: int,
+    archive: Mapping[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """export_cifar100 + write_manifest (TSV + JSON sidecar): the body of a build rule."""
     spec = spec if isinstance(spec, CifarSpec) else CifarSpec.from_dict(name, spec)
@@ -550,6 +604,8 @@ def build_cifar100_dataset(
         folds=spec.folds,
         allow_fewer=spec.allow_fewer,
         name=name,
+        classes=spec.classes,
+        archive=archive,
     )
     write_manifest(df, meta, out_tsv)
     return df, meta

@@ -142,6 +142,9 @@ class DatasetSpec:
 
     @classmethod
     def from_dict(cls, name: str, d: Mapping[str, Any]) -> DatasetSpec:
+        if d.get("source", "coco") != "coco":
+            raise ValueError(f"dataset {name!r}: source must be coco here, got {d['source']!r}")
+        d = {k: v for k, v in d.items() if k != "source"}
         allowed = [f.name for f in dataclasses.fields(cls) if f.name != "name"]
         for key in d:
             if key not in allowed:
@@ -945,6 +948,27 @@ def contact_sheet(
 # --------------------------------------------------------------------------------------------------
 
 
+SOURCES = ("coco", "cifar100", "prompts")
+
+
+def spec_from_config(name: str, d: Mapping[str, Any]) -> Any:
+    """The typed spec of one ``datasets:`` entry, by its ``source`` (default coco): a :class:`DatasetSpec`,
+    :class:`repshift.cifar.CifarSpec` or :class:`repshift.prompts.PromptSpec`. Raises ValueError naming the
+    dataset and the key for anything that does not fit that source."""
+    source = d.get("source", "coco")
+    if source == "cifar100":
+        from repshift.cifar import CifarSpec
+
+        return CifarSpec.from_dict(name, d)
+    if source == "prompts":
+        from repshift.prompts import PromptSpec
+
+        return PromptSpec.from_dict(name, d)
+    if source != "coco":
+        raise ValueError(f"dataset {name!r}: source {source!r} is not one of {SOURCES}")
+    return DatasetSpec.from_dict(name, d)
+
+
 def build_dataset(
     name: str,
     spec: Mapping[str, Any] | DatasetSpec,
@@ -987,6 +1011,7 @@ __all__ = [
     "load_example_image",
     "parse_transform",
     "read_manifest",
+    "spec_from_config",
     "to_rgb",
     "validate_images",
     "write_manifest",

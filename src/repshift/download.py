@@ -1,5 +1,8 @@
 """Resumable, verified downloads and safe archive extraction (COCO 2017, CIFAR-100).
 
+The URLs, sizes and checksums of the archives live in the config (``coco.archives``, ``cifar100.archive``;
+:func:`archive_spec` checks one entry), not here: one place of truth, visible and editable by users.
+
 ``download`` streams to ``<dest>.part``, resumes a cut connection with an HTTP Range request, verifies size and
 checksums, and only then renames the file onto ``dest``: a file at ``dest`` is always complete and verified.
 ``extract_archive`` refuses entries that would land outside the target folder and makes every extracted
@@ -25,6 +28,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import requests
 from tqdm import tqdm
@@ -33,47 +37,33 @@ from repshift.atomic import atomic_dir, atomic_path
 
 log = logging.getLogger(__name__)
 
-# Official COCO 2017 archives (https://cocodataset.org/#download).
-COCO_URLS: dict[str, str] = {
-    "val2017": "http://images.cocodataset.org/zips/val2017.zip",
-    "train2017": "http://images.cocodataset.org/zips/train2017.zip",
-    "annotations_trainval2017": "http://images.cocodataset.org/annotations/annotations_trainval2017.zip",
-}
-
-# Sizes and sha256 as recorded by TensorFlow Datasets (tensorflow_datasets/url_checksums/coco.txt); md5 as
-# pinned by PaddleDetection (ppdet/utils/download.py) and other COCO loaders. The COCO site publishes no
-# checksums itself. The http:// URLs are what cocodataset.org links to; the checksums make them safe to use.
-COCO_CHECKSUMS: dict[str, dict[str, Any]] = {
-    "val2017": {
-        "size": 815_585_330,
-        "md5": "442b8da7639aecaf257c1dceb8ba8c80",
-        "sha256": "4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05",
-    },
-    "train2017": {
-        "size": 19_336_861_798,
-        "md5": "cced6f7f71b7629ddf16f17bbcfab6b2",
-        "sha256": "69a8bb58ea5f8f99d24875f21416de2e9ded3178e903f1f7603e283b9e06d929",
-    },
-    "annotations_trainval2017": {
-        "size": 252_907_541,
-        "md5": "f4bbac642086de4f52a3fdda2de5fa2c",
-        "sha256": "113a836d90195ee1f884e704da6304dfaaecff1f023f49b6ca93c4aaae470268",
-    },
-}
-
-# The python version of CIFAR-100 (https://www.cs.toronto.edu/~kriz/cifar.html; the server redirects to
-# cave.cs.toronto.edu and can be slow, which the resumable download copes with). md5 as pinned by
-# torchvision.datasets.CIFAR100 (tgz_md5), sha256 as pinned by keras.datasets.cifar100 (file_hash);
-# size 169,001,437 bytes as reported by both downloaders.
-CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
-CIFAR100_CHECKSUM: dict[str, Any] = {
-    "size": 169_001_437,
-    "md5": "eb9058c3a382ffc7106e4002c42a8d85",
-    "sha256": "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
-}
-
 _MAX_BACKOFF_S = 60.0
 _RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+def archive_spec(spec: Any, where: str) -> dict[str, Any]:
+    """Check one archive entry of the config (``url`` plus ``size`` / ``md5`` / ``sha256``) and return it.
+
+    At least one checksum is required: a download is only ever renamed into place once verified.
+    """
+    if not isinstance(spec, dict) or not isinstance(spec.get("url"), str) or not spec["url"]:
+        raise ValueError(f"{where}: an archive needs a `url`, got {spec!r}")
+    unknown = set(spec) - {"url", "size", "md5", "sha256"}
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)} (known: url, size, md5, sha256)")
+    if not (spec.get("md5") or spec.get("sha256")):
+        raise ValueError(f"{where}: give the archive's md5 or sha256, so that the download can be verified")
+    return {"url": spec["url"], **{k: spec.get(k) for k in ("size", "md5", "sha256")}}
+
+
+def fetch_archive(spec: Any, dest_dir: str | os.PathLike, *, where: str = "archive") -> Path:
+    """Download (resumable, verified) the archive described by a config entry into ``dest_dir``."""
+    spec = archive_spec(spec, where)
+    url = spec["url"]
+    name = Path(urlsplit(url).path).name
+    if not name:
+        raise ValueError(f"{where}: cannot tell a file name from the url {url!r}")
+    return download(url, Path(dest_dir) / name, size=spec["size"], md5=spec["md5"], sha256=spec["sha256"])
 
 
 class DownloadError(RuntimeError):

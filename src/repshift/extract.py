@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +152,14 @@ def extract_dataset(
     store_dtype: str = "float16",
     attrs: Mapping[str, Any] | None = None,
     progress: bool = True,
+    token_sink: Callable[..., None] | None = None,
 ) -> dict[str, Any]:
-    """Extract every layer in ``out_paths`` ({layer: h5 path}) for every manifest row in one pass per batch."""
+    """Extract every layer in ``out_paths`` ({layer: h5 path}) for every manifest row in one pass per batch.
+
+    ``token_sink(layer, rows, acts_TD, kinds_T, ids_T, lengths)``, when given, receives each batch's non-pad
+    token rows per layer (examples ``rows`` in order, ``lengths[b]`` rows each, float32), whether or not
+    ``tokens`` stores them (the fused SAE path encodes them there and then).
+    """
     from repshift.datasets import load_example_image
 
     layers = sorted(out_paths)
@@ -225,7 +231,7 @@ def extract_dataset(
             modality = rows["modality"].to_numpy()[idx]
             for name in n_tokens:
                 n_tokens[name] += int((kinds_BT == POSITION_KINDS[name]).sum())
-            if tokens:
+            if tokens or token_sink is not None:
                 keep_BT = kinds_BT != POSITION_KINDS["pad"]
                 keep_t = torch.from_numpy(keep_BT)
                 lengths = keep_BT.sum(1).astype(np.int64)
@@ -234,10 +240,13 @@ def extract_dataset(
                 hidden = captured.pop(layer)
                 pooled = pool(hidden, kinds_BT, modality)
                 writers[layer].write_batch(idx, pooled, pooled["n_text"], pooled["n_image"])
-                if tokens:
+                if tokens or token_sink is not None:
                     # non-pad rows of every example, example by example (row-major mask order)
                     acts_TD = hidden[keep_t.to(hidden.device)].float().cpu().numpy()
-                    _append_token_rows(writers[layer], idx, acts_TD, kinds_T, ids_T, lengths)
+                    if tokens:
+                        _append_token_rows(writers[layer], idx, acts_TD, kinds_T, ids_T, lengths)
+                    if token_sink is not None:
+                        token_sink(layer, idx, acts_TD, kinds_T, ids_T, lengths)
                 del hidden
             del captured
         for layer in layers:

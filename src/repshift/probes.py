@@ -39,12 +39,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import sklearn
 from joblib import Parallel, delayed
 from safetensors.numpy import load_file, save_file
 from scipy import stats
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
@@ -77,6 +77,12 @@ ROW_COLUMNS = (
 INTERVAL_METHOD = "corrected-repeated-cv-t"
 #: On-disk format tag of :meth:`FittedProbe.save`.
 PROBE_FORMAT = "repshift-probe-v1"
+#: On-disk format tag of :meth:`FoldProbes.save`.
+FOLD_PROBES_FORMAT = "repshift-fold-probes-v1"
+#: Probes fit in float32: activations are stored in float16 or bfloat16, so float64 adds no information, and
+#: scikit-learn's lbfgs keeps float32 input in float32 (twice as fast: the fits are memory-bandwidth bound).
+#: Scaler statistics are accumulated in float64 by scikit-learn and kept in float64 in saved probes.
+FEATURE_DTYPE = np.float32
 
 # Distinct streams for the seeded random choices made per (seed, fold).
 _STREAM_CONTROL = 1
@@ -96,15 +102,18 @@ class ProbeSettings:
     mlp_hidden: int = 64
     control: bool = True
     train_fractions: tuple[float, ...] = ()
+    #: layers (block outputs) at which train_probe runs the learning curve; empty: every layer
+    curve_layers: tuple[int, ...] = ()
     n_jobs: int = 1
     inner_metric: str = "log_loss"
 
     def __post_init__(self) -> None:
-        for name in ("c_grid", "seeds", "train_fractions"):
+        for name in ("c_grid", "seeds", "train_fractions", "curve_layers"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "c_grid", tuple(float(c) for c in self.c_grid))
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         object.__setattr__(self, "train_fractions", tuple(float(f) for f in self.train_fractions))
+        object.__setattr__(self, "curve_layers", tuple(int(x) for x in self.curve_layers))
         if not self.c_grid or any(not (c > 0 and math.isfinite(c)) for c in self.c_grid):
             raise ValueError(f"probe c_grid must be a non-empty list of positive numbers, got {self.c_grid}")
         if self.inner_folds < 2:
@@ -148,7 +157,7 @@ def check_same_width(X_a: np.ndarray, X_b: np.ndarray, *, name_a: str, name_b: s
 
 
 def _as_features(X_ND: Any, name: str) -> np.ndarray:
-    X = np.asarray(X_ND, dtype=np.float64)
+    X = np.asarray(X_ND, dtype=FEATURE_DTYPE)
     if X.ndim != 2:
         raise ValueError(f"{name} must be a 2-D (rows, features) array, got shape {X.shape}")
     if not np.isfinite(X).all():
@@ -244,8 +253,36 @@ def _selection_score(
     clf: Any, X_ND: np.ndarray, y_N: np.ndarray, classes_K: np.ndarray, metric: str
 ) -> float:
     if metric == "accuracy":
-        return float(accuracy_score(y_N, clf.predict(X_ND)))
-    return -float(log_loss(y_N, clf.predict_proba(X_ND), labels=classes_K))
+        return float(np.mean(y_N == clf.predict(X_ND)))
+    return -_log_loss(y_N, clf.predict_proba(X_ND), clf.classes_)
+
+
+# Plain-numpy metrics: scikit-learn's versions validate their inputs on every call, which cost more than the fits
+# on small problems (tests/unit/test_probes.py checks them against scikit-learn).
+def _log_loss(y_N: np.ndarray, proba_NK: np.ndarray, classes_K: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true labels (probabilities clipped to [eps, 1 - eps])."""
+    eps = np.finfo(proba_NK.dtype).eps
+    p = proba_NK[np.arange(y_N.size), np.searchsorted(classes_K, y_N)]
+    return float(-np.mean(np.log(np.clip(p, eps, 1 - eps))))
+
+
+def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Unweighted mean of per-class F1 over the labels in y_true or y_pred (0 where undefined)."""
+    f1 = []
+    for label in np.union1d(y_true, y_pred):
+        t, p = y_true == label, y_pred == label
+        tp = np.sum(t & p)
+        denominator = t.sum() + p.sum()
+        f1.append(2.0 * tp / denominator if denominator else 0.0)
+    return float(np.mean(f1))
+
+
+def _auroc(positive_N: np.ndarray, score_N: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with mid-ranks for ties)."""
+    ranks = stats.rankdata(score_N)
+    n_pos = int(positive_N.sum())
+    n_neg = positive_N.size - n_pos
+    return float((ranks[positive_N].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def _inner_cv_scores(
@@ -305,7 +342,13 @@ def fit_probe_pipeline(
     # Probe fits are many small problems: parallelism comes from settings.n_jobs over seed x fold tasks, and
     # BLAS stays single-threaded inside a fit (multi-threaded BLAS on small matrices oversubscribes the cores
     # and was 10-25x slower on a busy 2-core machine).
-    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings(record=True) as caught:
+    # Features were checked once (_as_features: 2-D, finite): skipping scikit-learn's per-fit validation cuts the
+    # Python overhead that dominates small problems (about half the CPU time of the demo's probe jobs).
+    with (
+        threadpool_limits(limits=1, user_api="blas"),
+        sklearn.config_context(assume_finite=True, skip_parameter_validation=True),
+        warnings.catch_warnings(record=True) as caught,
+    ):
         warnings.simplefilter("always", ConvergenceWarning)
         scores = _inner_cv_scores(X_ND, y_N, groups_N, settings=settings, seed=seed, kind=kind)
         C_grid = np.array(list(scores))
@@ -328,15 +371,15 @@ def _metrics(
     y_true: np.ndarray, y_pred: np.ndarray, score_N: np.ndarray | None, classes_K: np.ndarray
 ) -> dict[str, float]:
     out = {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "accuracy": float(np.mean(y_true == y_pred)),
+        "macro_f1": _macro_f1(y_true, y_pred),
     }
     if classes_K.size == 2:
         positive = y_true == classes_K[1]
         if score_N is None or positive.all() or not positive.any():
             out["auroc"] = math.nan
         else:
-            out["auroc"] = float(roc_auc_score(positive, score_N))
+            out["auroc"] = _auroc(positive, np.asarray(score_N))
     return out
 
 
@@ -374,13 +417,29 @@ def _subsample_training(
     return train_idx[np.isin(groups, np.asarray(keep, dtype=groups.dtype))]
 
 
+@dataclass(frozen=True, eq=False)
+class EvalSpace:
+    """Another feature space in which each outer fold's probe is scored, without refitting.
+
+    Fold ``k``'s probe (fit on the training space's rows outside fold ``k``) is scored on this space's rows whose
+    stored fold is ``k``. The rows need not be paired with the training rows (another model's rows, or the other
+    modality's rows of the same images), but the folds must be the dataset's stored folds, grouped by base image:
+    with ``groups_N`` on both sides, a test group that is also a training group raises ``ValueError``.
+    """
+
+    name: str
+    X_ND: np.ndarray
+    y_N: np.ndarray
+    folds_N: np.ndarray
+    groups_N: np.ndarray | None = None
+
+
 def _evaluate_split(
     X_ND: np.ndarray,
     y_N: np.ndarray,
-    spaces: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    spaces: Sequence[tuple[str, np.ndarray, np.ndarray, Mapping[int, np.ndarray]]],
     groups_N: np.ndarray | None,
     train_idx: np.ndarray,
-    test_idx: np.ndarray,
     *,
     seed: int,
     fold: int,
@@ -388,7 +447,7 @@ def _evaluate_split(
     train_fraction: float,
     classes_K: np.ndarray,
     settings: ProbeSettings,
-) -> tuple[list[dict[str, Any]], int]:
+) -> tuple[list[dict[str, Any]], int, tuple[Pipeline, float] | None]:
     fit_idx = train_idx
     if train_fraction < 1:
         rng = np.random.default_rng([seed, fold, _STREAM_SUBSAMPLE])
@@ -405,7 +464,10 @@ def _evaluate_split(
         kind="mlp" if kind == "mlp" else "logreg",
     )
     rows = []
-    for space, X_eval_ND, y_eval_N in spaces:
+    for space, X_eval_ND, y_eval_N, test_by_fold in spaces:
+        test_idx = test_by_fold.get(fold)
+        if test_idx is None or not test_idx.size:
+            continue
         X_test, y_test = X_eval_ND[test_idx], y_eval_N[test_idx]
         metrics = _metrics(y_test, pipe.predict(X_test), _positive_score(pipe, X_test, classes_K), classes_K)
         for metric, value in metrics.items():
@@ -423,12 +485,48 @@ def _evaluate_split(
                     "n_test": int(test_idx.size),
                 }
             )
-    return rows, info["n_convergence_warnings"]
+    keep = (pipe, info["C"]) if kind == "logreg" and train_fraction >= 1 else None
+    return rows, info["n_convergence_warnings"], keep
 
 
 def _rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
     return frame.astype({"seed": "int64", "fold": "int64", "n_train": "int64", "n_test": "int64"})
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray | None
+    splits: list[tuple[int, np.ndarray, np.ndarray]]
+    # (name, X_ND, y_N, test rows per outer fold) of every space the probes are scored in
+    spaces: list[tuple[str, np.ndarray, np.ndarray, dict[int, np.ndarray]]]
+
+
+def _space_tests(
+    space: EvalSpace,
+    splits: Sequence[tuple[int, np.ndarray, np.ndarray]],
+    groups: np.ndarray | None,
+    train_name: str,
+) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    X = _as_features(space.X_ND, space.name)
+    n = X.shape[0]
+    y = _as_vector(space.y_N, n, f"{space.name} y_N")
+    folds = _check_folds(_as_vector(space.folds_N, n, f"{space.name} folds_N"), None)
+    s_groups = None if space.groups_N is None else _as_vector(space.groups_N, n, f"{space.name} groups_N")
+    tests = {}
+    for k, tr, _ in splits:
+        test = np.flatnonzero(folds == k)
+        if groups is not None and s_groups is not None:
+            shared = np.intersect1d(groups[tr], s_groups[test])
+            if shared.size:
+                raise ValueError(
+                    f"group {shared[0]!r} is in {train_name}'s training rows of fold {k} and in {space.name}'s "
+                    "test rows: both spaces must use the dataset's stored folds, grouped by base image"
+                )
+        tests[k] = test
+    return X, y, tests
 
 
 def _prepare(
@@ -440,14 +538,19 @@ def _prepare(
     groups_N: Any,
     report_within: bool,
     names: tuple[str, str],
-) -> tuple[np.ndarray, np.ndarray, list[tuple[str, np.ndarray, np.ndarray]], np.ndarray | None, np.ndarray]:
+    other_spaces: Sequence[EvalSpace],
+) -> _Prepared:
     X = _as_features(X_train_ND, names[0])
     n = X.shape[0]
     y = _as_vector(y_train_N, n, "y_train_N")
     folds = _as_vector(folds_N, n, "folds_N")
     groups = None if groups_N is None else _as_vector(groups_N, n, "groups_N")
-    spaces: list[tuple[str, np.ndarray, np.ndarray]] = [("same", X, y)]
+    splits = list(outer_splits(folds, groups))
+    same = ("same", X, y, {k: te for k, _, te in splits})
+    spaces = [same]
     if X_test_ND is not None:
+        if other_spaces:
+            raise ValueError("pass either X_test_ND (paired rows) or other_spaces, not both")
         check_same_width(X_train_ND, X_test_ND, name_a=names[0], name_b=names[1])
         X_other = _as_features(X_test_ND, names[1])
         if X_other.shape[0] != n:
@@ -456,10 +559,17 @@ def _prepare(
                 "paired rows (same inputs, same order, same folds)"
             )
         y_other = y if y_test_N is None else _as_vector(y_test_N, n, "y_test_N")
-        spaces = [("other", X_other, y_other)] + (spaces if report_within else [])
+        spaces = [("other", X_other, y_other, same[3])] + (spaces if report_within else [])
     elif y_test_N is not None:
         raise ValueError("y_test_N was given without X_test_ND")
-    return X, y, spaces, groups, folds
+    names_seen = {"same"}
+    for space in other_spaces:
+        if space.name in names_seen:
+            raise ValueError(f"evaluation space name {space.name!r} is used twice")
+        names_seen.add(space.name)
+        check_same_width(X, space.X_ND, name_a=names[0], name_b=space.name)
+        spaces.append((space.name, *_space_tests(space, splits, groups, names[0])))
+    return _Prepared(X, y, groups, splits, spaces)
 
 
 def evaluate_probe(
@@ -475,6 +585,7 @@ def evaluate_probe(
     train_fraction: float = 1.0,
     report_within: bool = False,
     names: tuple[str, str] = ("X_train_ND", "X_test_ND"),
+    other_spaces: Sequence[EvalSpace] = (),
 ) -> pd.DataFrame:
     """Outer CV over the stored folds, repeated over ``settings.seeds``; tidy rows (:data:`ROW_COLUMNS`).
 
@@ -483,41 +594,75 @@ def evaluate_probe(
     inner CV). With ``X_test_ND`` (another model's features, or the paired other modality, rows aligned with
     ``X_train_ND``), the probe is fit on ``X_train_ND`` rows of the training folds and scored on ``X_test_ND`` rows
     of the test fold (``test_space = "other"``); ``report_within`` also scores the same fit on ``X_train_ND``'s
-    test rows (``test_space = "same"``), without refitting. ``train_fraction < 1`` fits on a seeded, stratified
-    subsample of the training groups (learning curve); test rows are unchanged. ``names`` name the two spaces in
-    error messages.
+    test rows (``test_space = "same"``), without refitting. ``other_spaces`` (:class:`EvalSpace`, rows need not be
+    paired) scores every fit in each of them too (``test_space = space.name``), besides ``same``.
+    ``train_fraction < 1`` fits on a seeded, stratified subsample of the training groups (learning curve); test
+    rows are unchanged. ``names`` name the two spaces in error messages.
     """
+    return _evaluate(
+        X_train_ND,
+        y_train_N,
+        folds_N,
+        X_test_ND=X_test_ND,
+        y_test_N=y_test_N,
+        settings=settings,
+        kind=kind,
+        groups_N=groups_N,
+        train_fraction=train_fraction,
+        report_within=report_within,
+        names=names,
+        other_spaces=other_spaces,
+    )[0]
+
+
+def _evaluate(
+    X_train_ND,
+    y_train_N,
+    folds_N,
+    *,
+    settings: ProbeSettings,
+    kind: str,
+    train_fraction: float,
+    prepared: _Prepared | None = None,
+    **prep: Any,
+) -> tuple[pd.DataFrame, list[tuple[int, int, Pipeline, float]]]:
     if kind not in KINDS:
         raise ValueError(f"unknown probe kind {kind!r}; use one of {KINDS}")
     if not 0 < train_fraction <= 1:
         raise ValueError(f"train_fraction must lie in (0, 1], got {train_fraction}")
-    X, y, spaces, groups, folds = _prepare(
-        X_train_ND, y_train_N, folds_N, X_test_ND, y_test_N, groups_N, report_within, names
+    p = prepared or _prepare(
+        X_train_ND,
+        y_train_N,
+        folds_N,
+        prep["X_test_ND"],
+        prep["y_test_N"],
+        prep["groups_N"],
+        prep["report_within"],
+        prep["names"],
+        prep["other_spaces"],
     )
-    classes = np.unique(y)
+    classes = np.unique(p.y)
     if classes.size < 2:
         raise ValueError(f"y_train_N has a single class ({classes[0]!r}); nothing to probe")
-    splits = list(outer_splits(folds, groups))
-    tasks = [(seed, k, tr, te) for seed in settings.seeds for k, tr, te in splits]
+    tasks = [(seed, k, tr) for seed in settings.seeds for k, tr, _ in p.splits]
     logger.info(
         "probe %s: %d rows x %d dims, %d classes, %d folds x %d seeds, train_fraction %.3g, test on %s",
         kind,
-        X.shape[0],
-        X.shape[1],
+        p.X.shape[0],
+        p.X.shape[1],
         classes.size,
-        len(splits),
+        len(p.splits),
         len(settings.seeds),
         train_fraction,
-        "+".join(s for s, _, _ in spaces),
+        "+".join(s[0] for s in p.spaces),
     )
     results = Parallel(n_jobs=settings.n_jobs)(
         delayed(_evaluate_split)(
-            X,
-            y,
-            spaces,
-            groups,
+            p.X,
+            p.y,
+            p.spaces,
+            p.groups,
             tr,
-            te,
             seed=seed,
             fold=k,
             kind=kind,
@@ -525,10 +670,11 @@ def evaluate_probe(
             classes_K=classes,
             settings=settings,
         )
-        for seed, k, tr, te in tasks
+        for seed, k, tr in tasks
     )
-    rows = [row for task_rows, _ in results for row in task_rows]
-    n_conv = sum(c for _, c in results)
+    rows = [row for task_rows, _, _ in results for row in task_rows]
+    fits = [(seed, k, *fit) for (seed, k, _), (_, _, fit) in zip(tasks, results, strict=True) if fit]
+    n_conv = sum(c for _, c, _ in results)
     if n_conv:
         logger.warning(
             "probe %s: %d solver fits hit max_iter=%d without converging; consider raising max_iter",
@@ -539,7 +685,7 @@ def evaluate_probe(
     frame = _rows_frame(rows)
     for space, sub in frame[frame.metric == "accuracy"].groupby("test_space"):
         logger.info("probe %s (%s space): mean accuracy %.4f", kind, space, sub["value"].mean())
-    return frame
+    return frame, fits
 
 
 def majority_baseline(
@@ -549,9 +695,13 @@ def majority_baseline(
     y_test_N: np.ndarray | None = None,
     groups_N: np.ndarray | None = None,
     test_spaces: Sequence[str] = ("same",),
+    other_spaces: Sequence[EvalSpace] = (),
 ) -> pd.DataFrame:
     """Majority-class baseline rows (``probe = "majority"``, ``seed = -1``): predict the training folds' most
-    frequent label (ties: smallest label) for every test row. Its auroc is 0.5 by construction."""
+    frequent label (ties: smallest label) for every test row. Its auroc is 0.5 by construction.
+
+    ``test_spaces`` name the spaces scored on ``y_test_N`` (default: the training labels) at the training rows'
+    folds; each of ``other_spaces`` is scored on its own labels at its rows of the test fold."""
     y = np.asarray(y_train_N)
     y_eval = y if y_test_N is None else _as_vector(y_test_N, y.size, "y_test_N")
     classes = np.unique(y)
@@ -559,9 +709,13 @@ def majority_baseline(
     for k, tr, te in outer_splits(_as_vector(folds_N, y.size, "folds_N"), groups_N):
         values, counts = np.unique(y[tr], return_counts=True)
         majority = values[int(np.argmax(counts))]
-        y_test = y_eval[te]
-        metrics = _metrics(y_test, np.full(te.size, majority), np.zeros(te.size), classes)
-        for space in test_spaces:
+        tests = [(space, y_eval[te]) for space in test_spaces]
+        for s in other_spaces:
+            tests.append((s.name, np.asarray(s.y_N)[np.asarray(s.folds_N) == k]))
+        for space, y_test in tests:
+            if not y_test.size:
+                continue
+            metrics = _metrics(y_test, np.full(y_test.size, majority), np.zeros(y_test.size), classes)
             for metric, value in metrics.items():
                 rows.append(
                     {
@@ -574,10 +728,55 @@ def majority_baseline(
                         "value": value,
                         "C": math.nan,
                         "n_train": int(tr.size),
-                        "n_test": int(te.size),
+                        "n_test": int(y_test.size),
                     }
                 )
     return _rows_frame(rows)
+
+
+def fit_probe_suite(
+    X_train_ND: np.ndarray,
+    y_train_N: np.ndarray,
+    folds_N: np.ndarray,
+    *,
+    settings: ProbeSettings,
+    groups_N: np.ndarray | None = None,
+    X_test_ND: np.ndarray | None = None,
+    y_test_N: np.ndarray | None = None,
+    report_within: bool = False,
+    names: tuple[str, str] = ("X_train_ND", "X_test_ND"),
+    other_spaces: Sequence[EvalSpace] = (),
+) -> tuple[pd.DataFrame, FoldProbes]:
+    """:func:`run_probe_suite`, also returning the logistic probe of every (seed, outer fold) as
+    :class:`FoldProbes` (to score later in more spaces, e.g. another layer, without refitting)."""
+    p = _prepare(
+        X_train_ND, y_train_N, folds_N, X_test_ND, y_test_N, groups_N, report_within, names, other_spaces
+    )
+
+    def run(kind: str, fraction: float = 1.0):
+        return _evaluate(None, None, None, settings=settings, kind=kind, train_fraction=fraction, prepared=p)
+
+    frame, fits = run("logreg")
+    frames = [frame]
+    if settings.control:
+        frames.append(run("control")[0])
+    if settings.mlp:
+        frames.append(run("mlp")[0])
+    for fraction in sorted(set(settings.train_fractions)):
+        if fraction < 1:  # the full logistic run above is fraction 1.0
+            frames.append(run("logreg", fraction)[0])
+    paired = [s[0] for s in p.spaces if s[0] in ("same", "other")]
+    frames.append(
+        majority_baseline(
+            p.y,
+            folds_N,
+            y_test_N=y_test_N,
+            groups_N=p.groups,
+            test_spaces=paired,
+            other_spaces=other_spaces,
+        )
+    )
+    return pd.concat(frames, ignore_index=True), FoldProbes.from_fits(fits, np.unique(p.y))
 
 
 def run_probe_suite(
@@ -591,40 +790,46 @@ def run_probe_suite(
     y_test_N: np.ndarray | None = None,
     report_within: bool = False,
     names: tuple[str, str] = ("X_train_ND", "X_test_ND"),
+    other_spaces: Sequence[EvalSpace] = (),
 ) -> pd.DataFrame:
     """Logistic probe, plus (per settings) the shuffled-label control, the MLP, the learning curve and the
     majority baseline, as one tidy frame (:data:`ROW_COLUMNS`; ``probe`` and ``train_fraction`` tell them apart).
 
-    The learning curve reuses the full logistic run for fraction 1.0 instead of refitting it.
+    Every fit is made once and scored in every space (``same``, ``X_test_ND``'s ``other`` or each of
+    ``other_spaces``); the learning curve reuses the full logistic run for fraction 1.0 instead of refitting it.
     """
-    common = {
-        "X_test_ND": X_test_ND,
-        "y_test_N": y_test_N,
-        "settings": settings,
-        "groups_N": groups_N,
-        "report_within": report_within,
-        "names": names,
-    }
-    frames = [evaluate_probe(X_train_ND, y_train_N, folds_N, kind="logreg", **common)]
-    if settings.control:
-        frames.append(evaluate_probe(X_train_ND, y_train_N, folds_N, kind="control", **common))
-    if settings.mlp:
-        frames.append(evaluate_probe(X_train_ND, y_train_N, folds_N, kind="mlp", **common))
-    for fraction in sorted(set(settings.train_fractions)):
-        if fraction < 1:
-            frames.append(
-                evaluate_probe(
-                    X_train_ND, y_train_N, folds_N, kind="logreg", train_fraction=fraction, **common
-                )
-            )
-    spaces = list(dict.fromkeys(frames[0]["test_space"]))
-    frames.append(
-        majority_baseline(y_train_N, folds_N, y_test_N=y_test_N, groups_N=groups_N, test_spaces=spaces)
-    )
-    return pd.concat(frames, ignore_index=True)
+    return fit_probe_suite(
+        X_train_ND,
+        y_train_N,
+        folds_N,
+        settings=settings,
+        groups_N=groups_N,
+        X_test_ND=X_test_ND,
+        y_test_N=y_test_N,
+        report_within=report_within,
+        names=names,
+        other_spaces=other_spaces,
+    )[0]
 
 
 # ------------------------------------------------------------------------------------------------ summary
+def corrected_interval(
+    values: Any, n_train: float, n_test: float, *, confidence: float = 0.95
+) -> tuple[float, float, float]:
+    """``(mean, low, high)`` of repeated-CV scores: the corrected t-interval described in :func:`summarize`
+    (NaN bounds when fewer than 2 scores), clipped to [0, 1]."""
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    if not v.size:
+        return math.nan, math.nan, math.nan
+    mean = float(v.mean())
+    if v.size < 2:
+        return mean, math.nan, math.nan
+    se = math.sqrt((1.0 / v.size + n_test / n_train) * float(v.var(ddof=1)))
+    half = float(stats.t.ppf(0.5 + confidence / 2, df=v.size - 1)) * se
+    return mean, max(0.0, mean - half), min(1.0, mean + half)
+
+
 def summarize(rows: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
     """Per probe x train_fraction x test_space x metric: mean over seeds x folds, interval, n.
 
@@ -650,15 +855,9 @@ def summarize(rows: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
     for key, sub in rows.dropna(subset=["value"]).groupby(keys, sort=True):
         values = sub["value"].to_numpy(dtype=float)
         n = values.size
-        mean = float(values.mean())
         n_train, n_test = float(sub["n_train"].mean()), float(sub["n_test"].mean())
-        if n < 2:
-            sd = low = high = math.nan
-        else:
-            sd = float(values.std(ddof=1))
-            se = math.sqrt((1.0 / n + n_test / n_train) * sd**2)
-            half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * se
-            low, high = max(0.0, mean - half), min(1.0, mean + half)
+        mean, low, high = corrected_interval(values, n_train, n_test, confidence=confidence)
+        sd = float(values.std(ddof=1)) if n >= 2 else math.nan
         out.append(
             dict(zip(keys, key, strict=True))
             | {
@@ -813,6 +1012,153 @@ class FittedProbe:
         return cls(C=float(info["C"]), meta=info.get("meta", {}), **arrays)
 
 
+@dataclass(frozen=True, eq=False)
+class FoldProbes:
+    """The logistic probe of every (seed, outer fold) of a suite, stacked (``F`` fits), as plain arrays.
+
+    Fit ``f`` was trained on the rows outside stored fold ``fold_F[f]`` with seed ``seed_F[f]``, so it may only be
+    scored on rows of that fold: :meth:`score` does exactly that, in any space of the same width (the same inputs
+    at another layer, the other modality of the same images). ``coef_FKD`` has one row per fit and class (one row
+    for binary probes), as in :class:`FittedProbe`.
+    """
+
+    seed_F: np.ndarray
+    fold_F: np.ndarray
+    C_F: np.ndarray
+    n_train_F: np.ndarray
+    mean_FD: np.ndarray
+    scale_FD: np.ndarray
+    coef_FKD: np.ndarray
+    intercept_FK: np.ndarray
+    classes_K: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        f, d = self.mean_FD.shape
+        rows = 1 if self.classes_K.shape[0] == 2 else self.classes_K.shape[0]
+        shapes = {
+            "seed_F": (self.seed_F.shape, (f,)),
+            "fold_F": (self.fold_F.shape, (f,)),
+            "C_F": (self.C_F.shape, (f,)),
+            "n_train_F": (self.n_train_F.shape, (f,)),
+            "scale_FD": (self.scale_FD.shape, (f, d)),
+            "coef_FKD": (self.coef_FKD.shape, (f, rows, d)),
+            "intercept_FK": (self.intercept_FK.shape, (f, rows)),
+        }
+        bad = {k: got for k, (got, want) in shapes.items() if got != want}
+        if bad:
+            raise ValueError(f"inconsistent fold-probe arrays for {f} fits x {d} dims: {bad}")
+
+    def __len__(self) -> int:
+        return int(self.seed_F.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.mean_FD.shape[1])
+
+    @classmethod
+    def from_fits(cls, fits: Sequence[tuple[int, int, Pipeline, float]], classes_K: np.ndarray) -> FoldProbes:
+        """From ``(seed, fold, pipeline, C)`` tuples; fits that did not see every class are left out."""
+        kept = [f for f in fits if np.array_equal(f[2].named_steps["clf"].classes_, classes_K)]
+        if len(kept) < len(fits):
+            logger.warning(
+                "%d fold probe(s) missed a class in training and are not kept", len(fits) - len(kept)
+            )
+        if not kept:
+            raise ValueError("no fold probe saw every class; nothing to keep")
+        probes = [FittedProbe.from_pipeline(pipe, C=C) for _, _, pipe, C in kept]
+        return cls(
+            seed_F=np.array([s for s, *_ in kept], dtype=np.int64),
+            fold_F=np.array([k for _, k, *_ in kept], dtype=np.int64),
+            C_F=np.array([C for *_, C in kept], dtype=np.float64),
+            n_train_F=np.array(
+                [p.named_steps["scaler"].n_samples_seen_ for _, _, p, _ in kept], dtype=np.int64
+            ),
+            mean_FD=np.stack([p.mean_D for p in probes]),
+            scale_FD=np.stack([p.scale_D for p in probes]),
+            coef_FKD=np.stack([p.coef_KD for p in probes]),
+            intercept_FK=np.stack([p.intercept_K for p in probes]),
+            classes_K=np.asarray(classes_K).copy(),
+        )
+
+    def probe(self, f: int) -> FittedProbe:
+        """Fit ``f`` as a :class:`FittedProbe`."""
+        return FittedProbe(
+            mean_D=self.mean_FD[f],
+            scale_D=self.scale_FD[f],
+            coef_KD=self.coef_FKD[f],
+            intercept_K=self.intercept_FK[f],
+            classes_K=self.classes_K,
+            C=float(self.C_F[f]),
+            meta={"seed": int(self.seed_F[f]), "fold": int(self.fold_F[f])},
+        )
+
+    def score(self, X_ND: np.ndarray, y_N: np.ndarray, folds_N: np.ndarray, *, space: str) -> pd.DataFrame:
+        """Tidy rows (:data:`ROW_COLUMNS`, ``probe = "logreg"``, ``test_space = space``): each fit scored on the rows
+        of ``X_ND`` in its held-out fold (``folds_N`` must be the dataset's stored folds)."""
+        X = _as_features(X_ND, space)
+        check_same_width(X, self.mean_FD[0], name_a=space, name_b="the fold probes")
+        y = _as_vector(y_N, X.shape[0], "y_N")
+        folds = _as_vector(folds_N, X.shape[0], "folds_N")
+        rows = []
+        for f in range(len(self)):
+            test = np.flatnonzero(folds == self.fold_F[f])
+            if not test.size:
+                continue
+            probe = self.probe(f)
+            scores = probe.decision_function(X[test])
+            metrics = _metrics(
+                y[test], probe.predict(X[test]), scores if probe.is_binary else None, self.classes_K
+            )
+            for metric, value in metrics.items():
+                rows.append(
+                    {
+                        "probe": "logreg",
+                        "train_fraction": 1.0,
+                        "test_space": space,
+                        "seed": int(self.seed_F[f]),
+                        "fold": int(self.fold_F[f]),
+                        "metric": metric,
+                        "value": value,
+                        "C": float(self.C_F[f]),
+                        "n_train": int(self.n_train_F[f]),
+                        "n_test": int(test.size),
+                    }
+                )
+        return _rows_frame(rows)
+
+    def save(self, path_stem: str | Path) -> tuple[Path, Path]:
+        """Write ``<path_stem>.safetensors`` (stacked arrays) and ``<path_stem>.json`` (format, meta, provenance)."""
+        if not np.issubdtype(self.classes_K.dtype, np.number):
+            raise ValueError(f"only numeric class labels can be saved, got dtype {self.classes_K.dtype}")
+        weights, sidecar = _probe_paths(path_stem)
+        names = [f.name for f in dataclasses.fields(self) if f.name != "meta"]
+        with atomic_path(weights) as tmp:
+            save_file({k: np.ascontiguousarray(getattr(self, k)) for k in names}, tmp)
+        write_json(
+            sidecar,
+            {
+                "format": FOLD_PROBES_FORMAT,
+                "weights": weights.name,
+                "n_fits": len(self),
+                "classes": self.classes_K.tolist(),
+                "n_features": self.n_features,
+                "meta": self.meta,
+                "provenance": provenance(self.meta.get("settings")),
+            },
+        )
+        return weights, sidecar
+
+    @classmethod
+    def load(cls, path_stem: str | Path) -> FoldProbes:
+        weights, sidecar = _probe_paths(path_stem)
+        info = json.loads(sidecar.read_text(encoding="utf-8"))
+        if info.get("format") != FOLD_PROBES_FORMAT:
+            raise ValueError(f"{sidecar} is not a {FOLD_PROBES_FORMAT} file (format {info.get('format')!r})")
+        arrays = {k: np.array(v, copy=True) for k, v in load_file(weights).items()}
+        return cls(meta=info.get("meta", {}), **arrays)
+
+
 def _probe_paths(path_stem: str | Path) -> tuple[Path, Path]:
     stem = str(path_stem)
     return Path(stem + ".safetensors"), Path(stem + ".json")
@@ -862,3 +1208,25 @@ def direction_cosine(probe_a: FittedProbe, probe_b: FittedProbe) -> float:
             "their directions' signs are not comparable"
         )
     return float(np.dot(probe_a.direction_D, probe_b.direction_D))
+
+
+def cross_layer_scores(
+    fold_probes: Mapping[int, FoldProbes],
+    test_spaces: Mapping[int, tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> pd.DataFrame:
+    """Every train layer's fold probes scored at every test layer, without refitting (layer x layer transfer).
+
+    ``fold_probes``: train layer -> :class:`FoldProbes` (fit on one space at that layer); ``test_spaces``: test
+    layer -> ``(X_ND, y_N, folds_N)`` of the space they are scored in (e.g. the paired images). Each fit is scored
+    only on its held-out fold's rows. Rows: :data:`ROW_COLUMNS` (``test_space`` = ``"other"``) plus
+    ``train_layer`` and ``test_layer``.
+    """
+    frames = []
+    prepared = {j: (_as_features(X, f"layer {j}"), y, f) for j, (X, y, f) in test_spaces.items()}
+    for i, fp in sorted(fold_probes.items()):
+        for j, (X, y, folds) in sorted(prepared.items()):
+            rows = fp.score(X, y, folds, space="other")
+            frames.append(rows.assign(train_layer=int(i), test_layer=int(j)))
+    if not frames:
+        return pd.DataFrame(columns=[*ROW_COLUMNS, "train_layer", "test_layer"])
+    return pd.concat(frames, ignore_index=True)

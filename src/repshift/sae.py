@@ -548,6 +548,80 @@ def _safe_cosine(dot: np.ndarray, na: np.ndarray, nb: np.ndarray, eps: float = 1
     return np.clip(cos, -1.0, 1.0)
 
 
+class TransferAccumulator:
+    """:func:`transfer_metrics` over a stream of batches (same numbers as on their concatenation, up to the
+    order of float summation): the fused extraction path adds one extraction batch at a time."""
+
+    def __init__(self, d_sae: int, *, dense_threshold: float = DENSE_THRESHOLD) -> None:
+        from sae_lens.evals import ExplainedVarianceCalculator
+
+        self.d_sae = int(d_sae)
+        self.dense_threshold = dense_threshold
+        self.ev = ExplainedVarianceCalculator()
+        self.cos_sum = self.ratio_sum = self.mse_sum = 0.0
+        self.n = 0
+        self.fire_F = np.zeros(self.d_sae, dtype=np.int64)
+        self.l0_sum = 0
+        self.n_zero = 0
+
+    def add(self, sae: SAE, x_BD: np.ndarray | torch.Tensor, codes: SparseCodes) -> None:
+        """Add tokens ``x_BD`` and their codes (``encode(sae, x_BD)``)."""
+        n = int(x_BD.shape[0])
+        if codes.n_tokens != n or codes.d_sae != self.d_sae:
+            raise ValueError(
+                f"codes ({codes.n_tokens} tokens, d_sae {codes.d_sae}) do not match acts ({n} tokens) "
+                f"and SAE (d_sae {self.d_sae})"
+            )
+        if n == 0:
+            return
+        with torch.inference_mode():
+            x = _rows(x_BD, 0, n).to(device=sae.device, dtype=torch.float32)
+            z = torch.from_numpy(codes.to_dense()).to(device=sae.device, dtype=sae.dtype)
+            x_hat = sae.decode(z).float()
+            self.ev.add_batch(sae_output=x_hat.double(), hidden_acts=x.double())  # float64 sums
+            x64, xh64 = x.double().cpu().numpy(), x_hat.double().cpu().numpy()
+        nx, nxh = np.linalg.norm(x64, axis=1), np.linalg.norm(xh64, axis=1)
+        self.cos_sum += float(_safe_cosine((x64 * xh64).sum(1), nx, nxh).sum())
+        self.ratio_sum += float((nxh / np.where(nx < 1e-4, 1.0, nx)).sum())
+        self.mse_sum += float(((x64 - xh64) ** 2).sum())
+        self.n += n
+        self.fire_F += codes.fire_count_F()
+        l0_N = codes.l0_N
+        self.l0_sum += int(l0_N.sum())
+        self.n_zero += int((l0_N == 0).sum())
+
+    def _explained_variance(self) -> float:
+        """sae-lens' ExplainedVarianceCalculator.compute, with a *relative* test for constant inputs: where the
+        total variance is below 1e-9 of the mean squared norm (e.g. BOS, the same vector in every example) it is
+        rounding noise, and explained variance is 1 if the reconstruction is exact, else 0 (sae-lens' rule)."""
+        ev = self.ev
+        mean_sq = ev.sum_squared_norm / ev.num_samples
+        total_var = mean_sq - float((ev.sum_x / ev.num_samples).pow(2).sum())
+        mse = ev.sum_squared_residual / ev.num_samples
+        if total_var <= max(1e-10, 1e-9 * mean_sq):
+            return 1.0 if mse <= max(1e-10, 1e-9 * mean_sq) else 0.0
+        return 1.0 - mse / total_var
+
+    def result(self) -> dict[str, float]:
+        if self.n == 0:
+            raise ValueError("transfer_metrics got no tokens")
+        ev = self._explained_variance()
+        freq_F = self.fire_F / self.n
+        return {
+            "n_tokens": float(self.n),
+            "d_sae": float(self.d_sae),
+            "explained_variance": ev,
+            "fvu": 1.0 - ev,
+            "mse": self.mse_sum / self.n,
+            "l0": self.l0_sum / self.n,
+            "cosine": self.cos_sum / self.n,
+            "norm_ratio": self.ratio_sum / self.n,
+            "dead_frac": float((freq_F == 0).mean()),
+            "dense_frac": float((freq_F > self.dense_threshold).mean()),
+            "n_zero_code": float(self.n_zero),
+        }
+
+
 def transfer_metrics(
     sae: SAE,
     acts_ND: np.ndarray | torch.Tensor,
@@ -566,8 +640,6 @@ def transfer_metrics(
     - ``dead_frac`` (never fires), ``dense_frac`` (fires on > ``dense_threshold`` of tokens).
     - ``n_tokens``, ``n_zero_code`` (tokens whose code is all zeros; they reconstruct to b_dec, no NaN).
     """
-    from sae_lens.evals import ExplainedVarianceCalculator
-
     n = int(acts_ND.shape[0])
     if n == 0:
         raise ValueError("transfer_metrics got no tokens")
@@ -578,40 +650,11 @@ def transfer_metrics(
             f"codes ({codes.n_tokens} tokens, d_sae {codes.d_sae}) do not match acts ({n} tokens) "
             f"and SAE (d_sae {sae.cfg.d_sae})"
         )
-    ev_calc = ExplainedVarianceCalculator()
-    cos_sum = 0.0
-    ratio_sum = 0.0
-    mse_sum = 0.0
-    with torch.inference_mode():
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            x = _rows(acts_ND, start, stop).to(device=sae.device, dtype=torch.float32)
-            z = torch.from_numpy(codes.slice_tokens(start, stop).to_dense()).to(
-                device=sae.device, dtype=sae.dtype
-            )
-            x_hat = sae.decode(z).float()
-            ev_calc.add_batch(sae_output=x_hat, hidden_acts=x)
-            x64, xh64 = x.double().cpu().numpy(), x_hat.double().cpu().numpy()
-            nx, nxh = np.linalg.norm(x64, axis=1), np.linalg.norm(xh64, axis=1)
-            cos_sum += float(_safe_cosine((x64 * xh64).sum(1), nx, nxh).sum())
-            ratio_sum += float((nxh / np.where(nx < 1e-4, 1.0, nx)).sum())
-            mse_sum += float(((x64 - xh64) ** 2).sum())
-    ev = float(ev_calc.compute())
-    freq_F = latent_density(codes)
-    l0_N = codes.l0_N
-    return {
-        "n_tokens": float(n),
-        "d_sae": float(codes.d_sae),
-        "explained_variance": ev,
-        "fvu": 1.0 - ev,
-        "mse": mse_sum / n,
-        "l0": float(l0_N.mean()),
-        "cosine": cos_sum / n,
-        "norm_ratio": ratio_sum / n,
-        "dead_frac": float((freq_F == 0).mean()),
-        "dense_frac": float((freq_F > dense_threshold).mean()),
-        "n_zero_code": float((l0_N == 0).sum()),
-    }
+    acc = TransferAccumulator(codes.d_sae, dense_threshold=dense_threshold)
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        acc.add(sae, _rows(acts_ND, start, stop), codes.slice_tokens(start, stop))
+    return acc.result()
 
 
 def neuronpedia_url(neuronpedia_id: str | None, latent: int) -> str:

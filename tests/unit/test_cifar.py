@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import shutil
@@ -11,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from loopback_http import serve
 from PIL import Image
 
-from repshift import cifar
 from repshift.cifar import (
     CIFAR_MANIFEST_COLUMNS,
     COARSE_LABEL_NAMES,
@@ -29,7 +30,12 @@ from repshift.cifar import (
     write_cifar_archive_tar,
 )
 from repshift.datasets import check_manifest, load_example_image, read_manifest, write_manifest
-from repshift.download import extract_archive
+from repshift.download import DownloadError, extract_archive
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
 
 N_TRAIN, N_TEST = 1000, 500  # 10 and 5 images per fine class; 50 and 25 per coarse class
 
@@ -189,8 +195,7 @@ def test_tar_gz_round_trip_through_extract_read_export(tmp_path, fake):
     assert sorted(os.listdir(image_dir / "test")) == sorted(f"{i}.png" for i in range(N_TEST))
     assert meta["split"] == "test" and meta["label_level"] == "fine"
     assert meta["label_names"] == list(FINE_LABEL_NAMES)
-    assert meta["source"]["archive_checksum"] == cifar.CIFAR100_CHECKSUM
-    assert meta["source"]["archive_url"] == cifar.CIFAR100_URL
+    assert meta["source"]["archive"] is None  # no archive given: a folder used in place
     assert set(meta["source"]["files"]) == {"meta", "test"}
     assert meta["counts"]["per_class"]["apple"] == {"rows": 5, "images": 5}
     assert {"created", "versions", "config_hash"} <= set(meta["provenance"])
@@ -283,8 +288,19 @@ def test_build_dataset_from_a_config_entry(tmp_path, fake):
     back, side = read_manifest(tsv)
     assert len(back) == 100 and side["dataset"] == "cifar-coarse" and side["spec"]["n_per_class"] == 5
     assert (tmp_path / "datasets/cifar-coarse/images/test").is_dir()
-    with pytest.raises(ValueError, match="unknown key 'classes'"):
-        CifarSpec.from_dict("x", {"classes": ["apple"]})
+    with pytest.raises(ValueError, match="unknown key 'caption'"):
+        CifarSpec.from_dict("x", {"caption": "first"})
+    with pytest.raises(ValueError, match="'zebra' is not a CIFAR-100 fine class"):
+        CifarSpec.from_dict("x", {"classes": ["apple", "zebra"]})
+    with pytest.raises(ValueError, match="'people' is not a CIFAR-100 fine class; it is a coarse class"):
+        CifarSpec.from_dict("x", {"classes": ["people"]})
+    with pytest.raises(ValueError, match="'apple' listed twice"):
+        CifarSpec.from_dict("x", {"classes": ["apple", "apple"]})
+    with pytest.raises(ValueError, match="`all` or a list"):
+        CifarSpec.from_dict("x", {"classes": "apple"})
+    with pytest.raises(ValueError, match="source must be cifar100"):
+        CifarSpec.from_dict("x", {"source": "coco"})
+    assert CifarSpec.from_dict("x", {"classes": "all"}).label_names == list(FINE_LABEL_NAMES)
     with pytest.raises(ValueError, match="level must be one of"):
         CifarSpec.from_dict("x", {"level": "category"})
     with pytest.raises(ValueError, match="image-only"):
@@ -293,21 +309,35 @@ def test_build_dataset_from_a_config_entry(tmp_path, fake):
         CifarSpec.from_dict("x", {"n_per_class": 0})
 
 
-def test_fetch_extracts_the_downloaded_archive(tmp_path, fake, monkeypatch):
+def test_a_class_subset_gets_labels_in_the_given_order(tmp_path, fake):
+    classes = ["bee", "apple", "whale"]
+    df, meta = export_cifar100(
+        fake, tmp_path / "o", split="train", n_per_class=6, seed=0, folds=3, classes=classes
+    )
+    assert meta["label_names"] == classes
+    assert meta["official_label_ids"] == [FINE_LABEL_NAMES.index(c) for c in classes]
+    assert df.groupby("label")["label_name"].first().tolist() == classes
+    raw = _raw(fake / "train")
+    for row in df.itertuples():  # the official label of every exported image is the class it is filed under
+        assert FINE_LABEL_NAMES[raw[b"fine_labels"][row.image_id]] == row.label_name
+    assert df["label"].value_counts().tolist() == [6, 6, 6]
+    with pytest.raises(ValueError, match="'zebra' is not a CIFAR-100 fine class"):
+        export_cifar100(fake, tmp_path / "q", split="train", n_per_class=4, seed=0, classes=["zebra"])
+
+
+def test_fetch_downloads_verifies_and_extracts_from_a_local_server(tmp_path, fake):
     tgz = write_cifar_archive_tar(fake, tmp_path / "src.tar.gz")
-    calls = []
-
-    def fake_download(url, dest, **checks):
-        calls.append((url, Path(dest).name, checks))
-        Path(dest).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(tgz, dest)
-        return Path(dest)
-
-    monkeypatch.setattr(cifar, "download", fake_download)
-    folder = fetch_cifar100(tmp_path / "root")
-    assert folder == tmp_path / "root" / "cifar-100-python"
-    assert calls == [(cifar.CIFAR100_URL, "cifar-100-python.tar.gz", cifar.CIFAR100_CHECKSUM)]
-    assert len(read_cifar100(folder)["test"]["filenames"]) == N_TEST
+    data = tgz.read_bytes()
+    with serve() as (base, state):
+        state.files["/~kriz/cifar-100-python.tar.gz"] = data
+        archive = {"url": f"{base}/~kriz/cifar-100-python.tar.gz", "size": len(data), "md5": _md5(data)}
+        folder = fetch_cifar100(tmp_path / "root", archive)
+        assert folder == tmp_path / "root" / "cifar-100-python"
+        assert (tmp_path / "root/archives/cifar-100-python.tar.gz").read_bytes() == data
+        assert len(read_cifar100(folder)["test"]["filenames"]) == N_TEST
+        with pytest.raises(DownloadError, match="md5 mismatch"):
+            fetch_cifar100(tmp_path / "other", archive | {"md5": "0" * 32})
+    assert not (tmp_path / "other" / "cifar-100-python").exists()
 
 
 # --------------------------------------------------------------------------------------------------

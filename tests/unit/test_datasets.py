@@ -828,3 +828,114 @@ def test_on_demo_coco_if_available(tmp_path):
         assert_no_leak(df, 3)
         assert not meta["invalid_images"]
         assert isinstance(load_example_image(df.iloc[0], tmp_path / "val2017"), Image.Image)
+
+
+# --------------------------------------------------------------------------------------------------
+# Dataset entries of the config, by source (check_config)
+# --------------------------------------------------------------------------------------------------
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _config(name: str) -> dict:
+    import yaml
+    from snakemake.utils import validate
+
+    cfg = yaml.safe_load((_ROOT / name).read_text(encoding="utf-8"))
+    validate(cfg, str(_ROOT / "rules" / "config.schema.yaml"))
+    return cfg
+
+
+def test_shipped_configs_define_the_datasets_other_stages_use():
+    real, demo = _config("config.yaml"), _config("config/demo.yaml")
+    for cfg in (real, demo):
+        for name in ("prompts-original", "prompts-multilingual"):
+            assert (
+                cfg["datasets"][name]["source"] == "prompts" and cfg["datasets"][name]["modality"] == "text"
+            )
+    assert len(real["datasets"]["prompts-original"]["prompts"]) == 5
+    assert len(real["datasets"]["prompts-multilingual"]["prompts"]) >= 8
+    assert (
+        real["datasets"]["cifar100"]["source"] == "cifar100"
+        and real["datasets"]["cifar100"]["split"] == "test"
+    )
+    assert real["datasets"]["cifar100"]["classes"] == "all"
+    assert demo["datasets"]["demo-cifar100"]["source"] == "cifar100"
+    for name in ("coco-cat", "coco-dog", "coco-person"):
+        assert real["datasets"][name]["binary"] is True
+    assert real["datasets"]["coco-supercategories"]["level"] == "supercategory"
+    # defined, but not built by the main target: no probe task or comparison reads them
+    used = {t["dataset"] for t in real["probes"]["tasks"].values()} | {
+        c["dataset"] for c in real["comparisons"].values()
+    }
+    assert not used & {"coco-cat", "coco-dog", "coco-person", "coco-supercategories", "cifar100"}
+
+
+@pytest.mark.parametrize(
+    ("where", "mutate", "needle"),
+    [
+        (
+            "config.yaml",
+            lambda c: c["datasets"]["cifar100"].update(classes=["apple", "zebra"]),
+            "datasets.cifar100: dataset 'cifar100': 'zebra' is not a CIFAR-100 fine class",
+        ),
+        (
+            "config.yaml",
+            lambda c: c["datasets"]["cifar100"].update(classes=["people"]),
+            "it is a coarse class",
+        ),
+        ("config.yaml", lambda c: c["datasets"]["cifar100"].update(caption="first"), "unknown key 'caption'"),
+        (
+            "config.yaml",
+            lambda c: c["datasets"]["cifar100"].update(n_per_class=101),
+            "n_per_class 101 but the test split has 100 images per fine class",
+        ),
+        ("config.yaml", lambda c: c["datasets"]["cifar100"].update(modality="text"), "image-only"),
+        ("config.yaml", lambda c: c["cifar100"].pop("archive"), "cifar100.archive is missing"),
+        ("config.yaml", lambda c: c["cifar100"].update(source="path"), "cifar100.root is not set"),
+        ("config.yaml", lambda c: c["coco"]["archives"].pop("val2017"), "coco.archives.val2017 is missing"),
+        ("config.yaml", lambda c: c["datasets"]["coco-cat"].update(split="test"), "unknown key 'split'"),
+        (
+            "config.yaml",
+            lambda c: c["datasets"]["coco-cat"].update(level="fine"),
+            "level 'fine' is not one of",
+        ),
+        (
+            "config.yaml",
+            lambda c: c["datasets"]["prompts-original"].update(prompts_file="x.txt"),
+            "exactly one of `prompts`",
+        ),
+        (
+            "config/demo.yaml",
+            lambda c: c["datasets"]["demo-cifar100"].update(classes=["apple", "whale"]),
+            "class 'whale' has no image in the synthetic CIFAR-100",
+        ),
+        (
+            "config/demo.yaml",
+            lambda c: c["datasets"]["demo-cifar100"].update(n_per_class=11),
+            "n_per_class 11 but the test split has 10 images",
+        ),
+    ],
+)
+def test_bad_dataset_settings_fail_in_check_config(where, mutate, needle):
+    from repshift.config import ConfigError, check_config
+
+    cfg = _config(where)
+    check_config(cfg)
+    mutate(cfg)
+    with pytest.raises(ConfigError, match=needle):
+        check_config(cfg)
+
+
+def test_unknown_source_and_bad_classes_fail_schema_validation():
+    import yaml
+    from snakemake.utils import validate
+
+    cfg = yaml.safe_load((_ROOT / "config.yaml").read_text(encoding="utf-8"))
+    cfg["datasets"]["cifar100"]["source"] = "imagenet"
+    with pytest.raises(Exception, match="imagenet"):
+        validate(cfg, str(_ROOT / "rules" / "config.schema.yaml"))
+    cfg["datasets"]["cifar100"]["source"] = "cifar100"
+    cfg["datasets"]["cifar100"]["classes"] = "most"
+    with pytest.raises(Exception, match="most"):
+        validate(cfg, str(_ROOT / "rules" / "config.schema.yaml"))

@@ -7,102 +7,32 @@ import io
 import re
 import stat
 import tarfile
-import threading
 import zipfile
-from collections import Counter
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
+from loopback_http import serve
 
 from repshift.download import (
-    CIFAR100_CHECKSUM,
-    CIFAR100_URL,
-    COCO_CHECKSUMS,
-    COCO_URLS,
     ArchiveError,
     DownloadError,
     UnsafeArchiveError,
+    archive_spec,
     download,
     extract_archive,
+    fetch_archive,
 )
+
+ROOT = Path(__file__).resolve().parents[2]
 
 FAST = {"backoff": 0.0, "timeout": 5.0, "chunk_size": 1024}
 
 
-@dataclass
-class _State:
-    files: dict[str, bytes] = field(default_factory=dict)
-    cut_first: set[str] = field(default_factory=set)  # first GET of these paths stops halfway
-    ignore_range: set[str] = field(default_factory=set)  # always 200 with the whole file
-    status: dict[str, int] = field(default_factory=dict)  # fixed error status for these paths
-    requests: list[tuple[str, str | None]] = field(default_factory=list)
-    count: Counter = field(default_factory=Counter)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"  # the server closes the connection after every response
-
-    def log_message(self, format, *args):  # keep test output quiet
-        pass
-
-    def do_GET(self):
-        state: _State = self.server.state
-        path, range_header = self.path, self.headers.get("Range")
-        with state.lock:
-            state.requests.append((path, range_header))
-            n = state.count[path]
-            state.count[path] += 1
-        if path in state.status:
-            self.send_error(state.status[path])
-            return
-        data = state.files.get(path)
-        if data is None:
-            self.send_error(404)
-            return
-        m = re.fullmatch(r"bytes=(\d+)-(\d*)", range_header or "")
-        if m and path not in state.ignore_range:
-            start = int(m.group(1))
-            end = int(m.group(2)) if m.group(2) else len(data) - 1
-            if start >= len(data):
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            body = data[start : end + 1]
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
-        else:
-            body = data
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-        if path in state.cut_first and n == 0:
-            self.wfile.write(body[: len(body) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            return  # the connection closes with half the promised bytes sent
-        self.wfile.write(body)
-
-
 @pytest.fixture
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.daemon_threads = True
-    httpd.state = _State()
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{httpd.server_address[1]}"
-    try:
-        yield base, httpd.state
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with serve() as (base, state):
+        yield base, state
 
 
 def _payload(n: int = 200_000) -> bytes:
@@ -243,14 +173,39 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_official_constants_are_complete():
-    assert set(COCO_URLS) == set(COCO_CHECKSUMS) == {"val2017", "train2017", "annotations_trainval2017"}
-    for name, url in COCO_URLS.items():
-        assert url.startswith("http://images.cocodataset.org/") and url.endswith(f"{name}.zip")
-    for spec in [*COCO_CHECKSUMS.values(), CIFAR100_CHECKSUM]:
+def test_real_config_pins_the_official_archives():
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    archives = cfg["coco"]["archives"]
+    assert set(archives) == {"val2017", "train2017", "annotations_trainval2017"}
+    for name, spec in archives.items():
+        assert spec["url"].startswith("http://images.cocodataset.org/") and spec["url"].endswith(
+            f"{name}.zip"
+        )
+    cifar = cfg["cifar100"]["archive"]
+    assert cifar["url"] == "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+    assert cifar["md5"] == "eb9058c3a382ffc7106e4002c42a8d85"  # as published on the CIFAR page
+    for spec in [*archives.values(), cifar]:
+        assert archive_spec(spec, "x") == spec
         assert spec["size"] > 100_000_000
         assert re.fullmatch(r"[0-9a-f]{32}", spec["md5"]) and re.fullmatch(r"[0-9a-f]{64}", spec["sha256"])
-    assert CIFAR100_URL.endswith("/cifar-100-python.tar.gz")
+
+
+def test_archive_spec_needs_a_url_and_a_checksum():
+    with pytest.raises(ValueError, match="coco.archives.val2017: give the archive's md5 or sha256"):
+        archive_spec({"url": "http://x/a.zip", "size": 3}, "coco.archives.val2017")
+    with pytest.raises(ValueError, match="needs a `url`"):
+        archive_spec({"md5": "0" * 32}, "x")
+    with pytest.raises(ValueError, match="unknown key"):
+        archive_spec({"url": "http://x/a.zip", "md5": "0" * 32, "sha1": "0"}, "x")
+
+
+def test_fetch_archive_names_the_file_after_the_url(server, tmp_path):
+    base, state = server
+    data = _payload(5000)
+    state.files["/zips/val2017.zip"] = data
+    spec = {"url": f"{base}/zips/val2017.zip", "size": len(data), "md5": _md5(data)}
+    dest = fetch_archive(spec, tmp_path / "archives")
+    assert dest == tmp_path / "archives" / "val2017.zip" and dest.read_bytes() == data
 
 
 # --------------------------------------------------------------------------------------------- extraction

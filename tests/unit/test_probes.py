@@ -224,7 +224,8 @@ def test_scaler_is_fit_on_training_rows_only(monkeypatch):
 
     monkeypatch.setattr(probes, "fit_probe_pipeline", spy_fit)
     evaluate_probe(X, y, folds, settings=FAST, groups_N=groups)
-    train_means = {k: X[folds != k].mean(axis=0) for k in range(5)}
+    X = X.astype(probes.FEATURE_DTYPE)  # what the probes fit on
+    train_means = {k: X[folds != k].astype(np.float64).mean(axis=0) for k in range(5)}
     clean = 0
     for X_fit, pipe in fitted:
         k = next(
@@ -232,7 +233,7 @@ def test_scaler_is_fit_on_training_rows_only(monkeypatch):
             for k in range(5)
             if X_fit.shape[0] == (folds != k).sum() and np.array_equal(X_fit, X[folds != k])
         )
-        np.testing.assert_allclose(pipe.named_steps["scaler"].mean_, train_means[k])
+        np.testing.assert_allclose(pipe.named_steps["scaler"].mean_, train_means[k], rtol=1e-6)
         if k == folds[outlier]:  # the outlier was a test row: the scaler never saw it
             clean += 1
             assert abs(pipe.named_steps["scaler"].mean_[3]) < 1e3
@@ -322,7 +323,8 @@ def test_saved_probe_reloads_and_reproduces_predictions(tmp_path):
     X, y, groups, _ = make_binary(separable=False, signal=1.0)
     probe = fit_final_probe(X, y, settings=FAST, groups_N=groups)
     pipe, _ = fit_probe_pipeline(X, y, settings=FAST, seed=FAST.seeds[0], groups_N=groups)
-    np.testing.assert_allclose(probe.decision_function(X), pipe.decision_function(X), rtol=1e-12)
+    # the pipeline was fit on float32 features (probes.FEATURE_DTYPE); the saved probe scores in float64
+    np.testing.assert_allclose(probe.decision_function(X), pipe.decision_function(X), rtol=1e-5, atol=1e-5)
     assert np.array_equal(probe.predict(X), pipe.predict(X))
 
     weights, sidecar = probe.save(tmp_path / "layer-3.probe")
@@ -352,3 +354,75 @@ def test_direction_lives_in_the_original_feature_space():
     other = fit_final_probe(X[:, :10], y, settings=FAST, groups_N=groups)
     with pytest.raises(ValueError, match="probe_a has 20 dims, probe_b has 10"):
         direction_cosine(probe, other)
+
+
+# ---------------------------------------------------------------------------------------- fit once, reuse
+def _logreg(rows: pd.DataFrame, space: str) -> pd.DataFrame:
+    sel = rows[(rows.probe == "logreg") & (rows.test_space == space)]
+    return sel.drop(columns="test_space").sort_values(["seed", "fold", "metric"]).reset_index(drop=True)
+
+
+def test_one_fit_scored_in_other_spaces_equals_separate_fits():
+    """Cross-model / cross-modal rows from the within-model fit equal a separate cross-space suite, and the saved
+    fold probes reproduce them, also on unpaired rows (another order, fewer rows)."""
+    settings = ProbeSettings(c_grid=(0.1, 1.0), seeds=(0, 1), control=True)
+    X, y, groups, folds = make_binary(separable=False, signal=1.0, seed=4)
+    X_b = X + np.random.default_rng(1).normal(0, 5, size=X.shape)  # "another model": same rows, noisier
+    rows, fold_probes = probes.fit_probe_suite(
+        X,
+        y,
+        folds,
+        settings=settings,
+        groups_N=groups,
+        other_spaces=[probes.EvalSpace("b", X_b, y, folds, groups)],
+    )
+    separate = run_probe_suite(X, y, folds, settings=settings, groups_N=groups, X_test_ND=X_b)
+    within = run_probe_suite(X, y, folds, settings=settings, groups_N=groups)
+    pd.testing.assert_frame_equal(_logreg(rows, "b"), _logreg(separate, "other"))
+    pd.testing.assert_frame_equal(_logreg(rows, "same"), _logreg(within, "same"))
+    for probe in ("control", "majority"):  # the chance references come along for every space
+        got = rows[(rows.probe == probe) & (rows.test_space == "b")]["value"].to_numpy()
+        want = separate[(separate.probe == probe) & (separate.test_space == "other")]["value"].to_numpy()
+        np.testing.assert_allclose(got, want)
+    assert len(fold_probes) == 2 * 5
+    pd.testing.assert_frame_equal(
+        _logreg(fold_probes.score(X_b, y, folds, space="b"), "b"), _logreg(rows, "b"), check_exact=False
+    )
+    # unpaired rows: the other space's rows in another order and without fold 0's first rows
+    order = np.random.default_rng(2).permutation(len(y))[10:]
+    shuffled = probes.fit_probe_suite(
+        X,
+        y,
+        folds,
+        settings=settings,
+        groups_N=groups,
+        other_spaces=[probes.EvalSpace("b", X_b[order], y[order], folds[order], groups[order])],
+    )[0]
+    direct = fold_probes.score(X_b[order], y[order], folds[order], space="b")
+    pd.testing.assert_frame_equal(_logreg(shuffled, "b"), _logreg(direct, "b"), check_exact=False)
+
+
+def test_other_space_sharing_a_group_across_the_split_raises():
+    X, y, groups, folds = make_binary()
+    bad_folds = folds.copy()
+    bad_folds[0] = (folds[0] + 1) % 5  # row 0's group is now tested in a fold whose training rows contain it
+    space = probes.EvalSpace("paligemma image", X, y, bad_folds, groups)
+    with pytest.raises(
+        ValueError, match="in X_train_ND's training rows of fold .* and in paligemma image's test"
+    ):
+        evaluate_probe(X, y, folds, settings=FAST, groups_N=groups, other_spaces=[space])
+
+
+def test_fold_probes_save_and_reload_exactly(tmp_path):
+    X, y, groups, folds = make_binary(separable=False, signal=1.0)
+    y3 = np.where(X[:, 1] > np.median(X[:, 1]), 2, y)  # three classes
+    settings = ProbeSettings(c_grid=(0.1, 1.0), seeds=(0,), control=False)
+    for labels in (y, y3):
+        _, fold_probes = probes.fit_probe_suite(X, labels, folds, settings=settings, groups_N=groups)
+        fold_probes.save(tmp_path / "m.text.folds")
+        loaded = probes.FoldProbes.load(tmp_path / "m.text.folds")
+        pd.testing.assert_frame_equal(
+            loaded.score(X, labels, folds, space="same"), fold_probes.score(X, labels, folds, space="same")
+        )
+        assert np.array_equal(loaded.fold_F, np.arange(5)) and loaded.n_features == X.shape[1]
+    assert not list(tmp_path.glob("*.pkl"))

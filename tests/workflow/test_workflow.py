@@ -57,13 +57,41 @@ def test_dry_run_real_config_offline(tmp_path):
     assert counts == {
         "download_coco": 1,
         "build_dataset": 1,
-        "extract_activations": 2,  # gemma2-2b and paligemma2-3b on coco-categories, all 26 layers each
+        "build_prompt_dataset": 2,  # prompts-original, prompts-multilingual
+        # gemma2-2b and paligemma2-3b on coco-categories and the two prompt sets, all 26 layers each
+        "extract_activations": 6,
         "fetch_sae": 26,  # one Gemma Scope SAE per block
-        "encode_sae": 2,
-        "compare_sae": 1,
+        "encode_sae": 6,
+        "spliced_loss": 6,  # both models on the three compared datasets
+        "compare_sae": 3,  # one comparison per input set
         "train_probe": 26,
         "plot_layer_sweep": 1,
     }
+
+
+def test_fused_sae_plans_no_encode_jobs(tmp_path):
+    """extraction.fused_sae: the extraction jobs encode; compare_sae reads their folders; no encode_sae job."""
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["extraction"]["fused_sae"] = "gemma-scope"
+    path = tmp_path / "fused.yaml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    proc = snakemake("-n", "--cores", "8", "results/figs/layer_sweep.pdf", "--configfile", str(path),
+                     "--replace-workflow-config", cwd=tmp_path)
+    counts = job_counts(proc.stdout)
+    assert "encode_sae" not in counts
+    assert counts["extract_activations"] == 6 and counts["compare_sae"] == 3 and counts["fetch_sae"] == 26
+    assert "results/activations/gemma2-2b/prompts-original, results/activations/paligemma2-3b" in proc.stdout
+
+
+def test_fused_sae_fit_on_a_pair_it_encodes_fails_before_any_job(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["extraction"]["fused_sae"] = "demo-sae"  # demo-sae is fit on demo-llm's demo-categories activations
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    proc = snakemake("-n", "--cores", "1", "--configfile", str(bad), "--replace-workflow-config", cwd=tmp_path,
+                     check=False)
+    assert proc.returncode != 0
+    assert "a cycle" in proc.stdout + proc.stderr
 
 
 def test_config_typo_fails_before_any_job(tmp_path):
@@ -91,7 +119,8 @@ def test_layer_out_of_range_fails_before_any_job(tmp_path):
 @pytest.mark.slow
 def test_demo_end_to_end_and_probe_only_rerun(tmp_path):
     demo = ["--configfile", str(ROOT / "config" / "demo.yaml"), "--replace-workflow-config"]
-    snakemake(*demo, "--cores", "2", "demo/results/figs/layer_sweep.pdf", cwd=tmp_path)
+    snakemake(*demo, "--cores", "2", "demo/results/figs/layer_sweep.pdf", "demo/results/figs/latent_density.pdf",
+              "demo/results/figs/latents_shift.pdf", cwd=tmp_path)
     figs = tmp_path / "demo/results/figs"
     assert (figs / "layer_sweep.pdf").stat().st_size > 10_000
     table = pd.read_csv(figs / "layer_sweep.tsv", sep="\t")
@@ -100,7 +129,11 @@ def test_demo_end_to_end_and_probe_only_rerun(tmp_path):
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     k = cfg["models"]["demo-paligemma"]["demo"]["perturb_from"]
     cos = table[table["panel"] == "SAE shift: per-token code cosine"]
-    assert set(cos["series"]) == {"llm-vs-paligemma", "llm-vs-llava"}
+    assert set(cos["series"]) == set(cfg["comparisons"])  # captions and both prompt sets
+    spliced = table[table["panel"] == "SAE transfer: spliced-loss recovered (text-only inputs)"]
+    assert {s.split(" ")[0] for s in spliced["series"]} == {"demo-llm", "demo-paligemma", "demo-llava"}
+    for name in ("latent_density", "latents_shift"):
+        assert (figs / f"{name}.png").stat().st_size > 5000 and (figs / f"{name}.tsv").exists()
     before, after = cos[cos["layer"] < k], cos[cos["layer"] >= k]
     assert (abs(before["value"] - 1) < 1e-4).all(), before
     assert (after["value"] < 0.99).all(), after

@@ -7,11 +7,11 @@ stage (``steps.data``, ``steps.activations``, ``steps.sae``, ``steps.probes``, `
 re-exported here, so ``from repshift.steps import train_probe`` and ``step_hash("train_probe")`` work unchanged.
 """
 
-from repshift.steps import activations, data, figures, probes, sae
+from repshift.steps import activations, data, figures, probes, sae, sae_features
 from repshift.steps._base import STEPS, layer_file, step
 
 globals().update(STEPS)
-for _module in (data, activations, sae, probes, figures):
+for _module in (data, activations, sae, probes, figures, sae_features):
     globals().update(
         {
             k: v

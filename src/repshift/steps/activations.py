@@ -81,6 +81,20 @@ def extract_activations(*, input, output, params, wildcards=None, **_):
         "dataset_config_hash": meta.get("config_hash", ""),
         **provenance(params),
     }
+    fused = params.get("fused") or {}
+    sink = None
+    if fused:  # extraction.fused_sae: encode here, keep codes + pooled vectors, no dense token rows
+        from repshift.steps.sae import FusedEncoder
+
+        fused = {**fused, "dataset": attrs["dataset"]}
+        sink = FusedEncoder(
+            fused,
+            d_model=adapter.d_model,
+            device=str(adapter.device),
+            store_dtype=ext["store_dtype"],
+            model=name,
+            rows=manifest,
+        )
     with atomic_dir(output["acts"]) as tmp:
         paths = {layer: layer_file(tmp, layer) for layer in layers}
         summary = extract_dataset(
@@ -93,7 +107,10 @@ def extract_activations(*, input, output, params, wildcards=None, **_):
             max_tokens=ext["max_tokens"],
             store_dtype=ext["store_dtype"],
             attrs=attrs,
+            token_sink=sink,
         )
+        if sink is not None:
+            sink.write(tmp, params)
         write_json(
             tmp / "extraction.json", {**summary, "layers": layers, "shard": [shard, n_shards], **attrs}
         )

@@ -1,4 +1,4 @@
-"""Steps of the data stage: COCO download, the demo's synthetic COCO set, dataset manifests."""
+"""Steps of the data stage: COCO and CIFAR-100 downloads (or demo stand-ins), dataset manifests."""
 
 from __future__ import annotations
 
@@ -44,25 +44,33 @@ def make_synthetic_coco(*, input, output, params, **_):
 
 @step
 def download_coco(*, input, output, params, **_):
-    """Download, verify and unpack the official COCO 2017 annotations and images."""
-    from repshift.download import COCO_CHECKSUMS, COCO_URLS, DownloadError, download, extract_archive
+    """Download, verify and unpack the official COCO 2017 annotations and images.
+
+    ``params["archives"]`` holds the config's ``coco.archives`` entries for ``annotations_trainval2017`` and
+    the split (url, size, md5, sha256). Every archive is downloaded and verified before anything is
+    extracted, so a failed or mismatching download leaves no extracted folder behind.
+    """
+    from repshift.download import DownloadError, extract_archive, fetch_archive
 
     root = Path(params["root"])
     split = params["split"]
-    archives = root / "archives"
-    for key, members in (("annotations_trainval2017", "annotations"), (split, split)):
-        url = COCO_URLS[key]
-        check = COCO_CHECKSUMS.get(key, {})
+    archives = params["archives"]
+    wanted = (("annotations_trainval2017", "annotations"), (split, split))
+    zips = {}
+    for key, _members in wanted:
+        if key not in archives:
+            raise KeyError(f"coco.archives has no entry {key!r} (url and checksums); add it to the config")
         try:
-            zip_path = download(url, archives / Path(url).name, size=check.get("size"), md5=check.get("md5"))
+            zips[key] = fetch_archive(archives[key], root / "archives", where=f"coco.archives.{key}")
         except DownloadError as err:
             raise DownloadError(
-                f"{err}\nCOCO 2017 could not be downloaded from {url}. Without network access, point "
-                "coco.source: path / coco.root at an existing copy, or run the offline demo preset (`make demo`)."
+                f"{err}\nCOCO 2017 archive {key!r} could not be fetched and verified: check coco.archives.{key} "
+                "in the config. Without network access, point coco.source: path / coco.root at an existing "
+                "copy, or run the offline demo preset (`make demo`)."
             ) from err
-        target = root / members
-        if not target.exists():
-            extract_archive(zip_path, root, members_prefix=members)
+    for key, members in wanted:
+        if not (root / members).exists():
+            extract_archive(zips[key], root, members_prefix=f"{members}/")
     for key in ("instances", "captions", "images"):
         if not Path(output[key]).exists():
             raise FileNotFoundError(f"{output[key]} missing after extracting the COCO archives")
@@ -73,9 +81,7 @@ def build_dataset(*, input, output, params, wildcards=None, **_):
     """Build one dataset manifest (TSV + JSON sidecar) from the COCO annotations."""
     from repshift import datasets
 
-    out = Path(output["manifest"])
-    if Path(output["meta"]) != datasets.sidecar_path(out):
-        raise ValueError(f"meta output must be {datasets.sidecar_path(out)}, the manifest's sidecar")
+    out = _manifest_paths(output)
     datasets.build_dataset(
         (wildcards or {}).get("dataset") or out.stem,
         params["spec"],
@@ -84,4 +90,71 @@ def build_dataset(*, input, output, params, wildcards=None, **_):
         out_tsv=out,
         seed=int(params["seed"]),
         split=params["split"],
+    )
+
+
+@step
+def download_cifar100(*, input, output, params, **_):
+    """Download, verify and unpack the official CIFAR-100 python archive."""
+    from repshift.cifar import fetch_cifar100
+
+    folder = fetch_cifar100(params["root"], params["archive"])
+    if Path(folder) != Path(output["folder"]):
+        raise ValueError(f"the archive unpacked to {folder}, not to the rule's output {output['folder']}")
+
+
+@step
+def make_fake_cifar100(*, input, output, params, **_):
+    """Write a small archive folder in the genuine CIFAR-100 python format (demo), deterministic from the seed."""
+    from repshift.cifar import make_fake_cifar100 as make
+
+    syn = params.get("synthetic") or {}
+    folder = make(
+        params["root"],
+        n_train=int(syn.get("n_train", 200)),
+        n_test=int(syn.get("n_test", 100)),
+        n_classes=int(syn.get("n_classes", 10)),
+        seed=int(params["seed"]),
+    )
+    if Path(folder) != Path(output["folder"]):
+        raise ValueError(f"wrote {folder}, not the rule's output {output['folder']}")
+
+
+def _manifest_paths(output):
+    from repshift import datasets
+
+    out = Path(output["manifest"])
+    if Path(output["meta"]) != datasets.sidecar_path(out):
+        raise ValueError(f"meta output must be {datasets.sidecar_path(out)}, the manifest's sidecar")
+    return out
+
+
+@step
+def build_cifar100_dataset(*, input, output, params, wildcards=None, **_):
+    """Build one CIFAR-100 manifest (TSV + JSON sidecar) and export its images as PNG next to it."""
+    from repshift import cifar
+
+    out = _manifest_paths(output)
+    images = Path(output["images"])
+    if images.name != "images":
+        raise ValueError(f"images output must be a folder named images (export layout), got {images}")
+    cifar.build_cifar100_dataset(
+        (wildcards or {}).get("dataset") or out.stem,
+        params["spec"],
+        root=input["cifar"],
+        out_dir=images.parent,
+        out_tsv=out,
+        seed=int(params["seed"]),
+        archive=params.get("archive") or None,
+    )
+
+
+@step
+def build_prompt_dataset(*, input, output, params, wildcards=None, **_):
+    """Build one prompt-set manifest (TSV + JSON sidecar) from inline prompts or a prompts file."""
+    from repshift import prompts
+
+    out = _manifest_paths(output)
+    prompts.build_prompt_dataset(
+        (wildcards or {}).get("dataset") or out.stem, params["spec"], out_tsv=out, seed=int(params["seed"])
     )

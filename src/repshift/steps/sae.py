@@ -63,10 +63,57 @@ def pooled_codes(codes, offsets_N1: np.ndarray, kinds_T: np.ndarray, modality_N:
     return np.asarray((select_NT @ codes_TF).todense(), dtype=np.float32)
 
 
+def transfer_rows(metrics_by_group: dict, *, sae: str, model: str, dataset: str, layer: int) -> list[dict]:
+    """Tidy transfer-table rows (one per position kind and metric)."""
+    return [
+        {
+            "sae": sae,
+            "model": model,
+            "dataset": dataset,
+            "layer": int(layer),
+            "position_kind": kind,
+            "metric": m,
+            "value": float(v),
+        }
+        for kind, metrics in metrics_by_group.items()
+        for m, v in metrics.items()
+    ]
+
+
+def write_layer_codes(
+    out_dir, layer: int, codes, tok, *, example_id, modality, attrs: dict, rows: list
+) -> pd.DataFrame:
+    """One layer's ``layer-L.codes.h5`` (codes, pooled codes, token index) and ``layer-L.transfer.tsv``: the
+    layout both encode_sae and the fused extraction path write, so compare_sae reads either."""
+    from repshift import codes_h5
+
+    path = Path(out_dir) / f"layer-{int(layer)}.codes.h5"
+    codes_h5.write_codes(
+        path,
+        codes,
+        example_offsets_N1=tok.offsets_N1,
+        pooled_NF=pooled_codes(codes, tok.offsets_N1, tok.kinds_T, modality),
+        attrs=attrs,
+    )
+    codes_h5.write_token_index(
+        path, example_id=example_id, modality=modality, kinds_T=tok.kinds_T, ids_T=tok.ids_T
+    )
+    table = pd.DataFrame(rows)
+    table.to_csv(
+        Path(out_dir) / f"layer-{int(layer)}.transfer.tsv", sep="\t", index=False, float_format="%.6g"
+    )
+    return table
+
+
+def write_transfer_summary(out_dir, tables: list) -> None:
+    pd.concat(tables, ignore_index=True).to_csv(
+        Path(out_dir) / "transfer.tsv", sep="\t", index=False, float_format="%.6g"
+    )
+
+
 @step
 def encode_sae(*, input, output, params, wildcards=None, **_):
     """Encode one model's token-level activations with each layer's SAE; transfer metrics per position kind."""
-    from repshift import codes_h5
     from repshift import sae as sae_mod
     from repshift.h5io import read_activations
 
@@ -84,21 +131,13 @@ def encode_sae(*, input, output, params, wildcards=None, **_):
             model = str(acts.attrs.get("model"))
             sae_mod.check_sae_compat(sae, d_model=acts.d_model, layer=layer, model_name=model)
             codes = sae_mod.encode(sae, tok.acts_TD)
-            rows = []
-            for kind, sel in token_groups(tok, acts.modality).items():
-                metrics = sae_mod.transfer_metrics(sae, tok.acts_TD[sel], codes.take(sel))
-                rows += [
-                    {
-                        "sae": wc.get("sae", ""),
-                        "model": model,
-                        "dataset": wc.get("dataset", ""),
-                        "layer": layer,
-                        "position_kind": kind,
-                        "metric": m,
-                        "value": float(v),
-                    }
-                    for m, v in metrics.items()
-                ]
+            metrics = {
+                kind: sae_mod.transfer_metrics(sae, tok.acts_TD[sel], codes.take(sel))
+                for kind, sel in token_groups(tok, acts.modality).items()
+            }
+            rows = transfer_rows(
+                metrics, sae=wc.get("sae", ""), model=model, dataset=wc.get("dataset", ""), layer=layer
+            )
             attrs = {
                 "layer": layer,
                 "model": model,
@@ -106,23 +145,124 @@ def encode_sae(*, input, output, params, wildcards=None, **_):
                 "neuronpedia_id": sae_mod.sae_neuronpedia_id(sae) or "",
                 **provenance(params),
             }
-            path = tmp / f"layer-{layer}.codes.h5"
-            codes_h5.write_codes(
-                path,
-                codes,
-                example_offsets_N1=tok.offsets_N1,
-                pooled_NF=pooled_codes(codes, tok.offsets_N1, tok.kinds_T, acts.modality),
-                attrs=attrs,
+            tables.append(
+                write_layer_codes(
+                    tmp,
+                    layer,
+                    codes,
+                    tok,
+                    example_id=acts.example_id,
+                    modality=acts.modality,
+                    attrs=attrs,
+                    rows=rows,
+                )
             )
-            codes_h5.write_token_index(
-                path, example_id=acts.example_id, modality=acts.modality, kinds_T=tok.kinds_T, ids_T=tok.ids_T
-            )
-            table = pd.DataFrame(rows)
-            table.to_csv(tmp / f"layer-{layer}.transfer.tsv", sep="\t", index=False, float_format="%.6g")
-            tables.append(table)
-        pd.concat(tables, ignore_index=True).to_csv(
-            tmp / "transfer.tsv", sep="\t", index=False, float_format="%.6g"
+        write_transfer_summary(tmp, tables)
+
+
+class FusedEncoder:
+    """``extraction.fused_sae``: encode token activations inside the extraction job, batch by batch.
+
+    Called as the extraction's ``token_sink`` (see :func:`repshift.extract.extract_dataset`); each batch's
+    token rows are rounded to the stored dtype first (what encode_sae would read back from the activation file),
+    encoded with the layer's SAE, and their transfer statistics accumulated per position kind; the dense rows are
+    then dropped. :meth:`write` puts the codes in manifest order and writes the very layout encode_sae writes.
+    """
+
+    def __init__(
+        self, fused: dict, *, d_model: int, device: str, store_dtype: str, model: str, rows: pd.DataFrame
+    ):
+        from repshift import sae as sae_mod
+
+        self.name = fused["sae"]
+        self.dataset = fused.get("dataset", "")
+        self.model = model
+        self.store_dtype = np.dtype(store_dtype)
+        self.modality = rows["modality"].astype(str).to_numpy()
+        self.example_id = rows["example_id"].astype(str).to_numpy()
+        self.sae_dirs = {int(k): Path(v) for k, v in fused["sae_dirs"].items()}
+        self.saes = {}
+        for layer, path in sorted(self.sae_dirs.items()):
+            sae = sae_mod.load_sae(path, device=device)
+            sae_mod.check_sae_compat(sae, d_model=d_model, layer=layer, model_name=model)
+            self.saes[layer] = sae
+        self.parts = {layer: [] for layer in self.saes}
+        self.accs = {layer: {} for layer in self.saes}
+        self.first = min(self.saes) if self.saes else None
+        self.rows, self.lengths, self.kinds, self.ids = [], [], [], []
+
+    def __call__(self, layer, rows, acts_TD, kinds_T, ids_T, lengths) -> None:
+        from repshift import sae as sae_mod
+        from repshift.h5io import TokenActs
+
+        layer = int(layer)
+        if layer not in self.saes:
+            return
+        if layer == self.first:
+            self.rows.append(np.asarray(rows, dtype=np.int64))
+            self.lengths.append(np.asarray(lengths, dtype=np.int64))
+            self.kinds.append(np.asarray(kinds_T))
+            self.ids.append(np.asarray(ids_T))
+        sae = self.saes[layer]
+        x_TD = np.asarray(acts_TD).astype(self.store_dtype).astype(np.float32)
+        codes = sae_mod.encode(sae, x_TD)
+        self.parts[layer].append(codes)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        tok = TokenActs(x_TD, offsets, np.asarray(kinds_T), np.asarray(ids_T))
+        for kind, sel in token_groups(tok, self.modality[np.asarray(rows)]).items():
+            if kind not in self.accs[layer]:
+                self.accs[layer][kind] = sae_mod.TransferAccumulator(codes.d_sae)
+            self.accs[layer][kind].add(sae, x_TD[sel], codes.take(sel))
+
+    def write(self, out_dir, params=None) -> None:
+        """Write ``layer-L.codes.h5``, ``layer-L.transfer.tsv`` and ``transfer.tsv`` into ``out_dir``."""
+        from repshift import sae as sae_mod
+        from repshift.h5io import TokenActs
+        from repshift.sae import SparseCodes
+
+        rows = np.concatenate(self.rows)
+        lengths = np.concatenate(self.lengths)
+        n = len(self.modality)
+        if sorted(rows.tolist()) != list(range(n)):
+            raise RuntimeError(f"fused encoding saw {len(rows)} of {n} examples")
+        start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        start_N, length_N = np.empty(n, np.int64), np.empty(n, np.int64)
+        start_N[rows], length_N[rows] = start, lengths
+        order = (
+            np.concatenate([np.arange(a, a + m) for a, m in zip(start_N, length_N, strict=True)])
+            if n
+            else np.zeros(0, np.int64)
         )
+        kinds_T, ids_T = np.concatenate(self.kinds)[order], np.concatenate(self.ids)[order]
+        tok = TokenActs(
+            np.zeros((0, 0), np.float32), np.concatenate([[0], np.cumsum(length_N)]), kinds_T, ids_T
+        )
+        tables = []
+        for layer, sae in self.saes.items():
+            codes = SparseCodes.concatenate(self.parts[layer]).take(order)
+            metrics = {k: self.accs[layer][k].result() for k in TOKEN_GROUPS if k in self.accs[layer]}
+            attrs = {
+                "layer": layer,
+                "model": self.model,
+                "sae_path": str(self.sae_dirs[layer]),
+                "neuronpedia_id": sae_mod.sae_neuronpedia_id(sae) or "",
+                "fused": True,
+                **provenance(params),
+            }
+            rows_ = transfer_rows(metrics, sae=self.name, model=self.model, dataset=self.dataset, layer=layer)
+            tables.append(
+                write_layer_codes(
+                    out_dir,
+                    layer,
+                    codes,
+                    tok,
+                    example_id=self.example_id,
+                    modality=self.modality,
+                    attrs=attrs,
+                    rows=rows_,
+                )
+            )
+        write_transfer_summary(out_dir, tables)
 
 
 TOKEN_GROUPS = {
@@ -232,3 +372,59 @@ def compare_sae(*, input, output, params, wildcards=None, **_):
         pd.concat(tables, ignore_index=True).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
     with atomic_path(output["latents"]) as tmp:
         pd.concat(latent_tables, ignore_index=True).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+
+
+@step
+def spliced_loss(*, input, output, params, wildcards=None, **_):
+    """CE loss with each layer's SAE reconstruction spliced into the model's own forward pass (text rows)."""
+    from repshift import datasets, spliced
+    from repshift import sae as sae_mod
+    from repshift.config import ModelSpec
+    from repshift.models import load_adapter
+
+    wc = wildcards or {}
+    name = wc.get("model") or params.get("model") or "model"
+    spec = ModelSpec.from_dict(name, params["spec"])
+    ext, cfg = params["extraction"], params["spliced"]
+    manifest, _ = datasets.read_manifest(input["manifest"])
+    texts = manifest.loc[manifest["modality"] == "text", "text"].astype(str).tolist()
+    if not texts:
+        raise ValueError(f"dataset {input['manifest']} has no text rows: spliced CE runs on text")
+    texts = spliced.sample_prompts(texts, cfg.get("max_prompts"), int(params.get("seed", 0)))
+    location = spec.id if spec.source == "hub" else str(input["model"])
+    adapter = load_adapter(spec, location=location, dtype=ext["dtype"], device=ext["device"])
+    device = str(adapter.device)
+    saes = {}
+    for layer, path in sorted((int(k), v) for k, v in params["sae_dirs"].items()):
+        sae = sae_mod.load_sae(path, device=device)
+        sae_mod.check_sae_compat(sae, d_model=adapter.d_model, layer=layer, model_name=name)
+        saes[layer] = sae
+    ids = [adapter.text_ids(t, int(ext["max_tokens"]))[0] for t in texts]
+    results = spliced.spliced_ce(adapter, saes, ids, batch_size=int(cfg.get("batch_size", 8)), progress=True)
+    table = spliced.spliced_table(results, sae=wc.get("sae", ""), model=name, dataset=wc.get("dataset", ""))
+    with atomic_path(output["tsv"]) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+
+
+def _paths(value) -> list[str]:
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+@step
+def plot_latent_density(*, input, output, params, **_):
+    """Histograms of log10 latent firing frequency per model and layer, dead latents apart (PDF, PNG, TSV)."""
+    from repshift import figures_sae
+
+    figures_sae.plot_latent_density(
+        _paths(input.get("codes", [])), out_pdf=output["pdf"], out_png=output["png"], out_tsv=output["tsv"]
+    )
+
+
+@step
+def plot_latents_shift(*, input, output, params, **_):
+    """Latents gained and lost per layer, and the top-latents table with Neuronpedia links (PDF, PNG, TSV)."""
+    from repshift import figures_sae
+
+    figures_sae.plot_latents_shift(
+        _paths(input.get("latents", [])), out_pdf=output["pdf"], out_png=output["png"], out_tsv=output["tsv"]
+    )

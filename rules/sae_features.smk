@@ -1,0 +1,77 @@
+"""SAE-feature analyses on image datasets: class features and SAE-feature classification, per model and layer."""
+
+
+rule class_features:
+    """Per class, the SAE latents most often in its images' top-k sets, after dropping generic latents (TSV)."""
+    input:
+        unpack(class_feature_inputs),
+    output:
+        table=f"{RESULTS}/sae_features/{{analysis}}/{{model}}/layer-{{layer}}.class_features.tsv",
+    log:
+        f"{LOGS}/class_features/{{analysis}}/{{model}}/layer-{{layer}}.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        analysis=lambda wc: sae_feature_params(wc.analysis, CLASS_FEATURE_KEYS),
+        code=step_hash(
+            "class_features",
+            "sae_features",
+            "codes_h5",
+            "steps:_load_image_codes",
+            "steps:_manifest_rows",
+            "steps:_sf_common",
+        ),
+    script:
+        "../workflow_scripts/class_features.py"
+
+
+rule sae_feature_probe:
+    """Classify the classes from pooled SAE features (raw, binarised) and raw activations per training fraction."""
+    input:
+        unpack(sae_feature_inputs),
+    output:
+        results=f"{RESULTS}/sae_features/{{analysis}}/{{model}}/layer-{{layer}}.probe.tsv",
+    log:
+        f"{LOGS}/sae_feature_probe/{{analysis}}/{{model}}/layer-{{layer}}.log",
+    benchmark:
+        f"{BENCH}/sae_feature_probe/{{analysis}}/{{model}}/layer-{{layer}}.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 2
+    params:
+        analysis=lambda wc: sae_feature_params(wc.analysis, FEATURE_PROBE_KEYS),
+        settings=canon(config["probes"]["settings"]),
+        code=step_hash(
+            "sae_feature_probe",
+            "sae_features",
+            "codes_h5",
+            "h5io",
+            "probes",
+            "steps:_load_image_codes",
+            "steps:_manifest_rows",
+            "steps:_sf_common",
+        ),
+    script:
+        "../workflow_scripts/sae_feature_probe.py"
+
+
+rule plot_sae_features:
+    """SAE-feature vs raw-activation classification: macro-F1 against training fraction per layer (PDF, PNG, TSV)."""
+    input:
+        probes=all_sae_feature_tables("probe"),
+    output:
+        pdf=report(
+            f"{RESULTS}/figs/sae_features.pdf",
+            caption="../report/sae_features.rst",
+            category="SAE features",
+        ),
+        png=f"{RESULTS}/figs/sae_features.png",
+        tsv=f"{RESULTS}/figs/sae_features.tsv",
+    log:
+        f"{LOGS}/plot_sae_features/sae_features.log",
+    conda:
+        "../envs/plot.yaml"
+    params:
+        code=step_hash("plot_sae_features", "sae_features", "figures"),
+    script:
+        "../workflow_scripts/plot_sae_features.py"
