@@ -17,12 +17,16 @@ inner_folds 3, seeds [0, 1, 2], control true: a logistic probe and a shuffled-la
   runs) and scales by 15 per kind.
 
 Projection: 260 units x (fit + read) core-seconds / 8 cores (260 independent jobs keep 8 cores busy; the
-Snakemake rule runs 2-thread jobs, 4 at a time). It assumes this machine's per-core speed.
+Snakemake rule runs 2-thread jobs, 4 at a time). It assumes this machine's per-core speed. Also printed: the same
+per-unit cost for config.yaml as it stands (one suite per training (model, modality) and layer: train_probe fits
+each probe once and scores it for cross-model and cross-modal transfer), and a before/after of the fits on float64
+features (as before) vs float32 (``repshift.probes.FEATURE_DTYPE``), measured in the same run.
 
     .venv/bin/python benchmarks/probes.py            # ~40 s on 2 cores
-    .venv/bin/python benchmarks/probes.py --quick    # ~10 s
+    .venv/bin/python benchmarks/probes.py --quick    # ~15 s
 
-The last line is ``unit_core_s=... projected_min_8cores=... fit_share=... io_share=... target_met=...``.
+The last line is ``unit_core_s=... projected_min_8cores=... fit_share=... io_share=... float32_speedup=...
+real_config_min=... target_met=...``.
 """
 
 from __future__ import annotations
@@ -42,6 +46,42 @@ N, D, K = 2000, 2304, 3
 LAYERS, TASKS, CORES = 26, 10, 8
 TARGET_MIN = 30.0
 CONFIG_SETTINGS = dict(c_grid=[0.001, 0.01, 0.1, 1.0, 10.0], inner_folds=3, seeds=[0, 1, 2], control=True)
+
+
+REAL_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
+
+
+def real_config_suites(path: Path = REAL_CONFIG) -> tuple[int, float]:
+    """Suites (one per training model x modality, per layer) the real config's train_probe jobs run, and the
+    learning curve's extra cost as a fraction of those suites (estimated: fit cost ~ rows, logistic half only)."""
+    import yaml
+
+    from repshift import config as rcfg
+
+    cfg = yaml.safe_load(path.read_text())
+    settings = cfg["probes"].get("settings", {})
+    suites = curve = 0.0
+    for name, task in cfg["probes"]["tasks"].items():
+        modality = cfg["datasets"][task["dataset"]]["modality"]
+        trained = set()
+        for m in [
+            *task["models"],
+            *(a for a, _ in task.get("cross_model", [])),
+            *task.get("cross_modal", []),
+        ]:
+            spec = rcfg.model_spec(cfg, m)
+            if task.get("target", "label") == "modality":
+                trained.add((m, "text+image"))
+                continue
+            if spec.reads_text and modality in ("text", "paired"):
+                trained.add((m, "text"))
+            if (spec.is_vlm or not spec.reads_text) and modality in ("image", "paired", "attribute"):
+                trained.add((m, "image"))
+        layers = rcfg.probe_layers(cfg, name)
+        at = [x for x in layers if x in settings.get("curve_layers", layers)]
+        suites += len(trained) * len(layers)
+        curve += len(trained) * len(at) * sum(settings.get("train_fractions", [])) * 0.5
+    return int(suites), curve / max(suites, 1)
 
 
 def synthetic(seed: int = 0, n: int = N, d: int = D, k: int = K, signal: float = 0.015):
@@ -178,6 +218,12 @@ def main() -> None:
     # (cross-model, cross-modal), plus one final fit on all rows per (model, modality) (~1.25x the rows of one of
     # a suite's 2 x folds x seeds tasks). For a task shaped like config.yaml's `categories` (within gemma text,
     # paligemma text, paligemma image; cross-model and cross-modal reuse those fits) that is 3 suites + 3 final fits.
+    n_real, curve_extra = real_config_suites()
+    real_min = n_real * unit_s * (1 + curve_extra) / CORES / 60
+    print(
+        f"\nconfig.yaml as it stands: {n_real} suites over all train_probe jobs (each (model, modality) probe fit "
+        f"once), learning curves ~+{curve_extra:.0%} (estimated): ~{real_min:.0f} min on {CORES} cores"
+    )
     finals = 1.25 / (2 * n_folds * n_seeds)
     per_job, per_job_before = 3 * (1 + finals), 6 + 3 * finals
     print(
@@ -194,7 +240,8 @@ def main() -> None:
     print(f"\ntarget: < {TARGET_MIN:.0f} min on {CORES} cores: {'met' if met else 'MISSED'}")
     print(
         f"unit_core_s={unit_s:.1f} projected_min_8cores={projected_min:.1f} fit_share={fit_share:.4f} "
-        f"io_share={io_share:.4f} float32_speedup={speed32:.2f} target_met={str(met).lower()}"
+        f"io_share={io_share:.4f} float32_speedup={speed32:.2f} real_config_min={real_min:.1f} "
+        f"target_met={str(met).lower()}"
     )
 
 

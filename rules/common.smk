@@ -208,7 +208,9 @@ def vision_tasks():
     return [
         t
         for t in config["probes"]["tasks"]
-        if not any(rcfg.model_spec(config, m).reads_text for m in rcfg.task_models(config, t))
+        if not any(
+            rcfg.model_spec(config, m).reads_text for m in rcfg.task_models(config, t)
+        )
     ]
 
 
@@ -231,6 +233,10 @@ def probe_figures():
         "learning_curves": curve_tasks(),
     }
     return [f"{RESULTS}/figs/{name}.pdf" for name, tasks in figs.items() if tasks]
+
+
+def cross_layer_tables():
+    return [f"{RESULTS}/probes/{t}/cross_modal_layers.tsv" for t in cross_modal_tasks()]
 
 
 def cross_layer_inputs(wc):
@@ -321,7 +327,7 @@ def all_sae_feature_tables(kind):
 
 
 def sae_feature_targets():
-    """What rule all asks of the SAE-feature analyses: the figure and every class-features table (none when
+    """The SAE-feature figure and every class-features table, for the default target (none when
     sae_features is empty)."""
     if not rcfg.sae_feature_jobs(config):
         return []

@@ -77,7 +77,7 @@ rule plot_attribute_probes:
 rule plot_cross_modal_matrix:
     """Layer x layer cross-modal transfer matrices (captions -> images, images -> captions) (PDF, PNG, TSV)."""
     input:
-        tables=[f"{RESULTS}/probes/{t}/cross_modal_layers.tsv" for t in cross_modal_tasks()],
+        tables=cross_layer_tables(),
     output:
         pdf=f"{RESULTS}/figs/cross_modal_matrix.pdf",
         png=report(

@@ -72,6 +72,8 @@ rule encode_sae:
             "h5io",
             "steps:pooled_codes",
             "steps:token_groups",
+            "steps:transfer_rows",
+            "steps:write_layer_codes",
         ),
     script:
         "../workflow_scripts/encode_sae.py"

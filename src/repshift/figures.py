@@ -327,7 +327,9 @@ def cross_modal_matrix(paths, *, out_pdf, out_png, out_tsv) -> pd.DataFrame:
     plt = _style()
     ncols = min(2, max(1, len(panels)))
     nrows = max(1, int(np.ceil(len(panels) / ncols)))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 4.4 * nrows), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(4.8 * ncols + 1.2, 4.6 * nrows + 0.6), squeeze=False, layout="constrained"
+    )
     image = None
     for ax, panel in zip(axes.flat, panels, strict=False):
         sub = table[table["panel"] == panel]
@@ -364,15 +366,14 @@ def cross_modal_matrix(paths, *, out_pdf, out_png, out_tsv) -> pd.DataFrame:
             0.5, 0.5, "no cross-modal probes configured", ha="center", va="center", color="grey"
         )
     fig.suptitle(
-        "Cross-modal probe transfer, layer x layer (mean accuracy over seeds x held-out folds)", fontsize=11
+        "Cross-modal probe transfer, layer x layer\n(mean accuracy over seeds x held-out folds)", fontsize=11
     )
-    fig.tight_layout()
     if image is not None:
-        bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, pad=0.02)
+        bar = fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8)
         bar.set_label("accuracy on the other modality's held-out rows")
     for out in (out_pdf, out_png):
         with atomic_path(out) as tmp:
-            fig.savefig(tmp, format=Path(out).suffix.lstrip("."))
+            fig.savefig(tmp, format=Path(out).suffix.lstrip("."), bbox_inches="tight")
     plt.close(fig)
     write_table(table, out_tsv)
     return table
@@ -425,7 +426,7 @@ def learning_curves(probe_paths, *, out_pdf, out_png, out_tsv) -> pd.DataFrame:
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.9 * nrows), squeeze=False)
     layers = sorted(x for x in table["layer"].unique() if x >= 0)
     cmap = plt.get_cmap("viridis")
-    color = {layer: cmap(0.9 * k / max(1, len(layers) - 1)) for k, layer in enumerate(layers)}
+    color = {layer: cmap(0.85 * k / max(1, len(layers) - 1)) for k, layer in enumerate(layers)}
     for ax, panel in zip(axes.flat, panels, strict=False):
         sub = table[table["panel"] == panel]
         for layer, g in sub[sub["layer"] >= 0].groupby("layer"):
@@ -470,12 +471,12 @@ def learning_curves(probe_paths, *, out_pdf, out_png, out_tsv) -> pd.DataFrame:
     if not panels:
         axes.flat[0].text(0.5, 0.5, "no learning curves configured", ha="center", va="center", color="grey")
     fig.suptitle("Learning curves of the within-model probes (mean over seeds x folds, 95% CI)", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    fig.tight_layout()
     if handles:
-        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.86, 0.5), fontsize=7.5)
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
     for out in (out_pdf, out_png):
         with atomic_path(out) as tmp:
-            fig.savefig(tmp, format=Path(out).suffix.lstrip("."))
+            fig.savefig(tmp, format=Path(out).suffix.lstrip("."), bbox_inches="tight")
     plt.close(fig)
     write_table(table, out_tsv)
     return table

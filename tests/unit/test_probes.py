@@ -426,3 +426,22 @@ def test_fold_probes_save_and_reload_exactly(tmp_path):
         )
         assert np.array_equal(loaded.fold_F, np.arange(5)) and loaded.n_features == X.shape[1]
     assert not list(tmp_path.glob("*.pkl"))
+
+
+def test_numpy_metrics_match_scikit_learn():
+    from sklearn.metrics import f1_score, log_loss, roc_auc_score
+
+    rng = np.random.default_rng(0)
+    for k in (2, 3, 5):
+        y_true = rng.integers(0, k, size=60)
+        y_pred = np.where(rng.random(60) < 0.6, y_true, rng.integers(0, k + 1, size=60))  # a label never true
+        assert probes._macro_f1(y_true, y_pred) == pytest.approx(
+            f1_score(y_true, y_pred, average="macro", zero_division=0)
+        )
+        proba = rng.dirichlet(np.ones(k), size=60)
+        assert probes._log_loss(y_true, proba, np.arange(k)) == pytest.approx(
+            log_loss(y_true, proba, labels=np.arange(k))
+        )
+    positive = rng.random(50) < 0.4
+    score = np.round(rng.normal(size=50) + positive, 1)  # with ties
+    assert probes._auroc(positive, score) == pytest.approx(roc_auc_score(positive, score))

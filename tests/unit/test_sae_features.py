@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
+from repshift import sae_feature_figure as sff
 from repshift import sae_features as sf
 from repshift.h5io import POSITION_KINDS
 from repshift.probes import ProbeSettings
@@ -226,7 +227,7 @@ def test_figure_table_matches_rows_and_plots(tmp_path):
     rows = pd.concat(
         [rows.assign(analysis="an", model="m", layer=layer) for layer in (2, 5)], ignore_index=True
     )
-    table = sf.figure_table(rows)
+    table = sff.figure_table(rows)
     assert set(table["panel"]) == {"m, layer 2", "m, layer 5"}
     assert set(table["series"]) == set(features)
     for _, r in table.iterrows():
@@ -238,7 +239,7 @@ def test_figure_table_matches_rows_and_plots(tmp_path):
         ]["value"]
         assert r["value"] == pytest.approx(src.mean())
         assert r["lo"] <= r["value"] <= r["hi"]
-    sf.plot_figure(table, out_pdf=tmp_path / "f.pdf", out_png=tmp_path / "f.png")
+    sff.plot_figure(table, out_pdf=tmp_path / "f.pdf", out_png=tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 5000
 
 

@@ -157,3 +157,23 @@ def test_sample_prompts_is_seeded_and_ordered():
     assert a == sorted(a, key=texts.index)
     assert spliced.sample_prompts(texts, None, seed=0) == texts
     assert np.array_equal(spliced.sample_prompts(texts[:3], 5, seed=1), texts[:3])
+
+
+def test_spliced_jobs_follow_the_config():
+    from pathlib import Path
+
+    import yaml
+
+    from repshift import config as rcfg
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "demo.yaml").read_text())
+    jobs = rcfg.spliced_jobs(cfg)
+    assert jobs == sorted(("demo-sae", m, d) for m, d in rcfg.sae_models(cfg, "demo-sae"))
+    cfg["spliced"]["datasets"] = ["prompts-multilingual"]
+    models = {m for m, _ in rcfg.sae_models(cfg, "demo-sae")}
+    assert rcfg.spliced_jobs(cfg) == sorted(("demo-sae", m, "prompts-multilingual") for m in models)
+    cfg["spliced"]["datasets"] = []
+    assert rcfg.spliced_jobs(cfg) == []
+    cfg["spliced"]["datasets"] = ["demo-brightness"]
+    with pytest.raises(rcfg.ConfigError, match="no text rows"):
+        rcfg.check_config(cfg)

@@ -119,8 +119,7 @@ def test_layer_out_of_range_fails_before_any_job(tmp_path):
 @pytest.mark.slow
 def test_demo_end_to_end_and_probe_only_rerun(tmp_path):
     demo = ["--configfile", str(ROOT / "config" / "demo.yaml"), "--replace-workflow-config"]
-    snakemake(*demo, "--cores", "2", "demo/results/figs/layer_sweep.pdf", "demo/results/figs/latent_density.pdf",
-              "demo/results/figs/latents_shift.pdf", cwd=tmp_path)
+    snakemake(*demo, "--cores", "2", cwd=tmp_path)  # rule all: every figure
     figs = tmp_path / "demo/results/figs"
     assert (figs / "layer_sweep.pdf").stat().st_size > 10_000
     table = pd.read_csv(figs / "layer_sweep.tsv", sep="\t")
@@ -140,15 +139,38 @@ def test_demo_end_to_end_and_probe_only_rerun(tmp_path):
     # nothing left half-written
     assert not list(tmp_path.rglob("*.tmp*"))
 
+    # probe companion figures: PDF + PNG + TSV each; the matrix diagonal is train_probe's cross-modal probe
+    for name in ("probe_tasks", "attribute_probes", "cross_modal_matrix", "learning_curves"):
+        assert (figs / f"{name}.png").stat().st_size > 5000 and (figs / f"{name}.pdf").exists(), name
+        assert len(pd.read_csv(figs / f"{name}.tsv", sep="\t")), name
+    matrix = pd.read_csv(figs / "cross_modal_matrix.tsv", sep="\t")
+    probe_rows = pd.concat(pd.read_csv(p, sep="\t") for p in (tmp_path / "demo/results/probes/categories").glob("layer-*.tsv"))
+    cross = probe_rows[(probe_rows.transfer == "cross-modal") & (probe_rows.probe == "logreg")
+                       & (probe_rows.metric == "accuracy") & (probe_rows.train_fraction == 1)]
+    for (model, src, dst, layer), g in cross.groupby(["train_model", "train_modality", "test_modality", "layer"]):
+        cell = matrix[(matrix.panel == f"categories: {model}, {src} -> {dst}") & (matrix.train_layer == layer)
+                      & (matrix.test_layer == layer)]
+        assert abs(cell["value"].iloc[0] - g["value"].mean()) < 1e-4, (model, src, dst, layer)
+
+    # the HTML report holds every figure (each registered with report() and a caption under report/)
+    snakemake(*demo, "--cores", "1", "--report", str(tmp_path / "report.html"), cwd=tmp_path)
+    html = (tmp_path / "report.html").read_text(errors="replace")
+    missing = [p.name for p in sorted(figs.rglob("*.png")) if p.name not in html]
+    assert not missing, f"figures not in the report: {missing}"
+
     # change a probe setting: only probe and figure jobs are planned, never extraction or SAE jobs
     cfg["probes"]["settings"]["c_grid"] = [0.1, 1.0]
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
-    proc = snakemake("-n", "--cores", "2", "--configfile", str(changed), "--replace-workflow-config",
-                     "demo/results/figs/layer_sweep.pdf", cwd=tmp_path)
+    proc = snakemake("-n", "--cores", "2", "--configfile", str(changed), "--replace-workflow-config", cwd=tmp_path)
     counts = job_counts(proc.stdout)
-    assert set(counts) - {"total"} == {"train_probe", "plot_layer_sweep"}, counts
-    assert counts["train_probe"] == len(cos["layer"].unique())
+    planned = set(counts) - {"total", "all"}
+    probe_jobs = {"train_probe", "score_cross_layer"}
+    assert probe_jobs | {"plot_layer_sweep", "plot_probe_tasks", "plot_attribute_probes", "plot_cross_modal_matrix",
+                         "plot_learning_curves"} <= planned, counts
+    # only probes (also the SAE-feature probes, which share the probe settings) and figures, from cached inputs
+    assert all(r in probe_jobs or r.endswith("_probe") or r.startswith("plot_") for r in planned), counts
+    assert counts["train_probe"] == sum(len(rcfg.probe_layers(cfg, t)) for t in cfg["probes"]["tasks"])
 
 
 def test_shards_plan_one_job_per_shard_and_a_merge(tmp_path):

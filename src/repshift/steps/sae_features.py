@@ -132,13 +132,13 @@ def sae_feature_probe(*, input, output, params, threads=1, wildcards=None, **_):
 @step
 def plot_sae_features(*, input, output, params, **_):
     """Macro-F1 against training fraction per layer: SAE-feature variants beside raw activations (PDF, PNG, TSV)."""
-    from repshift import sae_features as sf
+    from repshift import sae_feature_figure as sff
     from repshift.figures import write_table
 
     value = input.get("probes", [])
     paths = [value] if isinstance(value, str) else list(value)
     frames = [pd.read_csv(p, sep="\t") for p in paths]
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["analysis"])
-    table = sf.figure_table(rows) if len(rows) else pd.DataFrame(columns=sf.FIGURE_COLUMNS)
-    sf.plot_figure(table, out_pdf=output["pdf"], out_png=output["png"])
+    table = sff.figure_table(rows) if len(rows) else pd.DataFrame(columns=sff.FIGURE_COLUMNS)
+    sff.plot_figure(table, out_pdf=output["pdf"], out_png=output["png"])
     write_table(table, output["tsv"])
