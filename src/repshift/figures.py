@@ -62,12 +62,13 @@ def transfer_rows(transfer: pd.DataFrame) -> pd.DataFrame:
     rows = []
     sub = transfer[transfer["position_kind"] == "text"]
     per_dataset = sub["dataset"].nunique() > 1 if "dataset" in sub else False
+    one_sae = sub["sae"].nunique() <= 1
     for metric, panel in TRANSFER_PANELS.items():
         for (sae, model, dataset, layer), g in sub[sub["metric"] == metric].groupby(
             ["sae", "model", "dataset", "layer"]
         ):
             v = float(g["value"].mean())
-            series = f"{model} [{dataset}] ({sae})" if per_dataset else f"{model} ({sae})"
+            series = model + (f" [{dataset}]" if per_dataset else "") + ("" if one_sae else f" ({sae})")
             rows.append((panel, series, int(layer), v, v, v))
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 

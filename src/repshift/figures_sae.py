@@ -185,6 +185,15 @@ def latents_shift_summary(table: pd.DataFrame, top: int = 10) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _first_comparison(latent_paths) -> str | None:
+    """The comparison of the first non-empty table (config order: the main comparison comes first)."""
+    for p in latent_paths:
+        head = pd.read_csv(p, sep="\t", nrows=1)
+        if len(head):
+            return str(head["comparison"].iloc[0])
+    return None
+
+
 def plot_latents_shift(latent_paths, *, out_pdf, out_png, out_tsv, n_show: int = 3) -> pd.DataFrame:
     """Figure: (left) per layer, the biggest firing-frequency gains (>0) and losses (<0) per comparison,
     top-1 solid and top-10 mean dashed; (right) the top ``n_show`` gained and lost latents of up to four layers
@@ -209,7 +218,7 @@ def plot_latents_shift(latent_paths, *, out_pdf, out_png, out_tsv, n_show: int =
     ax.legend(fontsize=6.5)
     ax_t.axis("off")
     if len(table):
-        first = sorted(table["comparison"].unique())[0]
+        first = _first_comparison(latent_paths) or sorted(table["comparison"].unique())[0]
         t = table[(table["comparison"] == first) & table["direction"].isin(["freq_gained", "freq_lost"])]
         cells = []
         for layer in _pick_layers(t["layer"].unique(), 4):

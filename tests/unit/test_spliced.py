@@ -167,6 +167,7 @@ def test_spliced_jobs_follow_the_config():
     from repshift import config as rcfg
 
     cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / "demo.yaml").read_text())
+    cfg["spliced"]["datasets"] = "comparisons"
     jobs = rcfg.spliced_jobs(cfg)
     assert jobs == sorted(("demo-sae", m, d) for m, d in rcfg.sae_models(cfg, "demo-sae"))
     cfg["spliced"]["datasets"] = ["prompts-multilingual"]
