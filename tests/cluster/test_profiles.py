@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-GPU_RULES = ("extract_activations", "encode_sae")
+GPU_RULES = ("extract_activations", "encode_sae", "spliced_loss")
 
 
 def _profile(name: str) -> dict:
@@ -117,3 +117,25 @@ def test_slurm_ci_profile_requests_no_gpus():
         assert not {"gpu", "gres", "gpu_model"} & set(r)
         call = _sbatch(p, rule, threads=2)
         assert "--gpus" not in call and "--gres" not in call and "-p gpu" in call
+
+
+def _rules_using_a_device() -> set[str]:
+    """Rules whose params read config["extraction"] (device, dtype): the ones that run a model or an SAE."""
+    found = set()
+    for smk in (ROOT / "rules").glob("*.smk"):
+        for block in re.split(r"^(?=rule )", smk.read_text(), flags=re.M):
+            m = re.match(r"rule (\w+):", block)
+            if m and 'config["extraction"]' in block:
+                found.add(m.group(1))
+    return found
+
+
+def test_every_device_rule_is_a_gpu_rule_in_every_profile():
+    assert _rules_using_a_device() == set(GPU_RULES)
+    local = _profile("local")["set-resources"]
+    slurm = _profile("slurm")["set-resources"]
+    ci = _profile("slurm-ci")["set-resources"]
+    for rule in GPU_RULES:
+        assert local[rule]["gpu"] == 1, rule
+        assert slurm[rule]["gpu"] == 1 and slurm[rule]["slurm_partition"] == "gpu", rule
+        assert ci[rule]["slurm_partition"] == "gpu", rule
