@@ -254,7 +254,9 @@ def fused_sae(cfg: Mapping[str, Any]) -> str | None:
 def fused_pairs(cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(model, dataset) pairs whose extraction job also encodes with the fused SAE (no encode_sae job)."""
     sae = fused_sae(cfg)
-    return sae_models(cfg, sae) if sae else []
+    if not sae:
+        return []
+    return sorted(set(sae_models(cfg, sae)) | {(m, d) for s, m, d in sae_feature_pairs(cfg) if s == sae})
 
 
 def spliced_jobs(cfg: Mapping[str, Any]) -> list[tuple[str, str, str]]:

@@ -103,3 +103,17 @@ def test_image_dataset_on_text_model_is_refused():
     cfg["comparisons"] = {}
     with pytest.raises(rcfg.ConfigError, match="text-only model"):
         rcfg.check_config(cfg)
+
+
+def test_fused_sae_covers_every_pair_it_encodes_and_keeps_no_token_activations():
+    """The real config encodes inside extraction: comparisons and SAE-feature analyses alike, so no dense
+    token-level activations are stored for them (CIFAR-100 on PaliGemma would be ~300 GB)."""
+    cfg = load("config.yaml")
+    assert rcfg.fused_sae(cfg) == "gemma-scope"
+    pairs = set(rcfg.fused_pairs(cfg))
+    assert set(rcfg.sae_models(cfg, "gemma-scope")) <= pairs
+    assert {(m, d) for s, m, d in rcfg.sae_feature_pairs(cfg)} <= pairs
+    assert not any(rcfg.needs_tokens(cfg, m, d) for m, d in rcfg.extraction_pairs(cfg))
+    cfg["extraction"]["fused_sae"] = None
+    assert rcfg.fused_pairs(cfg) == []
+    assert all(rcfg.needs_tokens(cfg, m, d) for m, d in pairs)

@@ -60,8 +60,7 @@ def test_dry_run_real_config_offline(tmp_path):
         "build_prompt_dataset": 2,  # prompts-original, prompts-multilingual
         # gemma2-2b and paligemma2-3b on coco-categories and the two prompt sets, all 26 layers each
         "extract_activations": 6,
-        "fetch_sae": 26,  # one Gemma Scope SAE per block
-        "encode_sae": 6,
+        "fetch_sae": 26,  # one Gemma Scope SAE per block, encoded inside extraction (extraction.fused_sae)
         "spliced_loss": 6,  # both models on the three compared datasets
         "compare_sae": 3,  # one comparison per input set
         "train_probe": 26,
@@ -69,18 +68,22 @@ def test_dry_run_real_config_offline(tmp_path):
     }
 
 
-def test_fused_sae_plans_no_encode_jobs(tmp_path):
-    """extraction.fused_sae: the extraction jobs encode; compare_sae reads their folders; no encode_sae job."""
+def test_unfused_sae_plans_encode_jobs(tmp_path):
+    """config.yaml encodes inside extraction (fused_sae: gemma-scope: compare_sae reads the activation folders);
+    fused_sae: null stores dense token activations and plans one encode_sae job per (model, dataset)."""
+    proc = snakemake("-n", "--cores", "8", "results/figs/layer_sweep.pdf", "--configfile",
+                     str(ROOT / "config.yaml"), cwd=tmp_path)
+    assert "results/activations/gemma2-2b/prompts-original, results/activations/paligemma2-3b" in proc.stdout
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-    cfg["extraction"]["fused_sae"] = "gemma-scope"
-    path = tmp_path / "fused.yaml"
+    cfg["extraction"]["fused_sae"] = None
+    path = tmp_path / "unfused.yaml"
     path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
     proc = snakemake("-n", "--cores", "8", "results/figs/layer_sweep.pdf", "--configfile", str(path),
                      "--replace-workflow-config", cwd=tmp_path)
     counts = job_counts(proc.stdout)
-    assert "encode_sae" not in counts
+    assert counts["encode_sae"] == 6
     assert counts["extract_activations"] == 6 and counts["compare_sae"] == 3 and counts["fetch_sae"] == 26
-    assert "results/activations/gemma2-2b/prompts-original, results/activations/paligemma2-3b" in proc.stdout
+    assert "results/sae/gemma-scope/gemma2-2b/prompts-original" in proc.stdout
 
 
 def test_fused_sae_fit_on_a_pair_it_encodes_fails_before_any_job(tmp_path):
@@ -155,7 +158,12 @@ def test_demo_end_to_end_and_probe_only_rerun(tmp_path):
     # the HTML report holds every figure (each registered with report() and a caption under report/)
     snakemake(*demo, "--cores", "1", "--report", str(tmp_path / "report.html"), cwd=tmp_path)
     html = (tmp_path / "report.html").read_text(errors="replace")
-    missing = [p.name for p in sorted(figs.rglob("*.png")) if p.name not in html]
+    # a registered result appears as '"<path>": {"name": "<file name>"' (a mere mention in a rule's code does not);
+    # a figure counts as registered through its PNG or its PDF
+    def registered(path):
+        return f'"{path.relative_to(tmp_path)}": {{"name": "{path.name}"' in html
+
+    missing = [p.name for p in sorted(figs.rglob("*.png")) if not (registered(p) or registered(p.with_suffix(".pdf")))]
     assert not missing, f"figures not in the report: {missing}"
 
     # change a probe setting: only probe and figure jobs are planned, never extraction or SAE jobs
