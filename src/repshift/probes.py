@@ -15,6 +15,11 @@ The protocol (see FIELD_NOTES §5 for what the original notebooks got wrong):
   Inner CV scores by log loss by default (smooth, rarely tied); ties go to the smaller C.
 * The outer CV is repeated over ``settings.seeds``; a seed changes the inner-CV shuffling, the shuffled-label
   control's permutation, the learning-curve subsample and the MLP initialisation.
+* Each fit is scored in every space it is asked about without refitting: its own test fold (``same``), paired
+  rows of another space (``X_test_ND``: ``other``) or any :class:`EvalSpace` (another model's rows, the other
+  modality's rows of the same images), always on that space's rows of the held-out fold. The logistic probe of
+  every (seed, fold) is returned as :class:`FoldProbes` (:func:`fit_probe_suite`) for scoring later, e.g. at
+  other layers (:func:`cross_layer_scores`). Features are cast to float32 (:data:`FEATURE_DTYPE`).
 * Chance references: a majority-class baseline (the training folds' most frequent label) and a shuffled-label
   control probe (training labels permuted row-wise, same features, same pipeline, scored on true test labels).
 
