@@ -72,6 +72,8 @@ rule plot_sae_features:
     conda:
         "../envs/plot.yaml"
     params:
-        code=step_hash("plot_sae_features", "sae_feature_figure", "sae_features", "figures"),
+        code=step_hash(
+            "plot_sae_features", "sae_feature_figure", "sae_features", "figures"
+        ),
     script:
         "../workflow_scripts/plot_sae_features.py"

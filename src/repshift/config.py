@@ -216,7 +216,9 @@ def _check_sae_features(cfg: Mapping[str, Any]) -> None:
         if a["sae"] not in cfg["saes"]:
             raise ConfigError(f"{where}.sae: unknown SAE {a['sae']!r}; saes: {sorted(cfg['saes'])}")
         if a["dataset"] not in datasets:
-            raise ConfigError(f"{where}.dataset: unknown dataset {a['dataset']!r}; datasets: {sorted(datasets)}")
+            raise ConfigError(
+                f"{where}.dataset: unknown dataset {a['dataset']!r}; datasets: {sorted(datasets)}"
+            )
         modality = datasets[a["dataset"]]["modality"]
         if modality not in ("image", "paired", "attribute"):
             raise ConfigError(

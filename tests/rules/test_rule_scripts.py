@@ -11,10 +11,23 @@ from repshift.h5io import read_activations
 
 LAYERS = [0, 1, 2, 3]
 K = 2  # first perturbed block of the demo VLM
-SPEC = {"modality": "paired", "classes": ["cat", "dog", "person", "car"], "level": "category",
-        "exclusive": True, "n_per_class": 6, "caption": "first", "folds": 3}
-EXTRACTION = {"layers": "all", "dtype": "auto", "store_dtype": "float32", "batch_size": 8, "max_tokens": 64,
-              "device": "cpu"}
+SPEC = {
+    "modality": "paired",
+    "classes": ["cat", "dog", "person", "car"],
+    "level": "category",
+    "exclusive": True,
+    "n_per_class": 6,
+    "caption": "first",
+    "folds": 3,
+}
+EXTRACTION = {
+    "layers": "all",
+    "dtype": "auto",
+    "store_dtype": "float32",
+    "batch_size": 8,
+    "max_tokens": 64,
+    "device": "cpu",
+}
 
 
 @pytest.fixture(scope="module")
@@ -25,18 +38,29 @@ def work(tmp_path_factory):
 @pytest.fixture(scope="module")
 def coco(work, run):
     root = work / "coco"
-    out = {"instances": root / "annotations/instances_val2017.json",
-           "captions": root / "annotations/captions_val2017.json", "images": root / "val2017"}
-    run("make_synthetic_coco", output=out, params={"root": str(root), "split": "val2017", "seed": 0,
-                                                    "n_images": 64, "image_size": 48})
+    out = {
+        "instances": root / "annotations/instances_val2017.json",
+        "captions": root / "annotations/captions_val2017.json",
+        "images": root / "val2017",
+    }
+    run(
+        "make_synthetic_coco",
+        output=out,
+        params={"root": str(root), "split": "val2017", "seed": 0, "n_images": 64, "image_size": 48},
+    )
     return out
 
 
 @pytest.fixture(scope="module")
 def manifest(work, coco, run):
     out = {"manifest": work / "datasets/cats.tsv", "meta": work / "datasets/cats.json"}
-    run("build_dataset", input=coco, output=out, params={"spec": SPEC, "split": "val2017", "seed": 0},
-        wildcards={"dataset": "cats"})
+    run(
+        "build_dataset",
+        input=coco,
+        output=out,
+        params={"spec": SPEC, "split": "val2017", "seed": 0},
+        wildcards={"dataset": "cats"},
+    )
     return out
 
 
@@ -44,8 +68,13 @@ def _model_spec(arch):
     if arch == "gemma2":
         return {"family": "causal-lm", "source": "demo", "num_layers": 4, "demo": {"arch": "gemma2"}}
     fam = {"paligemma": "paligemma", "llava": "llava"}[arch]
-    return {"family": fam, "source": "demo", "num_layers": 4, "image_prompt": "caption en",
-            "demo": {"arch": arch, "base": "llm", "perturb_from": K, "perturb_scale": 0.5}}
+    return {
+        "family": fam,
+        "source": "demo",
+        "num_layers": 4,
+        "image_prompt": "caption en",
+        "demo": {"arch": arch, "base": "llm", "perturb_from": K, "perturb_scale": 0.5},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +83,13 @@ def models(work, run):
     out = {}
     for name, arch in (("llm", "gemma2"), ("vlm", "paligemma")):
         target = data / "models" / name
-        run("make_demo_model", input={"base": str(data / "models/llm")} if arch != "gemma2" else {},
-            output={"model": target}, params={"spec": _model_spec(arch), "seed": 0}, wildcards={"model": name})
+        run(
+            "make_demo_model",
+            input={"base": str(data / "models/llm")} if arch != "gemma2" else {},
+            output={"model": target},
+            params={"spec": _model_spec(arch), "seed": 0},
+            wildcards={"model": name},
+        )
         out[name] = target
     return out
 
@@ -65,12 +99,19 @@ def acts(work, manifest, models, coco, run):
     out = {}
     for name, arch in (("llm", "gemma2"), ("vlm", "paligemma")):
         target = work / "results/activations" / name / "cats"
-        run("extract_activations", input={"manifest": manifest["manifest"], "model": str(models[name]),
-                                          "images": coco["images"]},
+        run(
+            "extract_activations",
+            input={"manifest": manifest["manifest"], "model": str(models[name]), "images": coco["images"]},
             output={"acts": target},
-            params={"spec": _model_spec(arch), "layers": LAYERS, "tokens": True, "extraction": EXTRACTION,
-                    "image_dir": str(coco["images"])},
-            wildcards={"model": name, "dataset": "cats"})
+            params={
+                "spec": _model_spec(arch),
+                "layers": LAYERS,
+                "tokens": True,
+                "extraction": EXTRACTION,
+                "image_dir": str(coco["images"]),
+            },
+            wildcards={"model": name, "dataset": "cats"},
+        )
         out[name] = target
     return out
 
@@ -115,10 +156,17 @@ def test_extract_activations(acts, manifest):
 @pytest.fixture(scope="module")
 def saes(work, acts, run):
     target = work / "data/saes/demo"
-    run("train_demo_sae", input={"acts": acts["llm"]}, output={"saes": target},
-        params={"train": {"model": "llm", "dataset": "cats", "d_sae": 64, "steps": 100}, "layers": [1, 3],
-                "seed": 0},
-        wildcards={"sae": "demo"})
+    run(
+        "train_demo_sae",
+        input={"acts": acts["llm"]},
+        output={"saes": target},
+        params={
+            "train": {"model": "llm", "dataset": "cats", "d_sae": 64, "steps": 100},
+            "layers": [1, 3],
+            "seed": 0,
+        },
+        wildcards={"sae": "demo"},
+    )
     return {layer: target / f"layer-{layer}" for layer in (1, 3)}
 
 
@@ -135,10 +183,13 @@ def codes(work, acts, saes, run):
     out = {}
     for name in ("llm", "vlm"):
         target = work / "results/sae/demo" / name / "cats"
-        run("encode_sae", input={"acts": acts[name], "saes": str(work / "data/saes/demo")},
+        run(
+            "encode_sae",
+            input={"acts": acts[name], "saes": str(work / "data/saes/demo")},
             output={"codes": target},
             params={"layers": [1, 3], "sae_dirs": {k: str(v) for k, v in saes.items()}, "device": "cpu"},
-            wildcards={"sae": "demo", "model": name, "dataset": "cats"})
+            wildcards={"sae": "demo", "model": name, "dataset": "cats"},
+        )
         out[name] = target
     return out
 
@@ -162,10 +213,16 @@ def test_encode_sae(codes):
 @pytest.fixture(scope="module")
 def shift(work, codes, run):
     o = {"shift": work / "results/sae/shift/cmp.tsv", "latents": work / "results/sae/shift/cmp.latents.tsv"}
-    run("compare_sae", input={"base": codes["llm"], "adapted": codes["vlm"]}, output=o,
-        params={"comparison": {"base": "llm", "adapted": "vlm", "sae": "demo", "dataset": "cats"},
-                "layers": [1, 3]},
-        wildcards={"comparison": "cmp"})
+    run(
+        "compare_sae",
+        input={"base": codes["llm"], "adapted": codes["vlm"]},
+        output=o,
+        params={
+            "comparison": {"base": "llm", "adapted": "vlm", "sae": "demo", "dataset": "cats"},
+            "layers": [1, 3],
+        },
+        wildcards={"comparison": "cmp"},
+    )
     return o
 
 
@@ -182,14 +239,30 @@ def test_compare_sae_zero_shift_before_k(shift):
 @pytest.fixture(scope="module")
 def probe_tables(work, acts, run):
     out = []
-    task = {"dataset": "cats", "pooling": "mean", "models": ["llm", "vlm"], "cross_model": [["llm", "vlm"]],
-            "cross_modal": ["vlm"]}
+    task = {
+        "dataset": "cats",
+        "pooling": "mean",
+        "models": ["llm", "vlm"],
+        "cross_model": [["llm", "vlm"]],
+        "cross_modal": ["vlm"],
+    }
     for layer in (1, 3):
-        o = {"results": work / f"results/probes/cats/layer-{layer}.tsv",
-             "weights": work / f"results/probes/cats/weights/layer-{layer}"}
-        run("train_probe", input={"llm": acts["llm"], "vlm": acts["vlm"]}, output=o,
-            params={"task": task, "settings": {"c_grid": [0.1, 1.0], "seeds": [0], "inner_folds": 2}, "seed": 0},
-            wildcards={"task": "cats", "layer": str(layer)}, threads=1)
+        o = {
+            "results": work / f"results/probes/cats/layer-{layer}.tsv",
+            "weights": work / f"results/probes/cats/weights/layer-{layer}",
+        }
+        run(
+            "train_probe",
+            input={"llm": acts["llm"], "vlm": acts["vlm"]},
+            output=o,
+            params={
+                "task": task,
+                "settings": {"c_grid": [0.1, 1.0], "seeds": [0], "inner_folds": 2},
+                "seed": 0,
+            },
+            wildcards={"task": "cats", "layer": str(layer)},
+            threads=1,
+        )
         out.append(o)
     return out
 
@@ -204,12 +277,21 @@ def test_train_probe(probe_tables):
 
 
 def test_plot_layer_sweep(work, shift, codes, probe_tables, run):
-    out = {"pdf": work / "figs/layer_sweep.pdf", "png": work / "figs/layer_sweep.png",
-           "tsv": work / "figs/layer_sweep.tsv"}
-    run("plot_layer_sweep", input={"shift": [str(shift["shift"])],
-                                   "codes": [str(c) for c in codes.values()],
-                                   "probes": [str(p["results"]) for p in probe_tables]},
-        output=out, params={})
+    out = {
+        "pdf": work / "figs/layer_sweep.pdf",
+        "png": work / "figs/layer_sweep.png",
+        "tsv": work / "figs/layer_sweep.tsv",
+    }
+    run(
+        "plot_layer_sweep",
+        input={
+            "shift": [str(shift["shift"])],
+            "codes": [str(c) for c in codes.values()],
+            "probes": [str(p["results"]) for p in probe_tables],
+        },
+        output=out,
+        params={},
+    )
     table = pd.read_csv(out["tsv"], sep="\t")
     assert {"panel", "series", "layer", "value"} <= set(table.columns)
     assert out["pdf"].stat().st_size > 5000 and out["png"].stat().st_size > 5000
@@ -223,12 +305,20 @@ def test_merge_activations_equals_unsharded(work, manifest, models, coco, acts, 
     shards = []
     for i in range(2):
         target = work / "results/activations/shards/vlm/cats" / f"shard-{i}"
-        run("extract_activations", input={"manifest": manifest["manifest"], "model": str(models["vlm"]),
-                                          "images": coco["images"]},
+        run(
+            "extract_activations",
+            input={"manifest": manifest["manifest"], "model": str(models["vlm"]), "images": coco["images"]},
             output={"acts": target},
-            params={"spec": _model_spec("paligemma"), "layers": LAYERS, "tokens": True, "extraction": EXTRACTION,
-                    "image_dir": str(coco["images"]), "shard": [i, 2]},
-            wildcards={"model": "vlm", "dataset": "cats", "shard": str(i)})
+            params={
+                "spec": _model_spec("paligemma"),
+                "layers": LAYERS,
+                "tokens": True,
+                "extraction": EXTRACTION,
+                "image_dir": str(coco["images"]),
+                "shard": [i, 2],
+            },
+            wildcards={"model": "vlm", "dataset": "cats", "shard": str(i)},
+        )
         shards.append(str(target))
     merged = work / "results/activations-merged/vlm/cats"
     run("merge_activations", input={"shards": shards}, output={"acts": merged}, params={"layers": LAYERS})
@@ -250,36 +340,69 @@ def test_merge_activations_equals_unsharded(work, manifest, models, coco, acts, 
 
 
 def test_train_probe_modality_and_plot_probe_tasks(work, acts, probe_tables, run):
-    o = {"results": work / "results/probes/modality/layer-2.tsv",
-         "weights": work / "results/probes/modality/weights/layer-2"}
-    run("train_probe", input={"vlm": acts["vlm"]}, output=o,
-        params={"task": {"dataset": "cats", "target": "modality", "models": ["vlm"]},
-                "settings": {"c_grid": [1.0], "seeds": [0], "inner_folds": 2}, "seed": 0},
-        wildcards={"task": "modality", "layer": "2"})
+    o = {
+        "results": work / "results/probes/modality/layer-2.tsv",
+        "weights": work / "results/probes/modality/weights/layer-2",
+    }
+    run(
+        "train_probe",
+        input={"vlm": acts["vlm"]},
+        output=o,
+        params={
+            "task": {"dataset": "cats", "target": "modality", "models": ["vlm"]},
+            "settings": {"c_grid": [1.0], "seeds": [0], "inner_folds": 2},
+            "seed": 0,
+        },
+        wildcards={"task": "modality", "layer": "2"},
+    )
     t = pd.read_csv(o["results"], sep="\t")
     assert set(t["train_modality"]) == {"text+image"} and set(t["target"]) == {"modality"}
     assert (Path(o["weights"]) / "vlm.modality.safetensors").exists()
-    figs = {"pdf": work / "figs/probe_tasks.pdf", "png": work / "figs/probe_tasks.png",
-            "tsv": work / "figs/probe_tasks.tsv"}
-    run("plot_probe_tasks", input={"probes": [str(o["results"])] + [str(p["results"]) for p in probe_tables]},
-        output=figs, params={})
-    table = pd.read_csv(figs["tsv"], sep="\t")
-    assert {"modality: within-model accuracy", "cats: within-model accuracy", "cats: transfer accuracy"} <= set(
-        table["panel"]
+    figs = {
+        "pdf": work / "figs/probe_tasks.pdf",
+        "png": work / "figs/probe_tasks.png",
+        "tsv": work / "figs/probe_tasks.tsv",
+    }
+    run(
+        "plot_probe_tasks",
+        input={"probes": [str(o["results"])] + [str(p["results"]) for p in probe_tables]},
+        output=figs,
+        params={},
     )
+    table = pd.read_csv(figs["tsv"], sep="\t")
+    assert {
+        "modality: within-model accuracy",
+        "cats: within-model accuracy",
+        "cats: transfer accuracy",
+    } <= set(table["panel"])
 
 
 def test_plot_contact_sheet(work, coco, run):
     out = {"manifest": work / "datasets/bright.tsv", "meta": work / "datasets/bright.json"}
-    spec = {"modality": "attribute", "attribute": "brightness", "factors": [0.5, 1.5], "n_base": 6, "folds": 3}
-    run("build_dataset", input=coco, output=out, params={"spec": spec, "split": "val2017", "seed": 0},
-        wildcards={"dataset": "bright"})
+    spec = {
+        "modality": "attribute",
+        "attribute": "brightness",
+        "factors": [0.5, 1.5],
+        "n_base": 6,
+        "folds": 3,
+    }
+    run(
+        "build_dataset",
+        input=coco,
+        output=out,
+        params={"spec": spec, "split": "val2017", "seed": 0},
+        wildcards={"dataset": "bright"},
+    )
     df = pd.read_csv(out["manifest"], sep="\t", keep_default_na=False)
     assert sorted(set(df["transform"])) == ["brightness:0.5", "brightness:1.5"]
     assert df.groupby("group")["fold"].nunique().max() == 1  # variants of one image never straddle folds
     png = work / "figs/datasets/bright.png"
-    run("plot_contact_sheet", input={"manifest": out["manifest"], "images": coco["images"]}, output={"png": png},
-        params={"n": 4})
+    run(
+        "plot_contact_sheet",
+        input={"manifest": out["manifest"], "images": coco["images"]},
+        output={"png": png},
+        params={"n": 4},
+    )
     from PIL import Image
 
     assert Image.open(png).size[1] > 100

@@ -8,17 +8,35 @@ import pytest
 LAYERS = [0, 1, 2, 3]
 SAE_LAYERS = [1, 3]
 K = 2  # first perturbed block of the demo VLM
-SPEC = {"modality": "paired", "classes": ["cat", "dog", "person"], "level": "category", "exclusive": True,
-        "n_per_class": 4, "caption": "first", "folds": 2}
-EXTRACTION = {"layers": "all", "dtype": "auto", "store_dtype": "float16", "batch_size": 5, "max_tokens": 64,
-              "device": "cpu"}
+SPEC = {
+    "modality": "paired",
+    "classes": ["cat", "dog", "person"],
+    "level": "category",
+    "exclusive": True,
+    "n_per_class": 4,
+    "caption": "first",
+    "folds": 2,
+}
+EXTRACTION = {
+    "layers": "all",
+    "dtype": "auto",
+    "store_dtype": "float16",
+    "batch_size": 5,
+    "max_tokens": 64,
+    "device": "cpu",
+}
 
 
 def _model_spec(arch):
     if arch == "gemma2":
         return {"family": "causal-lm", "source": "demo", "num_layers": 4, "demo": {"arch": "gemma2"}}
-    return {"family": "paligemma", "source": "demo", "num_layers": 4, "image_prompt": "caption en",
-            "demo": {"arch": "paligemma", "base": "llm", "perturb_from": K, "perturb_scale": 0.5}}
+    return {
+        "family": "paligemma",
+        "source": "demo",
+        "num_layers": 4,
+        "image_prompt": "caption en",
+        "demo": {"arch": "paligemma", "base": "llm", "perturb_from": K, "perturb_scale": 0.5},
+    }
 
 
 ARCH = {"llm": "gemma2", "vlm": "paligemma"}
@@ -33,34 +51,68 @@ def work(tmp_path_factory):
 def chain(work, run):
     """synthetic COCO -> manifest -> demo LLM + PaliGemma -> activations (tokens) -> demo SAEs."""
     root = work / "coco"
-    coco = {"instances": root / "annotations/instances_val2017.json",
-            "captions": root / "annotations/captions_val2017.json", "images": root / "val2017"}
-    run("make_synthetic_coco", output=coco, params={"root": str(root), "split": "val2017", "seed": 0,
-                                                     "n_images": 48, "image_size": 32})
+    coco = {
+        "instances": root / "annotations/instances_val2017.json",
+        "captions": root / "annotations/captions_val2017.json",
+        "images": root / "val2017",
+    }
+    run(
+        "make_synthetic_coco",
+        output=coco,
+        params={"root": str(root), "split": "val2017", "seed": 0, "n_images": 48, "image_size": 32},
+    )
     manifest = {"manifest": work / "datasets/cats.tsv", "meta": work / "datasets/cats.json"}
-    run("build_dataset", input=coco, output=manifest, params={"spec": SPEC, "split": "val2017", "seed": 0},
-        wildcards={"dataset": "cats"})
+    run(
+        "build_dataset",
+        input=coco,
+        output=manifest,
+        params={"spec": SPEC, "split": "val2017", "seed": 0},
+        wildcards={"dataset": "cats"},
+    )
     models, acts = {}, {}
     for name, arch in ARCH.items():
         models[name] = work / "data/models" / name
-        run("make_demo_model", input={"base": str(models["llm"])} if arch != "gemma2" else {},
-            output={"model": models[name]}, params={"spec": _model_spec(arch), "seed": 0},
-            wildcards={"model": name})
+        run(
+            "make_demo_model",
+            input={"base": str(models["llm"])} if arch != "gemma2" else {},
+            output={"model": models[name]},
+            params={"spec": _model_spec(arch), "seed": 0},
+            wildcards={"model": name},
+        )
     for name, arch in ARCH.items():
         acts[name] = work / "results/activations" / name / "cats"
-        run("extract_activations", input={"manifest": manifest["manifest"], "model": str(models[name]),
-                                          "images": coco["images"]},
+        run(
+            "extract_activations",
+            input={"manifest": manifest["manifest"], "model": str(models[name]), "images": coco["images"]},
             output={"acts": acts[name]},
-            params={"spec": _model_spec(arch), "layers": LAYERS, "tokens": True, "extraction": EXTRACTION,
-                    "image_dir": str(coco["images"])},
-            wildcards={"model": name, "dataset": "cats"})
+            params={
+                "spec": _model_spec(arch),
+                "layers": LAYERS,
+                "tokens": True,
+                "extraction": EXTRACTION,
+                "image_dir": str(coco["images"]),
+            },
+            wildcards={"model": name, "dataset": "cats"},
+        )
     saes = work / "data/saes/demo"
-    run("train_demo_sae", input={"acts": acts["llm"]}, output={"saes": saes},
-        params={"train": {"model": "llm", "dataset": "cats", "d_sae": 48, "steps": 60}, "layers": SAE_LAYERS,
-                "seed": 0},
-        wildcards={"sae": "demo"})
-    return {"coco": coco, "manifest": manifest, "models": models, "acts": acts,
-            "sae_dirs": {layer: str(saes / f"layer-{layer}") for layer in SAE_LAYERS}}
+    run(
+        "train_demo_sae",
+        input={"acts": acts["llm"]},
+        output={"saes": saes},
+        params={
+            "train": {"model": "llm", "dataset": "cats", "d_sae": 48, "steps": 60},
+            "layers": SAE_LAYERS,
+            "seed": 0,
+        },
+        wildcards={"sae": "demo"},
+    )
+    return {
+        "coco": coco,
+        "manifest": manifest,
+        "models": models,
+        "acts": acts,
+        "sae_dirs": {layer: str(saes / f"layer-{layer}") for layer in SAE_LAYERS},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +120,13 @@ def two_step(work, chain, run):
     out = {}
     for name in ARCH:
         out[name] = work / "results/sae/demo" / name / "cats"
-        run("encode_sae", input={"acts": chain["acts"][name]}, output={"codes": out[name]},
+        run(
+            "encode_sae",
+            input={"acts": chain["acts"][name]},
+            output={"codes": out[name]},
             params={"layers": SAE_LAYERS, "sae_dirs": chain["sae_dirs"], "device": "cpu"},
-            wildcards={"sae": "demo", "model": name, "dataset": "cats"})
+            wildcards={"sae": "demo", "model": name, "dataset": "cats"},
+        )
     return out
 
 
@@ -79,13 +135,24 @@ def fused(work, chain, run):
     out = {}
     for name, arch in ARCH.items():
         out[name] = work / "results/fused/activations" / name / "cats"
-        run("extract_activations", input={"manifest": chain["manifest"]["manifest"],
-                                          "model": str(chain["models"][name]), "images": chain["coco"]["images"]},
+        run(
+            "extract_activations",
+            input={
+                "manifest": chain["manifest"]["manifest"],
+                "model": str(chain["models"][name]),
+                "images": chain["coco"]["images"],
+            },
             output={"acts": out[name]},
-            params={"spec": _model_spec(arch), "layers": LAYERS, "tokens": False, "extraction": EXTRACTION,
-                    "image_dir": str(chain["coco"]["images"]),
-                    "fused": {"sae": "demo", "sae_dirs": chain["sae_dirs"]}},
-            wildcards={"model": name, "dataset": "cats"})
+            params={
+                "spec": _model_spec(arch),
+                "layers": LAYERS,
+                "tokens": False,
+                "extraction": EXTRACTION,
+                "image_dir": str(chain["coco"]["images"]),
+                "fused": {"sae": "demo", "sae_dirs": chain["sae_dirs"]},
+            },
+            wildcards={"model": name, "dataset": "cats"},
+        )
     return out
 
 
@@ -96,8 +163,10 @@ def test_fused_extraction_codes_equal_the_two_step_path(chain, two_step, fused):
     for name in ARCH:
         # no dense token rows kept; pooled activations identical to the plain extraction's
         for layer in LAYERS:
-            f, p = read_activations(fused[name] / f"layer-{layer}.h5"), read_activations(
-                chain["acts"][name] / f"layer-{layer}.h5")
+            f, p = (
+                read_activations(fused[name] / f"layer-{layer}.h5"),
+                read_activations(chain["acts"][name] / f"layer-{layer}.h5"),
+            )
             assert not f.has_tokens()
             np.testing.assert_array_equal(f.pooled("mean"), p.pooled("mean"))
         for layer in SAE_LAYERS:
@@ -122,11 +191,20 @@ def test_fused_extraction_codes_equal_the_two_step_path(chain, two_step, fused):
 
 
 def test_compare_sae_reads_fused_codes(work, fused, run):
-    o = {"shift": work / "results/sae/shift/fused.tsv", "latents": work / "results/sae/shift/fused.latents.tsv"}
-    run("compare_sae", input={"base": fused["llm"], "adapted": fused["vlm"]}, output=o,
-        params={"comparison": {"base": "llm", "adapted": "vlm", "sae": "demo", "dataset": "cats"},
-                "layers": SAE_LAYERS},
-        wildcards={"comparison": "fused"})
+    o = {
+        "shift": work / "results/sae/shift/fused.tsv",
+        "latents": work / "results/sae/shift/fused.latents.tsv",
+    }
+    run(
+        "compare_sae",
+        input={"base": fused["llm"], "adapted": fused["vlm"]},
+        output=o,
+        params={
+            "comparison": {"base": "llm", "adapted": "vlm", "sae": "demo", "dataset": "cats"},
+            "layers": SAE_LAYERS,
+        },
+        wildcards={"comparison": "fused"},
+    )
     t = pd.read_csv(o["shift"], sep="\t")
     before = t[t.layer == 1].set_index("metric")["value"]
     assert before["token_cosine"] == pytest.approx(1.0, abs=1e-4)
@@ -135,12 +213,19 @@ def test_compare_sae_reads_fused_codes(work, fused, run):
 def test_spliced_loss(work, chain, run):
     for name, arch in ARCH.items():
         out = work / f"results/sae/spliced/demo/{name}/cats.tsv"
-        run("spliced_loss", input={"manifest": chain["manifest"]["manifest"], "model": str(chain["models"][name])},
+        run(
+            "spliced_loss",
+            input={"manifest": chain["manifest"]["manifest"], "model": str(chain["models"][name])},
             output={"tsv": out},
-            params={"spec": _model_spec(arch), "sae_dirs": chain["sae_dirs"],
-                    "spliced": {"max_prompts": 7, "batch_size": 4},
-                    "extraction": {"dtype": "auto", "device": "cpu", "max_tokens": 64}, "seed": 0},
-            wildcards={"sae": "demo", "model": name, "dataset": "cats"})
+            params={
+                "spec": _model_spec(arch),
+                "sae_dirs": chain["sae_dirs"],
+                "spliced": {"max_prompts": 7, "batch_size": 4},
+                "extraction": {"dtype": "auto", "device": "cpu", "max_tokens": 64},
+                "seed": 0,
+            },
+            wildcards={"sae": "demo", "model": name, "dataset": "cats"},
+        )
         t = pd.read_csv(out, sep="\t")
         assert list(t.columns) == ["sae", "model", "dataset", "layer", "position_kind", "metric", "value"]
         assert sorted(t["layer"].unique()) == SAE_LAYERS and set(t["position_kind"]) == {"text"}
@@ -148,5 +233,7 @@ def test_spliced_loss(work, chain, run):
         assert v[(1, "n_prompts")] == 7
         for layer in SAE_LAYERS:
             assert np.isfinite(v[(layer, "ce_clean")]) and np.isfinite(v[(layer, "ce_sae")])
-            rec = (v[(layer, "ce_zero")] - v[(layer, "ce_sae")]) / (v[(layer, "ce_zero")] - v[(layer, "ce_clean")])
+            rec = (v[(layer, "ce_zero")] - v[(layer, "ce_sae")]) / (
+                v[(layer, "ce_zero")] - v[(layer, "ce_clean")]
+            )
             assert v[(layer, "ce_loss_recovered")] == pytest.approx(rec, rel=1e-2)  # from 6-digit CEs

@@ -33,11 +33,25 @@ def _codes_dir(tmp_path):
     codes = SparseCodes.from_dense(dense[:8])
     kinds = np.array([BOS, TEXT, TEXT, TEXT, IMAGE, IMAGE, BOS, TEXT])
     path = d / "layer-2.codes.h5"
-    codes_h5.write_codes(path, codes, example_offsets_N1=np.array([0, 4, 8]), attrs={"layer": 2, "model": "llm"})
-    codes_h5.write_token_index(path, example_id=["t0", "i0"], modality=["text", "image"], kinds_T=kinds,
-                               ids_T=np.arange(8))
-    pd.DataFrame([{"sae": "demo", "model": "llm", "dataset": "cats", "layer": 2, "position_kind": "text",
-                   "metric": "l0", "value": 1.0}]).to_csv(d / "layer-2.transfer.tsv", sep="\t", index=False)
+    codes_h5.write_codes(
+        path, codes, example_offsets_N1=np.array([0, 4, 8]), attrs={"layer": 2, "model": "llm"}
+    )
+    codes_h5.write_token_index(
+        path, example_id=["t0", "i0"], modality=["text", "image"], kinds_T=kinds, ids_T=np.arange(8)
+    )
+    pd.DataFrame(
+        [
+            {
+                "sae": "demo",
+                "model": "llm",
+                "dataset": "cats",
+                "layer": 2,
+                "position_kind": "text",
+                "metric": "l0",
+                "value": 1.0,
+            }
+        ]
+    ).to_csv(d / "layer-2.transfer.tsv", sep="\t", index=False)
     return d
 
 
@@ -45,8 +59,11 @@ def test_latent_density_table_uses_content_tokens_only(tmp_path):
     table = figures_sae.latent_density_table([_codes_dir(tmp_path)])
     text = table[table.position_kind == "text"]
     assert set(text[["sae", "model", "dataset", "layer"]].itertuples(index=False, name=None)) == {
-        ("demo", "llm", "cats", 2)}
-    assert int(text.loc[text.bin == "dead", "count"].iloc[0]) == 2  # latents 2 and 3 never fire on text tokens
+        ("demo", "llm", "cats", 2)
+    }
+    assert (
+        int(text.loc[text.bin == "dead", "count"].iloc[0]) == 2
+    )  # latents 2 and 3 never fire on text tokens
     assert text["n_tokens"].iloc[0] == 3 and text["count"].sum() == 4
     live = text[text.bin != "dead"]
     assert int(live.loc[live.bin_hi == 0.0, "count"].iloc[0]) == 1  # latent 0: frequency 1
@@ -57,8 +74,9 @@ def test_latent_density_table_uses_content_tokens_only(tmp_path):
 
 def test_plot_latent_density_writes_figure_and_table(tmp_path):
     out = {k: tmp_path / f"figs/latent_density.{k}" for k in ("pdf", "png", "tsv")}
-    figures_sae.plot_latent_density([_codes_dir(tmp_path)], out_pdf=out["pdf"], out_png=out["png"],
-                                    out_tsv=out["tsv"])
+    figures_sae.plot_latent_density(
+        [_codes_dir(tmp_path)], out_pdf=out["pdf"], out_png=out["png"], out_tsv=out["tsv"]
+    )
     assert out["png"].stat().st_size > 5000
     assert set(pd.read_csv(out["tsv"], sep="\t").columns) == set(figures_sae.DENSITY_COLUMNS)
 
@@ -67,12 +85,40 @@ def _latents(tmp_path, comparison="cmp"):
     rows = []
     for layer in (0, 1, 2, 3, 4):
         for rank, (latent, fa, fb) in enumerate([(7, 0.1, 0.6), (3, 0.0, 0.2)]):
-            rows.append(dict(direction="freq_gained", latent=latent, freq_a=fa, freq_b=fb, mean_a=0.0, mean_b=0.1,
-                             neuronpedia_url=f"https://www.neuronpedia.org/x/{latent}" if rank == 0 else ""))
-        rows.append(dict(direction="freq_lost", latent=5, freq_a=0.5, freq_b=0.1 * layer, mean_a=0.3, mean_b=0.1,
-                         neuronpedia_url=""))
-        rows[-3:] = [{**r, "comparison": comparison, "base": "llm", "adapted": "vlm", "sae": "demo",
-                      "dataset": "cats", "layer": layer} for r in rows[-3:]]
+            rows.append(
+                dict(
+                    direction="freq_gained",
+                    latent=latent,
+                    freq_a=fa,
+                    freq_b=fb,
+                    mean_a=0.0,
+                    mean_b=0.1,
+                    neuronpedia_url=f"https://www.neuronpedia.org/x/{latent}" if rank == 0 else "",
+                )
+            )
+        rows.append(
+            dict(
+                direction="freq_lost",
+                latent=5,
+                freq_a=0.5,
+                freq_b=0.1 * layer,
+                mean_a=0.3,
+                mean_b=0.1,
+                neuronpedia_url="",
+            )
+        )
+        rows[-3:] = [
+            {
+                **r,
+                "comparison": comparison,
+                "base": "llm",
+                "adapted": "vlm",
+                "sae": "demo",
+                "dataset": "cats",
+                "layer": layer,
+            }
+            for r in rows[-3:]
+        ]
     path = tmp_path / f"{comparison}.latents.tsv"
     pd.DataFrame(rows).to_csv(path, sep="\t", index=False)
     return path

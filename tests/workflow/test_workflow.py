@@ -16,8 +16,13 @@ from repshift import config as rcfg
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg",
-       "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+ENV = {
+    **os.environ,
+    "HF_HUB_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "MPLBACKEND": "Agg",
+    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+}
 
 
 def snakemake(*args, cwd, check=True):
@@ -41,17 +46,32 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 def test_lint_and_format():
-    proc = subprocess.run([str(BIN / "snakemake"), "--lint", "--cores", "1"], cwd=ROOT, env=ENV,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(BIN / "snakemake"), "--lint", "--cores", "1"], cwd=ROOT, env=ENV, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    fmt = subprocess.run([str(BIN / "snakefmt"), "--check", "Snakefile", "rules"], cwd=ROOT, env=ENV,
-                         capture_output=True, text=True)
+    fmt = subprocess.run(
+        [str(BIN / "snakefmt"), "--check", "Snakefile", "rules"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 
 def test_dry_run_real_config_offline(tmp_path):
-    proc = snakemake("-n", "--cores", "8", "--configfile", str(ROOT / "config.yaml"), "--directory",
-                     str(tmp_path), "results/figs/layer_sweep.pdf", cwd=tmp_path)
+    proc = snakemake(
+        "-n",
+        "--cores",
+        "8",
+        "--configfile",
+        str(ROOT / "config.yaml"),
+        "--directory",
+        str(tmp_path),
+        "results/figs/layer_sweep.pdf",
+        cwd=tmp_path,
+    )
     counts = job_counts(proc.stdout)
     assert counts.pop("total") == sum(counts.values())
     assert counts == {
@@ -71,15 +91,30 @@ def test_dry_run_real_config_offline(tmp_path):
 def test_unfused_sae_plans_encode_jobs(tmp_path):
     """config.yaml encodes inside extraction (fused_sae: gemma-scope: compare_sae reads the activation folders);
     fused_sae: null stores dense token activations and plans one encode_sae job per (model, dataset)."""
-    proc = snakemake("-n", "--cores", "8", "results/figs/layer_sweep.pdf", "--configfile",
-                     str(ROOT / "config.yaml"), cwd=tmp_path)
+    proc = snakemake(
+        "-n",
+        "--cores",
+        "8",
+        "results/figs/layer_sweep.pdf",
+        "--configfile",
+        str(ROOT / "config.yaml"),
+        cwd=tmp_path,
+    )
     assert "results/activations/gemma2-2b/prompts-original, results/activations/paligemma2-3b" in proc.stdout
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     cfg["extraction"]["fused_sae"] = None
     path = tmp_path / "unfused.yaml"
     path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
-    proc = snakemake("-n", "--cores", "8", "results/figs/layer_sweep.pdf", "--configfile", str(path),
-                     "--replace-workflow-config", cwd=tmp_path)
+    proc = snakemake(
+        "-n",
+        "--cores",
+        "8",
+        "results/figs/layer_sweep.pdf",
+        "--configfile",
+        str(path),
+        "--replace-workflow-config",
+        cwd=tmp_path,
+    )
     counts = job_counts(proc.stdout)
     assert counts["encode_sae"] == 6
     assert counts["extract_activations"] == 6 and counts["compare_sae"] == 3 and counts["fetch_sae"] == 26
@@ -91,8 +126,9 @@ def test_fused_sae_fit_on_a_pair_it_encodes_fails_before_any_job(tmp_path):
     cfg["extraction"]["fused_sae"] = "demo-sae"  # demo-sae is fit on demo-llm's demo-categories activations
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg, allow_unicode=True))
-    proc = snakemake("-n", "--cores", "1", "--configfile", str(bad), "--replace-workflow-config", cwd=tmp_path,
-                     check=False)
+    proc = snakemake(
+        "-n", "--cores", "1", "--configfile", str(bad), "--replace-workflow-config", cwd=tmp_path, check=False
+    )
     assert proc.returncode != 0
     assert "a cycle" in proc.stdout + proc.stderr
 
@@ -102,8 +138,9 @@ def test_config_typo_fails_before_any_job(tmp_path):
     cfg["extraction"]["batchsize"] = cfg["extraction"].pop("batch_size")
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
-    proc = snakemake("-n", "--cores", "1", "--configfile", str(bad), "--replace-workflow-config", cwd=tmp_path,
-                     check=False)
+    proc = snakemake(
+        "-n", "--cores", "1", "--configfile", str(bad), "--replace-workflow-config", cwd=tmp_path, check=False
+    )
     assert proc.returncode != 0
     assert "batchsize" in proc.stdout + proc.stderr
 
@@ -113,8 +150,9 @@ def test_layer_out_of_range_fails_before_any_job(tmp_path):
     cfg["extraction"]["layers"] = [0, 26]
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
-    proc = snakemake("-n", "--cores", "1", "--configfile", str(bad), "--replace-workflow-config", cwd=tmp_path,
-                     check=False)
+    proc = snakemake(
+        "-n", "--cores", "1", "--configfile", str(bad), "--replace-workflow-config", cwd=tmp_path, check=False
+    )
     assert proc.returncode != 0
     assert "layer 26 requested but gemma2-2b has 26 blocks (0-25)" in proc.stdout + proc.stderr
 
@@ -147,35 +185,62 @@ def test_demo_end_to_end_and_probe_only_rerun(tmp_path):
         assert (figs / f"{name}.png").stat().st_size > 5000 and (figs / f"{name}.pdf").exists(), name
         assert len(pd.read_csv(figs / f"{name}.tsv", sep="\t")), name
     matrix = pd.read_csv(figs / "cross_modal_matrix.tsv", sep="\t")
-    probe_rows = pd.concat(pd.read_csv(p, sep="\t") for p in (tmp_path / "demo/results/probes/categories").glob("layer-*.tsv"))
-    cross = probe_rows[(probe_rows.transfer == "cross-modal") & (probe_rows.probe == "logreg")
-                       & (probe_rows.metric == "accuracy") & (probe_rows.train_fraction == 1)]
-    for (model, src, dst, layer), g in cross.groupby(["train_model", "train_modality", "test_modality", "layer"]):
-        cell = matrix[(matrix.panel == f"categories: {model}, {src} -> {dst}") & (matrix.train_layer == layer)
-                      & (matrix.test_layer == layer)]
+    probe_rows = pd.concat(
+        pd.read_csv(p, sep="\t") for p in (tmp_path / "demo/results/probes/categories").glob("layer-*.tsv")
+    )
+    cross = probe_rows[
+        (probe_rows.transfer == "cross-modal")
+        & (probe_rows.probe == "logreg")
+        & (probe_rows.metric == "accuracy")
+        & (probe_rows.train_fraction == 1)
+    ]
+    for (model, src, dst, layer), g in cross.groupby(
+        ["train_model", "train_modality", "test_modality", "layer"]
+    ):
+        cell = matrix[
+            (matrix.panel == f"categories: {model}, {src} -> {dst}")
+            & (matrix.train_layer == layer)
+            & (matrix.test_layer == layer)
+        ]
         assert abs(cell["value"].iloc[0] - g["value"].mean()) < 1e-4, (model, src, dst, layer)
 
     # the HTML report holds every figure (each registered with report() and a caption under report/)
     snakemake(*demo, "--cores", "1", "--report", str(tmp_path / "report.html"), cwd=tmp_path)
     html = (tmp_path / "report.html").read_text(errors="replace")
+
     # a registered result appears as '"<path>": {"name": "<file name>"' (a mere mention in a rule's code does not);
     # a figure counts as registered through its PNG or its PDF
     def registered(path):
         return f'"{path.relative_to(tmp_path)}": {{"name": "{path.name}"' in html
 
-    missing = [p.name for p in sorted(figs.rglob("*.png")) if not (registered(p) or registered(p.with_suffix(".pdf")))]
+    missing = [
+        p.name
+        for p in sorted(figs.rglob("*.png"))
+        if not (registered(p) or registered(p.with_suffix(".pdf")))
+    ]
     assert not missing, f"figures not in the report: {missing}"
 
     # change a probe setting: only probe and figure jobs are planned, never extraction or SAE jobs
     cfg["probes"]["settings"]["c_grid"] = [0.1, 1.0]
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
-    proc = snakemake("-n", "--cores", "2", "--configfile", str(changed), "--replace-workflow-config", cwd=tmp_path)
+    proc = snakemake(
+        "-n", "--cores", "2", "--configfile", str(changed), "--replace-workflow-config", cwd=tmp_path
+    )
     counts = job_counts(proc.stdout)
     planned = set(counts) - {"total", "all"}
     probe_jobs = {"train_probe", "score_cross_layer"}
-    assert probe_jobs | {"plot_layer_sweep", "plot_probe_tasks", "plot_attribute_probes", "plot_cross_modal_matrix",
-                         "plot_learning_curves"} <= planned, counts
+    assert (
+        probe_jobs
+        | {
+            "plot_layer_sweep",
+            "plot_probe_tasks",
+            "plot_attribute_probes",
+            "plot_cross_modal_matrix",
+            "plot_learning_curves",
+        }
+        <= planned
+    ), counts
     # only probes (also the SAE-feature probes, which share the probe settings) and figures, from cached inputs
     assert all(r in probe_jobs or r.endswith("_probe") or r.startswith("plot_") for r in planned), counts
     assert counts["train_probe"] == sum(len(rcfg.probe_layers(cfg, t)) for t in cfg["probes"]["tasks"])
@@ -187,7 +252,9 @@ def test_shards_plan_one_job_per_shard_and_a_merge(tmp_path):
     validate(cfg, str(ROOT / "rules" / "config.schema.yaml"))
     path = tmp_path / "sharded.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = snakemake("-n", "--cores", "2", "--configfile", str(path), "--replace-workflow-config", cwd=tmp_path)
+    proc = snakemake(
+        "-n", "--cores", "2", "--configfile", str(path), "--replace-workflow-config", cwd=tmp_path
+    )
     counts = job_counts(proc.stdout)
     pairs = len(rcfg.extraction_pairs(cfg))  # (model, dataset) pairs
     assert counts["extract_activations"] == pairs * 3
