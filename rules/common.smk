@@ -294,6 +294,9 @@ FEATURE_PROBE_KEYS = (
     "train_fractions",
     "outer_folds",
     "c_grid",
+    "inner_folds",
+    "seeds",
+    "max_iter",
 )
 
 

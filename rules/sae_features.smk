@@ -40,7 +40,6 @@ rule sae_feature_probe:
     threads: 2
     params:
         analysis=lambda wc: sae_feature_params(wc.analysis, FEATURE_PROBE_KEYS),
-        settings=canon(config["probes"]["settings"]),
         code=step_hash(
             "sae_feature_probe",
             "sae_features",

@@ -172,7 +172,7 @@ def test_sae_feature_probe_and_figure_rules(inputs, run):
         "sae_feature_probe",
         input=inputs["paths"],
         output={"results": out},
-        params={"analysis": ANALYSIS, "settings": SETTINGS},
+        params={"analysis": {**ANALYSIS, **SETTINGS}},
         wildcards=WC,
         threads=1,
     )

@@ -13,6 +13,9 @@ from repshift.steps._base import layer_file, step
 
 log = logging.getLogger(__name__)
 
+#: classifier settings an sae_features entry may set (defaults: repshift.probes.ProbeSettings)
+SETTING_KEYS = ("c_grid", "inner_folds", "seeds", "max_iter")
+
 
 def _codes_file(codes_dir, layer) -> Path:
     return Path(codes_dir) / f"layer-{int(layer)}.codes.h5"
@@ -91,9 +94,8 @@ def sae_feature_probe(*, input, output, params, threads=1, wildcards=None, **_):
     wc = wildcards or {}
     a = params["analysis"]
     layer = int(wc.get("layer", params.get("layer", 0)))
-    settings = dict(params.get("settings", {}))
-    if a.get("c_grid"):
-        settings["c_grid"] = a["c_grid"]
+    # the analysis' own classifier settings (never probes.settings: a probe-stage change must not rerun this)
+    settings = {k: a[k] for k in SETTING_KEYS if k in a}
     settings = probes.ProbeSettings.from_dict({**settings, "n_jobs": int(threads)})
     x, _ = _load_image_codes(input["codes"], layer)
     rows = _manifest_rows(input["manifest"], x.example_id_E)
