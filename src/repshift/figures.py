@@ -195,7 +195,7 @@ def plot_panels(
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # keep the title above the panel titles
     for out in (out_pdf, out_png):
         with atomic_path(out) as tmp:
             fig.savefig(tmp, format=Path(out).suffix.lstrip("."))
