@@ -698,10 +698,20 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.clip((da * db).sum() / (na * nb), -1.0, 1.0))
 
 
+#: a mean-activation change smaller than this fraction of the largest mean activation is float noise (the
+#: same activations encoded in two jobs differ in the last bits), not a gained or lost latent
+MEAN_CHANGE_RTOL = 1e-5
+
+
 def _top_changes(
-    direction: str, delta_F: np.ndarray, k: int, table: dict[str, np.ndarray], neuronpedia_id: str | None
+    direction: str,
+    delta_F: np.ndarray,
+    k: int,
+    table: dict[str, np.ndarray],
+    neuronpedia_id: str | None,
+    tol: float = 0.0,
 ) -> pd.DataFrame:
-    latents = np.flatnonzero(delta_F > 0)
+    latents = np.flatnonzero(delta_F > tol)
     order = np.lexsort((latents, -delta_F[latents]))  # largest change first, ties by latent index
     latents = latents[order][:k]
     return pd.DataFrame(
@@ -795,11 +805,13 @@ def shift_metrics(
     }
 
     table = {"freq_a": freq_a, "freq_b": freq_b, "mean_a": mean_a, "mean_b": mean_b}
+    scale = max(float(np.abs(mean_a).max(initial=0.0)), float(np.abs(mean_b).max(initial=0.0)))
+    mean_tol = MEAN_CHANGE_RTOL * scale
     frames = [
         _top_changes("freq_gained", freq_b - freq_a, top_k, table, neuronpedia_id),
         _top_changes("freq_lost", freq_a - freq_b, top_k, table, neuronpedia_id),
-        _top_changes("mean_gained", mean_b - mean_a, top_k, table, neuronpedia_id),
-        _top_changes("mean_lost", mean_a - mean_b, top_k, table, neuronpedia_id),
+        _top_changes("mean_gained", mean_b - mean_a, top_k, table, neuronpedia_id, mean_tol),
+        _top_changes("mean_lost", mean_a - mean_b, top_k, table, neuronpedia_id, mean_tol),
     ]
     non_empty = [f for f in frames if len(f)]
     changes = pd.concat(non_empty, ignore_index=True) if non_empty else frames[0]

@@ -281,6 +281,15 @@ def test_shift_table_of_gained_and_lost_latents():
     assert (no_links.neuronpedia_url == "").all()
 
 
+def test_float_noise_is_not_a_gained_or_lost_latent():
+    """Before the first perturbed block both models give the same activations up to the last bits."""
+    rng = np.random.default_rng(5)
+    a = random_codes(rng, 50, 20)
+    b = a * (1 + rng.uniform(-1e-7, 1e-7, a.shape)).astype(np.float32)
+    _, table = S.shift_metrics(SparseCodes.from_dense(a), SparseCodes.from_dense(b))
+    assert len(table) == 0, table
+
+
 def test_shift_rejects_different_tokens():
     a = SparseCodes.from_dense(np.ones((3, 4), np.float32))
     b = SparseCodes.from_dense(np.ones((2, 4), np.float32))
