@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -153,8 +154,12 @@ def extract_dataset(
     attrs: Mapping[str, Any] | None = None,
     progress: bool = True,
     token_sink: Callable[..., None] | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Extract every layer in ``out_paths`` ({layer: h5 path}) for every manifest row in one pass per batch.
+
+    Image rows are decoded and augmented (attribute variants) by ``workers`` threads, one batch ahead of the
+    forward pass, so image I/O overlaps the model's compute.
 
     ``token_sink(layer, rows, acts_TD, kinds_T, ids_T, lengths)``, when given, receives each batch's non-pad
     token rows per layer (examples ``rows`` in order, ``lengths[b]`` rows each, float32), whether or not
@@ -215,15 +220,25 @@ def extract_dataset(
                 f, n_examples=n, d_model=adapter.d_model, store_dtype=store_dtype, tokens=tokens
             )
         n_tokens = {"text": 0, "image": 0, "bos": 0, "special": 0}
+        loader = stack.enter_context(ThreadPoolExecutor(max_workers=max(1, int(workers))))
+
+        def load_images(b: int) -> list | None:
+            """Futures of batch b's images (None for a text batch or past the end)."""
+            if b >= len(batches) or batches[b][0] != "image":
+                return None
+            return [loader.submit(load_example_image, rows.iloc[int(i)], image_dir) for i in batches[b][1]]
+
+        upcoming = load_images(0)
         bar = tqdm(
             batches, desc=f"extract {adapter.spec.name}", unit="batch", disable=not progress, mininterval=5
         )
-        for kind, idx in bar:
+        for b, (kind, idx) in enumerate(bar):
             idx = np.asarray(idx, dtype=np.int64)
+            loading, upcoming = upcoming, load_images(b + 1)
             if kind == "text":
                 batch = adapter.text_batch([text_ids[int(i)] for i in idx])
             else:
-                images = [load_example_image(rows.iloc[int(i)], image_dir) for i in idx]
+                images = [f.result() for f in loading]  # re-raises a load error naming the file
                 batch = adapter.image_batch(images, adapter.spec.image_prompt)
             captured = run_capture(adapter, batch, layers)
             # decoder: the batch's positions; vision tower: its patch positions

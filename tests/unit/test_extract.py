@@ -205,14 +205,46 @@ def test_extraction_is_deterministic(adapters, tmp_path):
     np.testing.assert_array_equal(read_activations(a).pooled("mean"), read_activations(b).pooled("mean"))
 
 
-def test_failed_extraction_leaves_nothing(adapters, tmp_path):
+def test_image_loading_threads_change_nothing(adapters, tmp_path):
+    """Images decoded (and augmented) by worker threads one batch ahead give the same file as one thread."""
+    df = _manifest(tmp_path)
+    df.loc[df["modality"] == "image", "transform"] = ["brightness:0.5", "", "rotation:90", "", "redness:1.5"][
+        : int((df["modality"] == "image").sum())
+    ]
+    out = {}
+    for workers in (1, 3):
+        out[workers] = tmp_path / f"w{workers}.h5"
+        extract_dataset(
+            adapters["paligemma"],
+            df,
+            {2: out[workers]},
+            image_dir=tmp_path,
+            tokens=True,
+            batch_size=2,
+            workers=workers,
+            progress=False,
+            store_dtype="float32",
+        )
+    a, b = read_activations(out[1]), read_activations(out[3])
+    np.testing.assert_array_equal(a.pooled("mean"), b.pooled("mean"))
+    np.testing.assert_array_equal(a.tokens().acts_TD[:], b.tokens().acts_TD[:])
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_failed_extraction_leaves_nothing(adapters, tmp_path, workers):
     df = _manifest(tmp_path)
     (tmp_path / "2.png").write_bytes(b"\x89PNG truncated")
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(Exception, match="2.png"):
         extract_dataset(
-            adapters["paligemma"], df, {1: out / "layer-1.h5"}, image_dir=tmp_path, progress=False
+            adapters["paligemma"],
+            df,
+            {1: out / "layer-1.h5"},
+            image_dir=tmp_path,
+            progress=False,
+            batch_size=2,
+            workers=workers,
         )
     assert list(out.iterdir()) == []
 

@@ -42,7 +42,7 @@ def make_demo_model(*, input, output, params, wildcards=None, **_):
 
 
 @step
-def extract_activations(*, input, output, params, wildcards=None, **_):
+def extract_activations(*, input, output, params, threads=1, wildcards=None, **_):
     """Extract every configured layer of one model on one dataset to one HDF5 file per layer."""
     from repshift import datasets
     from repshift.extract import extract_dataset, plan_rows
@@ -108,6 +108,7 @@ def extract_activations(*, input, output, params, wildcards=None, **_):
             store_dtype=ext["store_dtype"],
             attrs=attrs,
             token_sink=sink,
+            workers=threads,
         )
         if sink is not None:
             sink.write(tmp, params)
