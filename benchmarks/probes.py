@@ -51,9 +51,18 @@ CONFIG_SETTINGS = dict(c_grid=[0.001, 0.01, 0.1, 1.0, 10.0], inner_folds=3, seed
 REAL_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
 
 
-def real_config_suites(path: Path = REAL_CONFIG) -> tuple[int, float]:
-    """Suites (one per training model x modality, per layer) the real config's train_probe jobs run, and the
-    learning curve's extra cost as a fraction of those suites (estimated: fit cost ~ rows, logistic half only)."""
+def _training_rows(dataset: dict) -> int:
+    """Rows one probe trains on for a dataset of the config (per modality for paired datasets)."""
+    if dataset["modality"] == "attribute":
+        return int(dataset.get("n_base", N)) * len(dataset.get("factors", [0.5, 1.5]))
+    n_classes = len(dataset.get("classes", [])) or 1
+    return int(dataset.get("n_per_class", N)) * n_classes
+
+
+def real_config_suites(path: Path = REAL_CONFIG) -> tuple[float, float]:
+    """Suites (one per training model x modality, per layer) the real config's train_probe jobs run, in units of
+    the benchmark's N-row suite (fit cost ~ rows: an 800-row attribute task counts 800 / N), and the learning
+    curve's extra cost as a fraction of those suites (estimated: fit cost ~ rows, logistic half only)."""
     import yaml
 
     from repshift import config as rcfg
@@ -63,6 +72,7 @@ def real_config_suites(path: Path = REAL_CONFIG) -> tuple[int, float]:
     suites = curve = 0.0
     for name, task in cfg["probes"]["tasks"].items():
         modality = cfg["datasets"][task["dataset"]]["modality"]
+        weight = min(1.0, _training_rows(cfg["datasets"][task["dataset"]]) / N)
         trained = set()
         for m in [
             *task["models"],
@@ -79,9 +89,9 @@ def real_config_suites(path: Path = REAL_CONFIG) -> tuple[int, float]:
                 trained.add((m, "image"))
         layers = rcfg.probe_layers(cfg, name)
         at = [x for x in layers if x in settings.get("curve_layers", layers)]
-        suites += len(trained) * len(layers)
-        curve += len(trained) * len(at) * sum(settings.get("train_fractions", [])) * 0.5
-    return int(suites), curve / max(suites, 1)
+        suites += weight * len(trained) * len(layers)
+        curve += weight * len(trained) * len(at) * sum(settings.get("train_fractions", [])) * 0.5
+    return suites, curve / max(suites, 1)
 
 
 def synthetic(seed: int = 0, n: int = N, d: int = D, k: int = K, signal: float = 0.015):
@@ -221,7 +231,8 @@ def main() -> None:
     n_real, curve_extra = real_config_suites()
     real_min = n_real * unit_s * (1 + curve_extra) / CORES / 60
     print(
-        f"\nconfig.yaml as it stands: {n_real} suites over all train_probe jobs (each (model, modality) probe fit "
+        f"\nconfig.yaml as it stands: {n_real:.0f} {N}-row suite equivalents over all train_probe jobs (each "
+        f"(model, modality) probe fit "
         f"once), learning curves ~+{curve_extra:.0%} (estimated): ~{real_min:.0f} min on {CORES} cores"
     )
     finals = 1.25 / (2 * n_folds * n_seeds)
