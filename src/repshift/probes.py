@@ -983,7 +983,6 @@ class FittedProbe:
         """Write ``<path_stem>.safetensors`` (arrays) and ``<path_stem>.json`` (C, classes, meta, provenance)."""
         if not np.issubdtype(self.classes_K.dtype, np.number):
             raise ValueError(f"only numeric class labels can be saved, got dtype {self.classes_K.dtype}")
-        weights, sidecar = _probe_paths(path_stem)
         tensors = {
             "mean_D": self.mean_D,
             "scale_D": self.scale_D,
@@ -991,29 +990,11 @@ class FittedProbe:
             "intercept_K": self.intercept_K,
             "classes_K": self.classes_K,
         }
-        with atomic_path(weights) as tmp:
-            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp)
-        write_json(
-            sidecar,
-            {
-                "format": PROBE_FORMAT,
-                "weights": weights.name,
-                "C": self.C,
-                "classes": self.classes_K.tolist(),
-                "n_features": self.n_features,
-                "meta": self.meta,
-                "provenance": provenance(self.meta.get("settings")),
-            },
-        )
-        return weights, sidecar
+        return _save_arrays(path_stem, PROBE_FORMAT, tensors, {"C": self.C}, self)
 
     @classmethod
     def load(cls, path_stem: str | Path) -> FittedProbe:
-        weights, sidecar = _probe_paths(path_stem)
-        info = json.loads(sidecar.read_text(encoding="utf-8"))
-        if info.get("format") != PROBE_FORMAT:
-            raise ValueError(f"{sidecar} is not a {PROBE_FORMAT} file (format {info.get('format')!r})")
-        arrays = {k: np.array(v, copy=True) for k, v in load_file(weights).items()}
+        info, arrays = _load_arrays(path_stem, PROBE_FORMAT)
         return cls(C=float(info["C"]), meta=info.get("meta", {}), **arrays)
 
 
@@ -1136,37 +1117,51 @@ class FoldProbes:
         """Write ``<path_stem>.safetensors`` (stacked arrays) and ``<path_stem>.json`` (format, meta, provenance)."""
         if not np.issubdtype(self.classes_K.dtype, np.number):
             raise ValueError(f"only numeric class labels can be saved, got dtype {self.classes_K.dtype}")
-        weights, sidecar = _probe_paths(path_stem)
         names = [f.name for f in dataclasses.fields(self) if f.name != "meta"]
-        with atomic_path(weights) as tmp:
-            save_file({k: np.ascontiguousarray(getattr(self, k)) for k in names}, tmp)
-        write_json(
-            sidecar,
-            {
-                "format": FOLD_PROBES_FORMAT,
-                "weights": weights.name,
-                "n_fits": len(self),
-                "classes": self.classes_K.tolist(),
-                "n_features": self.n_features,
-                "meta": self.meta,
-                "provenance": provenance(self.meta.get("settings")),
-            },
-        )
-        return weights, sidecar
+        tensors = {k: getattr(self, k) for k in names}
+        return _save_arrays(path_stem, FOLD_PROBES_FORMAT, tensors, {"n_fits": len(self)}, self)
 
     @classmethod
     def load(cls, path_stem: str | Path) -> FoldProbes:
-        weights, sidecar = _probe_paths(path_stem)
-        info = json.loads(sidecar.read_text(encoding="utf-8"))
-        if info.get("format") != FOLD_PROBES_FORMAT:
-            raise ValueError(f"{sidecar} is not a {FOLD_PROBES_FORMAT} file (format {info.get('format')!r})")
-        arrays = {k: np.array(v, copy=True) for k, v in load_file(weights).items()}
+        info, arrays = _load_arrays(path_stem, FOLD_PROBES_FORMAT)
         return cls(meta=info.get("meta", {}), **arrays)
 
 
 def _probe_paths(path_stem: str | Path) -> tuple[Path, Path]:
     stem = str(path_stem)
     return Path(stem + ".safetensors"), Path(stem + ".json")
+
+
+def _save_arrays(
+    path_stem: str | Path, fmt: str, tensors: dict[str, np.ndarray], header: dict[str, Any], probe: Any
+) -> tuple[Path, Path]:
+    """``<stem>.safetensors`` (the arrays) + ``<stem>.json`` (format, classes, width, meta, provenance), both
+    atomic; no pickle anywhere."""
+    weights, sidecar = _probe_paths(path_stem)
+    with atomic_path(weights) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp)
+    write_json(
+        sidecar,
+        {
+            "format": fmt,
+            "weights": weights.name,
+            **header,
+            "classes": probe.classes_K.tolist(),
+            "n_features": probe.n_features,
+            "meta": probe.meta,
+            "provenance": provenance(probe.meta.get("settings")),
+        },
+    )
+    return weights, sidecar
+
+
+def _load_arrays(path_stem: str | Path, fmt: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The sidecar JSON and the arrays written by :func:`_save_arrays`; a file of another format is refused."""
+    weights, sidecar = _probe_paths(path_stem)
+    info = json.loads(sidecar.read_text(encoding="utf-8"))
+    if info.get("format") != fmt:
+        raise ValueError(f"{sidecar} is not a {fmt} file (format {info.get('format')!r})")
+    return info, {k: np.array(v, copy=True) for k, v in load_file(weights).items()}
 
 
 def _json_number(x: float) -> float | None:
