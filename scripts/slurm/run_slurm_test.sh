@@ -18,7 +18,8 @@
 #   REPSHIFT_SLURM_REF       reference results folder instead of running the local reference
 #   REPSHIFT_SLURM_KILL=0    skip the kill-and-retry injection
 #   REPSHIFT_SLURM_VICTIM    SLURM job comment prefix of the job to kill
-#                            (default rule_extract_activations_wildcards_demo-paligemma)
+#                            (default rule_extract_activations_wildcards_demo-paligemma_demo-categories:
+#                            the largest demo extraction; its prompt-set jobs end too fast to be caught)
 #   REPSHIFT_SLURM_PYTEST=1  also run tests/cluster (profile checks; a GPU job killed with retries 0, then
 #                            resumed by a rerun); `make test-slurm` sets it
 #   REPSHIFT_SLURM_KEEP=1    leave the cluster running afterwards (stop it with scripts/slurm/stop_slurm.sh)
@@ -101,7 +102,7 @@ job_runs_script() { # jobid regex: does a process of this SLURM job have the reg
 }
 
 # The victim: the demo PaliGemma's extraction (a GPU rule, ~10 s of writing 6 layers' HDF5 files here).
-VICTIM=${REPSHIFT_SLURM_VICTIM:-rule_extract_activations_wildcards_demo-paligemma}
+VICTIM=${REPSHIFT_SLURM_VICTIM:-rule_extract_activations_wildcards_demo-paligemma_demo-categories}
 kill_gpu_job_mid_run() {
     # Wait for the victim job to run its rule script and to have a temporary output file open, then SIGKILL
     # the job (scancel --signal=KILL: the job step and the batch script): partial files exist at that moment.

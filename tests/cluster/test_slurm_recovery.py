@@ -27,7 +27,7 @@ WORK = Path("build/slurm-test/pytest")  # relative to ROOT, git-ignored
 # The victim is PaliGemma's extraction (~10 s of writing HDF5 files here).
 TARGET = "results/sae/demo-sae/demo-paligemma/demo-categories"  # encode_sae's output folder
 ACTS = "results/activations/demo-paligemma/demo-categories"
-VICTIM = "rule_extract_activations_wildcards_demo-paligemma"
+VICTIM = "rule_extract_activations_wildcards_demo-paligemma_demo-categories"  # not the short prompt-set jobs
 SCRIPT_RE = r"scripts/tmp[^ ]*\.extract_activations\.py"
 
 sys.path.insert(0, str(ROOT / "scripts" / "slurm"))
