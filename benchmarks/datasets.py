@@ -1,11 +1,11 @@
 """Benchmark: building every dataset of config.yaml from a local val2017-sized synthetic COCO tree.
 
-The tree is written by :func:`repshift.demo_coco.make_synthetic_coco` (5,000 JPEGs, the size of val2017; genuine
+The tree is written by :func:`repshift.demo.coco.make_synthetic_coco` (5,000 JPEGs, the size of val2017; genuine
 COCO 2017 JSON layout, all 80 categories, six of them drawn) into a temporary folder; the CIFAR-100 dataset is
 built from a generated archive in the genuine format with the official test split's size (10,000 images, 100
 classes). Then every entry of ``datasets:`` in config.yaml is built exactly as its rule builds it
-(:func:`repshift.datasets.build_dataset`, :func:`repshift.cifar.build_cifar100_dataset`,
-:func:`repshift.prompts.build_prompt_dataset`), one after another in this process, each timed from reading
+(:func:`repshift.data.sources.build_dataset`, :func:`repshift.data.cifar.build_cifar100_dataset`,
+:func:`repshift.data.prompts.build_prompt_dataset`), one after another in this process, each timed from reading
 its inputs to the written manifest (COCO datasets read the annotation JSON once each, as each rule job does;
 image datasets verify every selected JPEG; CIFAR writes its PNGs). Generation is timed apart.
 
@@ -30,8 +30,12 @@ from pathlib import Path
 
 import yaml
 
-from repshift import cifar, datasets, prompts
-from repshift.demo_coco import make_synthetic_coco
+from repshift.data import cifar as data_cifar
+from repshift.data import coco as data_coco
+from repshift.data import prompts as data_prompts
+from repshift.data import sources
+from repshift.demo import cifar as demo_cifar
+from repshift.demo.coco import make_synthetic_coco
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,12 +77,12 @@ def main() -> None:
             f"generated {args.n_images} synthetic COCO images ({args.image_size}px) in {times['generate']:.1f} s"
         )
         t0 = time.perf_counter()
-        datasets.load_coco(tmp / "coco" / "annotations", split)
+        data_coco.load_coco(tmp / "coco" / "annotations", split)
         times["load_coco"] = time.perf_counter() - t0
         print(f"load_coco (instances + captions JSON, once): {times['load_coco']:.2f} s")
         if any(d.get("source") == "cifar100" for d in cfg["datasets"].values()):
             t0 = time.perf_counter()
-            cifar.make_fake_cifar100(
+            demo_cifar.make_fake_cifar100(
                 tmp / "cifar", n_train=100, n_test=args.cifar_test, n_classes=100, seed=seed
             )
             times["generate_cifar"] = time.perf_counter() - t0
@@ -90,13 +94,13 @@ def main() -> None:
             tsv = out / f"{name}.tsv"
             t0 = time.perf_counter()
             if source == "cifar100":
-                df, _ = cifar.build_cifar100_dataset(
+                df, _ = data_cifar.build_cifar100_dataset(
                     name, d, root=tmp / "cifar", out_dir=out / name, out_tsv=tsv, seed=seed
                 )
             elif source == "prompts":
-                df, _ = prompts.build_prompt_dataset(name, d, out_tsv=tsv, seed=seed)
+                df, _ = data_prompts.build_prompt_dataset(name, d, out_tsv=tsv, seed=seed)
             else:
-                df, _ = datasets.build_dataset(
+                df, _ = sources.build_dataset(
                     name,
                     d,
                     annotations_dir=tmp / "coco" / "annotations",

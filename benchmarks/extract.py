@@ -5,7 +5,7 @@ vocab 32k, 256 prompts of 8-64 tokens including BOS):
 
 (a) original: one example at a time, right-padded to 64 tokens, a separate full forward (LM head included,
     ``output_hidden_states=True``, every hidden state copied out) per requested layer;
-(b) repshift: :func:`repshift.extract.extract_dataset` through a :class:`repshift.models.Adapter` built on the
+(b) repshift: :func:`repshift.models.extract.extract_dataset` through a :class:`repshift.models.adapter.Adapter` built on the
     same model (length-sorted batches, one forward per batch for all layers, stopped after the deepest
     requested block, pooled vectors and token-level rows streamed to HDF5).
 
@@ -50,8 +50,8 @@ import pandas as pd
 import torch
 
 from repshift.config import ModelSpec
-from repshift.extract import extract_dataset, run_capture
-from repshift.models import Adapter
+from repshift.models.adapter import Adapter
+from repshift.models.extract import extract_dataset, run_capture
 
 PAD, EOS, BOS, UNK = 0, 1, 2, 3
 PAD_TO = 64  # the original notebooks padded every example to 64 tokens
@@ -96,7 +96,7 @@ def build_model(preset: str, device: torch.device, dtype: torch.dtype, seed: int
         eos_token_id=EOS,
         bos_token_id=BOS,
         tie_word_embeddings=True,
-        attn_implementation="eager",  # Gemma-2 needs eager (softcapping), as repshift.models.load_adapter uses
+        attn_implementation="eager",  # Gemma-2 needs eager (softcapping), as repshift.models.adapter.load_adapter uses
     )
     torch.manual_seed(seed)
     with torch.device(device):

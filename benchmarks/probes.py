@@ -1,26 +1,26 @@
 """Benchmark: the probe stage at the real experiment's size, projected to an 8-core machine.
 
 Size: 2,000 examples x 2,304 dims, 26 layers x 10 tasks = 260 (layer, task) units, each one
-:func:`repshift.probes.run_probe_suite` with the real config's settings (c_grid [0.001, 0.01, 0.1, 1, 10],
+:func:`repshift.probes.suite.run_probe_suite` with the real config's settings (c_grid [0.001, 0.01, 0.1, 1, 10],
 inner_folds 3, seeds [0, 1, 2], control true: a logistic probe and a shuffled-label control, each 5 outer folds x
 3 seeds, each choosing C by a grouped inner CV). Running all 260 here would take hours, so one unit is measured:
 
 * features: synthetic pooled vectors (3 classes, low-rank correlated structure + class signal + noise, tuned to
   a logistic-probe accuracy of about 0.85, like the real within-model probes), written to an HDF5 file in repshift's layout
-  (:func:`repshift.h5io.write_index` + :class:`repshift.h5io.ActivationWriter`, float16) and read back with
-  :func:`repshift.h5io.read_activations` — the I/O a train_probe job does per model and layer;
+  (:func:`repshift.formats.activations_h5.write_index` + :class:`repshift.formats.activations_h5.ActivationWriter`, float16) and read back with
+  :func:`repshift.formats.activations_h5.read_activations` — the I/O a train_probe job does per model and layer;
 * fitting: ``run_probe_suite`` on one unit with ``seeds=[0]`` (all 5 folds, logistic + control) on one core
   (``n_jobs=1``, BLAS single-threaded inside each fit as in repshift), timed as this process's CPU time, i.e.
   core-seconds, which other jobs on a shared machine barely disturb (wall time is printed too); a seed changes only the
   inner-CV shuffle and the control's permutation, so the full unit is 3x that. ``--quick`` fits one outer fold of
-  each kind with :func:`repshift.probes.fit_probe_pipeline` (what each of the unit's 30 (seed, fold, kind) tasks
+  each kind with :func:`repshift.probes.cv.fit_probe_pipeline` (what each of the unit's 30 (seed, fold, kind) tasks
   runs) and scales by 15 per kind.
 
 Projection: 260 units x (fit + read) core-seconds / 8 cores (260 independent jobs keep 8 cores busy; the
 Snakemake rule runs 2-thread jobs, 4 at a time). It assumes this machine's per-core speed. Also printed: the same
 per-unit cost for config.yaml as it stands (one suite per training (model, modality) and layer: train_probe fits
 each probe once and scores it for cross-model and cross-modal transfer), and a before/after of the fits on float64
-features (as before) vs float32 (``repshift.probes.FEATURE_DTYPE``), measured in the same run.
+features (as before) vs float32 (``repshift.probes.cv.FEATURE_DTYPE``), measured in the same run.
 
     .venv/bin/python benchmarks/probes.py            # ~40 s on 2 cores
     .venv/bin/python benchmarks/probes.py --quick    # ~15 s
@@ -40,7 +40,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from repshift import h5io, probes
+from repshift.formats import activations_h5
+from repshift.probes import cv as probes_cv
+from repshift.probes import suite as probes_suite
 
 N, D, K = 2000, 2304, 3
 LAYERS, TASKS, CORES = 26, 10, 8
@@ -123,20 +125,20 @@ def write_layer(path: Path, x, y, folds, groups) -> None:
         }
     )
     with h5py.File(path, "w") as f:
-        h5io.write_index(f, manifest, {"model": "bench", "layer": 0, "d_model": d})
-        w = h5io.ActivationWriter(f, n_examples=n, d_model=d, store_dtype="float16", tokens=False)
+        activations_h5.write_index(f, manifest, {"model": "bench", "layer": 0, "d_model": d})
+        w = activations_h5.ActivationWriter(f, n_examples=n, d_model=d, store_dtype="float16", tokens=False)
         ones = np.ones(n, dtype=np.int32)
         rows = np.arange(n)
         for s in range(0, n, 16):  # as extraction writes it: batch by batch
             b = rows[s : s + 16]
-            pooled = {name: x[b] for name in h5io.POOLINGS}
+            pooled = {name: x[b] for name in activations_h5.POOLINGS}
             w.write_batch(b, pooled, ones[b] * 10, ones[b] * 0)
         w.finish()
 
 
 def read_layer(path: Path, pooling: str = "mean"):
     """What train_probe reads per model and layer: index, labels, folds, groups and one pooled matrix."""
-    acts = h5io.read_activations(path)
+    acts = activations_h5.read_activations(path)
     rows = np.flatnonzero(acts.modality == "text")
     return acts.pooled(pooling, rows), acts.label[rows], acts.fold[rows], acts.group[rows]
 
@@ -161,7 +163,7 @@ def main() -> None:
             read_s = min(read_s, time.perf_counter() - t0)  # wall: reading is I/O, not CPU
     assert X.shape == (N, D) and np.array_equal(yy, y) and np.array_equal(ff, folds)
 
-    base = probes.ProbeSettings.from_dict({**CONFIG_SETTINGS, "n_jobs": 1})
+    base = probes_cv.ProbeSettings.from_dict({**CONFIG_SETTINGS, "n_jobs": 1})
     n_seeds = len(base.seeds)
     n_folds = len(np.unique(ff))
     print(
@@ -176,21 +178,21 @@ def main() -> None:
         out = {}
         for kind, lab in labels.items():
             t0 = time.process_time()
-            probes.fit_probe_pipeline(features[train], lab, settings=base, seed=0, groups_N=gg[train])
+            probes_cv.fit_probe_pipeline(features[train], lab, settings=base, seed=0, groups_N=gg[train])
             out[kind] = time.process_time() - t0
         return out
 
     acc = float("nan")
     if args.quick:
-        per_kind = one_task_each(X.astype(probes.FEATURE_DTYPE))
+        per_kind = one_task_each(X.astype(probes_cv.FEATURE_DTYPE))
         unit_fit_s = sum(per_kind.values()) * n_folds * n_seeds
         measured = (
             f"one task per kind: logistic {per_kind['logreg']:.2f} s, control {per_kind['control']:.2f} s"
         )
     else:
-        one_seed = probes.ProbeSettings.from_dict({**CONFIG_SETTINGS, "seeds": [0], "n_jobs": 1})
+        one_seed = probes_cv.ProbeSettings.from_dict({**CONFIG_SETTINGS, "seeds": [0], "n_jobs": 1})
         t0, c0 = time.perf_counter(), time.process_time()
-        rows = probes.run_probe_suite(X, yy, ff, settings=one_seed, groups_N=gg)
+        rows = probes_suite.run_probe_suite(X, yy, ff, settings=one_seed, groups_N=gg)
         suite_s, suite_wall = time.process_time() - c0, time.perf_counter() - t0
         unit_fit_s = suite_s * n_seeds
         acc_rows = rows[(rows.metric == "accuracy")]
@@ -201,8 +203,8 @@ def main() -> None:
             f"control {ctrl:.3f}, majority {acc_rows[acc_rows.probe == 'majority']['value'].mean():.3f})"
         )
     # before/after in the same run: the fits on float64 features (what repshift did before) vs float32 (now,
-    # probes.FEATURE_DTYPE), one task per kind
-    t32 = one_task_each(X.astype(probes.FEATURE_DTYPE))
+    # probes_cv.FEATURE_DTYPE), one task per kind
+    t32 = one_task_each(X.astype(probes_cv.FEATURE_DTYPE))
     t64 = one_task_each(X.astype(np.float64))
     speed32 = sum(t64.values()) / sum(t32.values())
 

@@ -2,10 +2,10 @@
 
 Builds a sae-lens ``JumpReLUSAE(JumpReLUSAEConfig(d_in=2304, d_sae=16384))`` with random weights and one
 threshold chosen so that L0 is about 100 on standard-normal activations, encodes random activations with
-:func:`repshift.sae.encode` (the pipeline's call, default batch size), and reports tokens/s and the achieved
+:func:`repshift.sae.codes.encode` (the pipeline's call, default batch size), and reports tokens/s and the achieved
 GFLOP/s of the encoder matmul against torch.matmul on the same shapes measured in the same run. It then writes the
-codes with :func:`repshift.codes_h5.write_codes` (as the encode_sae step does: float32 values, gzip, pooled codes
-per example) and reports the bytes per stored token, sparse vs dense (:func:`repshift.codes_h5.storage_bytes_per_token`).
+codes with :func:`repshift.formats.codes_h5.write_codes` (as the encode_sae step does: float32 values, gzip, pooled codes
+per example) and reports the bytes per stored token, sparse vs dense (:func:`repshift.formats.codes_h5.storage_bytes_per_token`).
 
     .venv/bin/python benchmarks/sae.py            # ~75 s on 2 cores (3 interleaved rounds of 8192 tokens)
     .venv/bin/python benchmarks/sae.py --quick    # ~40 s (2 rounds of 4096 tokens)
@@ -27,9 +27,9 @@ from extract import loadavg, sync
 from extract import matmul_gflops as _matmul_gflops  # benchmarks/ is on sys.path when run as a script
 from scipy.stats import norm
 
-from repshift import codes_h5
-from repshift import sae as sae_mod
-from repshift.h5io import POSITION_KINDS
+from repshift.formats import codes_h5
+from repshift.formats.activations_h5 import POSITION_KINDS
+from repshift.sae import codes as sae_codes
 
 D_IN, D_SAE, TARGET_L0 = 2304, 16384, 100
 
@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--n-tokens", type=int, default=None)
     ap.add_argument(
-        "--batch-size", type=int, default=4096, help="repshift.sae.encode batch size (its default)"
+        "--batch-size", type=int, default=4096, help="repshift.sae.codes.encode batch size (its default)"
     )
     ap.add_argument(
         "--rounds", type=int, default=None, help="interleaved timing rounds, best kept (default 3)"
@@ -86,7 +86,7 @@ def main() -> None:
         f"# JumpReLUSAE d_in={D_IN} d_sae={D_SAE}, random weights, threshold {sae.threshold[0].item():.3f}; "
         f"{n} random tokens, batch size {args.batch_size}, {torch.get_num_threads()} threads, {args.device}"
     )
-    sae_mod.encode(sae, acts[: min(n, args.batch_size)], batch_size=args.batch_size)  # warm-up
+    sae_codes.encode(sae, acts[: min(n, args.batch_size)], batch_size=args.batch_size)  # warm-up
 
     # interleaved rounds (matmul reference, then the encode), best of each kept: robust to a busy machine
     x = torch.from_numpy(acts[: args.batch_size]).to(args.device)
@@ -96,7 +96,7 @@ def main() -> None:
         mm.append(matmul_gflops(args.batch_size, D_IN, D_SAE, args.device))
         sync(torch.device(args.device))
         t0 = time.perf_counter()
-        codes = sae_mod.encode(sae, acts, batch_size=args.batch_size)
+        codes = sae_codes.encode(sae, acts, batch_size=args.batch_size)
         sync(torch.device(args.device))
         enc.append(time.perf_counter() - t0)
         # the same work without the conversion to CSR: what sae-lens' encode alone costs (one batch)
@@ -122,7 +122,7 @@ def main() -> None:
     print("\n| measure | value |")
     print("|---|---|")
     print(
-        f"| repshift.sae.encode | {tokens_per_s:,.0f} tokens/s ({best:.2f} s for {n} tokens, best of {rounds}) |"
+        f"| repshift.sae.codes.encode | {tokens_per_s:,.0f} tokens/s ({best:.2f} s for {n} tokens, best of {rounds}) |"
     )
     print(f"| achieved (encoder matmul FLOPs) | {gflops:.1f} GFLOP/s |")
     print(
@@ -140,7 +140,7 @@ def main() -> None:
     offsets = np.arange(0, n + 1, args.tokens_per_example, dtype=np.int64)
     if offsets[-1] != n:
         offsets = np.append(offsets, n)
-    from repshift.steps import pooled_codes
+    from repshift.sae.encode import pooled_codes
 
     kinds = np.full(n, POSITION_KINDS["text"], dtype=np.int8)
     pooled = pooled_codes(codes, offsets, kinds, np.array(["text"] * (len(offsets) - 1)))

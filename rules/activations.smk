@@ -20,7 +20,7 @@ rule make_demo_model:
     params:
         spec=lambda wc: canon(config["models"][wc.model]),
         seed=config["seed"],
-        code=step_hash("make_demo_model", "demo_models"),
+        code=step_hash("make_demo_model"),
     script:
         "../workflow_scripts/make_demo_model.py"
 
@@ -54,9 +54,7 @@ rule extract_activations:
         token_partners=lambda wc: token_partners(wc.model, wc.dataset),
         fused=lambda wc: fused_params(wc.model, wc.dataset),
         fused_code=lambda wc: fused_code_hash(wc.model, wc.dataset),
-        code=step_hash(
-            "extract_activations", "extract", "models", "h5io", "datasets", "tokens"
-        ),
+        code=step_hash("extract_activations"),
     script:
         "../workflow_scripts/extract_activations.py"
 
@@ -78,6 +76,6 @@ if SHARDS > 1:
             "../envs/torch.yaml"
         params:
             layers=lambda wc: rcfg.model_layers(config, wc.model),
-            code=step_hash("merge_activations", "h5io"),
+            code=step_hash("merge_activations"),
         script:
             "../workflow_scripts/merge_activations.py"

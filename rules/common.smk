@@ -5,7 +5,7 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from repshift import config as rcfg
-from repshift.provenance import code_hash as _code_hash
+from repshift.formats.provenance import module_code_hash, step_code_hash
 
 validate(config, "config.schema.yaml")
 rcfg.check_config(config)
@@ -35,10 +35,9 @@ def _names(section, **where):
     return "|".join(names) if names else "(?!x)x"
 
 
-def step_hash(step, *modules):
-    """Content hash of a step function and the repshift modules it calls: editing them reruns exactly
-    that step's jobs."""
-    return _code_hash((f"steps:{step}",) + modules)
+def step_hash(step):
+    """Content hash of exactly the code a step runs (found from its imports): editing it reruns that step's jobs."""
+    return step_code_hash(step)
 
 
 def canon(obj):
@@ -146,13 +145,7 @@ def fused_code_hash(model, dataset):
     """Code hash of the fused encoding, only for fused pairs (SAE edits never rerun plain extractions)."""
     if (model, dataset) not in rcfg.fused_pairs(config):
         return ""
-    return step_hash(
-        "FusedEncoder",
-        "sae",
-        "codes_h5",
-        "steps:write_layer_codes",
-        "steps:token_groups",
-    )
+    return module_code_hash("sae.encode")
 
 
 def sae_outputs(comparison, role):

@@ -20,7 +20,7 @@ rule build_dataset:
         spec=lambda wc: canon(config["datasets"][wc.dataset]),
         split=SPLIT,
         seed=config["seed"],
-        code=step_hash("build_dataset", "datasets"),
+        code=step_hash("build_dataset"),
     script:
         "../workflow_scripts/build_dataset.py"
 
@@ -43,7 +43,7 @@ rule build_cifar100_dataset:
         spec=lambda wc: canon(config["datasets"][wc.dataset]),
         archive=canon(config["cifar100"].get("archive") or {}),
         seed=config["seed"],
-        code=step_hash("build_cifar100_dataset", "cifar", "datasets"),
+        code=step_hash("build_cifar100_dataset"),
     script:
         "../workflow_scripts/build_cifar100_dataset.py"
 
@@ -64,7 +64,7 @@ rule build_prompt_dataset:
     params:
         spec=lambda wc: canon(config["datasets"][wc.dataset]),
         seed=config["seed"],
-        code=step_hash("build_prompt_dataset", "prompts", "datasets"),
+        code=step_hash("build_prompt_dataset"),
     script:
         "../workflow_scripts/build_prompt_dataset.py"
 
@@ -88,6 +88,6 @@ rule plot_contact_sheet:
         "../envs/data.yaml"
     params:
         n=8,
-        code=step_hash("plot_contact_sheet", "datasets"),
+        code=step_hash("plot_contact_sheet"),
     script:
         "../workflow_scripts/plot_contact_sheet.py"

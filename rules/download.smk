@@ -19,7 +19,7 @@ if config["coco"]["source"] == "download":
                 k: canon(config["coco"]["archives"][k])
                 for k in (SPLIT, "annotations_trainval2017")
             },
-            code=step_hash("download_coco", "download"),
+            code=step_hash("download_coco"),
         script:
             "../workflow_scripts/download_coco.py"
 
@@ -42,7 +42,7 @@ if config["coco"]["source"] == "synthetic":
             seed=config["seed"],
             n_images=config["coco"]["synthetic"]["n_images"],
             image_size=config["coco"]["synthetic"]["image_size"],
-            code=step_hash("make_synthetic_coco", "demo_coco"),
+            code=step_hash("make_synthetic_coco"),
         script:
             "../workflow_scripts/make_synthetic_coco.py"
 
@@ -60,7 +60,7 @@ if config["cifar100"]["source"] == "download":
         params:
             root=lambda wc, output: str(Path(output.folder).parent),
             archive=canon(config["cifar100"].get("archive") or {}),
-            code=step_hash("download_cifar100", "download", "cifar"),
+            code=step_hash("download_cifar100"),
         script:
             "../workflow_scripts/download_cifar100.py"
 
@@ -79,6 +79,6 @@ if config["cifar100"]["source"] == "synthetic":
             root=lambda wc, output: str(Path(output.folder).parent),
             seed=config["seed"],
             synthetic=canon(config["cifar100"].get("synthetic") or {}),
-            code=step_hash("make_fake_cifar100", "cifar"),
+            code=step_hash("make_fake_cifar100"),
         script:
             "../workflow_scripts/make_fake_cifar100.py"

@@ -23,7 +23,7 @@ rule plot_layer_sweep:
     params:
         comparisons=canon(config["comparisons"]),
         main_tasks=rcfg.main_probe_tasks(config),
-        code=step_hash("plot_layer_sweep", "figures", "probes"),
+        code=step_hash("plot_layer_sweep"),
     script:
         "../workflow_scripts/plot_layer_sweep.py"
 
@@ -46,7 +46,7 @@ rule plot_probe_tasks:
         "../envs/plot.yaml"
     params:
         vision_tasks=vision_tasks(),
-        code=step_hash("plot_probe_tasks", "figures", "probes"),
+        code=step_hash("plot_probe_tasks"),
     script:
         "../workflow_scripts/plot_probe_tasks.py"
 
@@ -69,7 +69,7 @@ rule plot_attribute_probes:
         "../envs/plot.yaml"
     params:
         vision_tasks=vision_tasks(),
-        code=step_hash("plot_attribute_probes", "figures", "probes"),
+        code=step_hash("plot_attribute_probes"),
     script:
         "../workflow_scripts/plot_attribute_probes.py"
 
@@ -91,7 +91,7 @@ rule plot_cross_modal_matrix:
     conda:
         "../envs/plot.yaml"
     params:
-        code=step_hash("plot_cross_modal_matrix", "figures", "probes"),
+        code=step_hash("plot_cross_modal_matrix"),
     script:
         "../workflow_scripts/plot_cross_modal_matrix.py"
 
@@ -113,6 +113,6 @@ rule plot_learning_curves:
     conda:
         "../envs/plot.yaml"
     params:
-        code=step_hash("plot_learning_curves", "figures", "probes"),
+        code=step_hash("plot_learning_curves"),
     script:
         "../workflow_scripts/plot_learning_curves.py"

@@ -19,14 +19,7 @@ rule train_probe:
         task=lambda wc: canon(config["probes"]["tasks"][wc.task]),
         settings=canon(config["probes"]["settings"]),
         seed=config["seed"],
-        code=step_hash(
-            "train_probe",
-            "probes",
-            "h5io",
-            "steps:_modality_probes",
-            "steps:_label_probes",
-            "steps:_direction_cosine",
-        ),
+        code=step_hash("train_probe"),
     script:
         "../workflow_scripts/train_probe.py"
 
@@ -46,6 +39,6 @@ rule score_cross_layer:
     params:
         task=lambda wc: canon(config["probes"]["tasks"][wc.task]),
         layers=lambda wc: rcfg.probe_layers(config, wc.task),
-        code=step_hash("score_cross_layer", "probes", "h5io"),
+        code=step_hash("score_cross_layer"),
     script:
         "../workflow_scripts/score_cross_layer.py"

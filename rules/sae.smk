@@ -14,7 +14,7 @@ rule fetch_sae:
     params:
         release=lambda wc: config["saes"][wc.sae]["release"],
         sae_id=lambda wc: config["saes"][wc.sae]["id_template"].format(layer=wc.layer),
-        code=step_hash("fetch_sae", "sae"),
+        code=step_hash("fetch_sae"),
     script:
         "../workflow_scripts/fetch_sae.py"
 
@@ -40,7 +40,7 @@ rule train_demo_sae:
             config, wc.sae, config["saes"][wc.sae]["train"]["model"]
         ),
         seed=config["seed"],
-        code=step_hash("train_demo_sae", "sae", "h5io"),
+        code=step_hash("train_demo_sae"),
     script:
         "../workflow_scripts/train_demo_sae.py"
 
@@ -65,16 +65,7 @@ rule encode_sae:
             for layer in rcfg.sae_layers(config, wc.sae, wc.model)
         },
         device=config["extraction"]["device"],
-        code=step_hash(
-            "encode_sae",
-            "sae",
-            "codes_h5",
-            "h5io",
-            "steps:pooled_codes",
-            "steps:token_groups",
-            "steps:transfer_rows",
-            "steps:write_layer_codes",
-        ),
+        code=step_hash("encode_sae"),
     script:
         "../workflow_scripts/encode_sae.py"
 
@@ -94,7 +85,7 @@ rule compare_sae:
     params:
         comparison=lambda wc: canon(config["comparisons"][wc.comparison]),
         layers=lambda wc: rcfg.comparison_layers(config, wc.comparison),
-        code=step_hash("compare_sae", "sae", "codes_h5", "steps:align_text_tokens"),
+        code=step_hash("compare_sae"),
     script:
         "../workflow_scripts/compare_sae.py"
 
@@ -125,7 +116,7 @@ rule spliced_loss:
             k: config["extraction"][k] for k in ("dtype", "device", "max_tokens")
         },
         seed=config["seed"],
-        code=step_hash("spliced_loss", "spliced", "sae", "models", "tokens"),
+        code=step_hash("spliced_loss"),
     script:
         "../workflow_scripts/spliced_loss.py"
 
@@ -147,7 +138,7 @@ rule plot_latent_density:
     conda:
         "../envs/plot.yaml"
     params:
-        code=step_hash("plot_latent_density", "figures_sae", "figures"),
+        code=step_hash("plot_latent_density"),
     script:
         "../workflow_scripts/plot_latent_density.py"
 
@@ -169,6 +160,6 @@ rule plot_latents_shift:
     conda:
         "../envs/plot.yaml"
     params:
-        code=step_hash("plot_latents_shift", "figures_sae", "figures"),
+        code=step_hash("plot_latents_shift"),
     script:
         "../workflow_scripts/plot_latents_shift.py"

@@ -13,14 +13,7 @@ rule class_features:
         "../envs/data.yaml"
     params:
         analysis=lambda wc: sae_feature_params(wc.analysis, CLASS_FEATURE_KEYS),
-        code=step_hash(
-            "class_features",
-            "sae_features",
-            "codes_h5",
-            "steps:_load_image_codes",
-            "steps:_manifest_rows",
-            "steps:_sf_common",
-        ),
+        code=step_hash("class_features"),
     script:
         "../workflow_scripts/class_features.py"
 
@@ -40,16 +33,7 @@ rule sae_feature_probe:
     threads: 2
     params:
         analysis=lambda wc: sae_feature_params(wc.analysis, FEATURE_PROBE_KEYS),
-        code=step_hash(
-            "sae_feature_probe",
-            "sae_features",
-            "codes_h5",
-            "h5io",
-            "probes",
-            "steps:_load_image_codes",
-            "steps:_manifest_rows",
-            "steps:_sf_common",
-        ),
+        code=step_hash("sae_feature_probe"),
     script:
         "../workflow_scripts/sae_feature_probe.py"
 
@@ -71,8 +55,6 @@ rule plot_sae_features:
     conda:
         "../envs/plot.yaml"
     params:
-        code=step_hash(
-            "plot_sae_features", "sae_feature_figure", "sae_features", "figures"
-        ),
+        code=step_hash("plot_sae_features"),
     script:
         "../workflow_scripts/plot_sae_features.py"

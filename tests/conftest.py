@@ -32,7 +32,7 @@ PERTURB_FROM = 2
 @pytest.fixture(scope="session")
 def demo_model_dirs(tmp_path_factory):
     """Tiny random-weight Gemma2 LLM and PaliGemma / LLaVA VLMs whose decoders copy it up to block 2."""
-    from repshift.demo_models import build_demo_llm, build_demo_vlm
+    from repshift.demo.models import build_demo_llm, build_demo_vlm
 
     root = tmp_path_factory.mktemp("models")
     llm = build_demo_llm(root / "llm", seed=0, num_hidden_layers=N_LAYERS)
@@ -63,7 +63,7 @@ def model_specs(demo_model_dirs):
 
 @pytest.fixture(scope="session")
 def adapters(model_specs):
-    from repshift.models import load_adapter
+    from repshift.models.adapter import load_adapter
 
     return {k: load_adapter(spec, device="cpu") for k, spec in model_specs.items()}
 
@@ -72,7 +72,7 @@ def adapters(model_specs):
 def vision_adapters(demo_model_dirs):
     """The vision towers of the demo VLMs as their own stream (layer L = output of tower block L)."""
     from repshift.config import ModelSpec
-    from repshift.models import load_adapter
+    from repshift.models.adapter import load_adapter
 
     return {
         arch: load_adapter(

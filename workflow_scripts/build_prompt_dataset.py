@@ -1,6 +1,6 @@
-"""Rule script for `build_prompt_dataset`: see repshift.steps.build_prompt_dataset."""
+"""Rule script for `build_prompt_dataset`: see repshift.data.steps.build_prompt_dataset."""
 
+from repshift.data.steps import build_prompt_dataset
 from repshift.runtime import run_rule
-from repshift.steps import build_prompt_dataset
 
 run_rule(snakemake, build_prompt_dataset)

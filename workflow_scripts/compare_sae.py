@@ -1,6 +1,6 @@
-"""Rule script for `compare_sae`: see repshift.steps.compare_sae."""
+"""Rule script for `compare_sae`: see repshift.sae.steps.compare_sae."""
 
 from repshift.runtime import run_rule
-from repshift.steps import compare_sae
+from repshift.sae.steps import compare_sae
 
 run_rule(snakemake, compare_sae)

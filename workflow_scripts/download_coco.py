@@ -1,6 +1,6 @@
-"""Rule script for `download_coco`: see repshift.steps.download_coco."""
+"""Rule script for `download_coco`: see repshift.data.steps.download_coco."""
 
+from repshift.data.steps import download_coco
 from repshift.runtime import run_rule
-from repshift.steps import download_coco
 
 run_rule(snakemake, download_coco)

@@ -1,6 +1,6 @@
-"""Rule script for `extract_activations`: see repshift.steps.extract_activations."""
+"""Rule script for `extract_activations`: see repshift.models.steps.extract_activations."""
 
+from repshift.models.steps import extract_activations
 from repshift.runtime import run_rule
-from repshift.steps import extract_activations
 
 run_rule(snakemake, extract_activations)

@@ -1,6 +1,6 @@
-"""Rule script for `make_demo_model`: see repshift.steps.make_demo_model."""
+"""Rule script for `make_demo_model`: see repshift.demo.steps.make_demo_model."""
 
+from repshift.demo.steps import make_demo_model
 from repshift.runtime import run_rule
-from repshift.steps import make_demo_model
 
 run_rule(snakemake, make_demo_model)

@@ -1,6 +1,6 @@
-"""Rule script for `plot_attribute_probes`: see repshift.steps.plot_attribute_probes."""
+"""Rule script for `plot_attribute_probes`: see repshift.figures.steps.plot_attribute_probes."""
 
+from repshift.figures.steps import plot_attribute_probes
 from repshift.runtime import run_rule
-from repshift.steps import plot_attribute_probes
 
 run_rule(snakemake, plot_attribute_probes)

@@ -1,6 +1,6 @@
-"""Rule script for `sae_feature_probe`: see repshift.steps.sae_feature_probe."""
+"""Rule script for `sae_feature_probe`: see repshift.sae.steps.sae_feature_probe."""
 
 from repshift.runtime import run_rule
-from repshift.steps import sae_feature_probe
+from repshift.sae.steps import sae_feature_probe
 
 run_rule(snakemake, sae_feature_probe)

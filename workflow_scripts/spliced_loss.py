@@ -1,6 +1,6 @@
-"""Rule script for `spliced_loss`: see repshift.steps.spliced_loss."""
+"""Rule script for `spliced_loss`: see repshift.sae.steps.spliced_loss."""
 
 from repshift.runtime import run_rule
-from repshift.steps import spliced_loss
+from repshift.sae.steps import spliced_loss
 
 run_rule(snakemake, spliced_loss)

@@ -1,6 +1,6 @@
-"""Rule script for `train_demo_sae`: see repshift.steps.train_demo_sae."""
+"""Rule script for `train_demo_sae`: see repshift.demo.steps.train_demo_sae."""
 
+from repshift.demo.steps import train_demo_sae
 from repshift.runtime import run_rule
-from repshift.steps import train_demo_sae
 
 run_rule(snakemake, train_demo_sae)

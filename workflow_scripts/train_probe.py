@@ -1,6 +1,6 @@
-"""Rule script for `train_probe`: see repshift.steps.train_probe."""
+"""Rule script for `train_probe`: see repshift.probes.steps.train_probe."""
 
+from repshift.probes.steps import train_probe
 from repshift.runtime import run_rule
-from repshift.steps import train_probe
 
 run_rule(snakemake, train_probe)

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from repshift import steps
+from repshift import runtime
 from repshift.runtime import run_step
 
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("steps", help="list the steps")
     p = sub.add_parser("step", help="run one step")
-    p.add_argument("name", choices=sorted(steps.STEPS))
+    p.add_argument("name", choices=sorted(runtime.STEPS))
     p.add_argument("--input", nargs="*", default=[], metavar="NAME=PATH")
     p.add_argument("--output", nargs="*", default=[], metavar="NAME=PATH")
     p.add_argument("--params", default="{}", help="JSON object, or @file.json")
@@ -41,13 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log", default=None)
     args = parser.parse_args(argv)
     if args.cmd == "steps":
-        for name, fn in sorted(steps.STEPS.items()):
+        for name, fn in sorted(runtime.STEPS.items()):
             print(f"{name:24s} {(fn.__doc__ or '').strip().splitlines()[0]}")
         return 0
     raw = args.params
     params = json.load(open(raw[1:])) if raw.startswith("@") else json.loads(raw)
     run_step(
-        steps.STEPS[args.name],
+        runtime.STEPS[args.name],
         input=_pairs(args.input),
         output=_pairs(args.output),
         params=params,

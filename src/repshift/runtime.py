@@ -1,12 +1,13 @@
 """Run a step from a Snakemake rule script, the command line or a test, with the same arguments.
 
 Every step is a function ``step(*, input, output, params, threads=1, wildcards=None)`` taking plain
-dicts of paths and values (see :mod:`repshift.steps`). ``run_rule`` adapts Snakemake's objects to that and
+dicts of paths and values (each subpackage's ``steps`` module). ``run_rule`` adapts Snakemake's objects to that and
 sends logging (and tqdm progress) to the rule's log file.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -16,6 +17,23 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("repshift")
+
+STEPS: dict[str, Callable[..., Any]] = {}
+# The subpackages whose ``steps`` module holds rule entry points, in pipeline order.
+STEP_MODULES = ("demo", "data", "models", "sae", "probes", "figures")
+
+
+def step(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Register a workflow step under its function name (``repshift step NAME`` and the rule scripts)."""
+    STEPS[fn.__name__] = fn
+    return fn
+
+
+def all_steps() -> dict[str, Callable[..., Any]]:
+    """Every registered step (imports each subpackage's ``steps`` module)."""
+    for sub in STEP_MODULES:
+        importlib.import_module(f"repshift.{sub}.steps")
+    return STEPS
 
 
 def configure_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> None:

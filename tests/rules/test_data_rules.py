@@ -14,10 +14,12 @@ import pytest
 from loopback_http import serve
 from PIL import Image
 
-from repshift.cifar import FINE_LABEL_NAMES, read_cifar100, write_cifar_archive_tar
-from repshift.datasets import load_example_image, read_manifest
-from repshift.demo_coco import make_synthetic_coco
-from repshift.download import DownloadError
+from repshift.data.cifar import FINE_LABEL_NAMES, read_cifar100
+from repshift.data.download import DownloadError
+from repshift.data.images import load_example_image
+from repshift.demo.cifar import write_cifar_archive_tar
+from repshift.demo.coco import make_synthetic_coco
+from repshift.formats.manifest import read_manifest
 
 
 def _md5(data: bytes) -> str:

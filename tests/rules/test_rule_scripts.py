@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from repshift.h5io import read_activations
+from repshift.formats.activations_h5 import read_activations
 
 LAYERS = [0, 1, 2, 3]
 K = 2  # first perturbed block of the demo VLM
@@ -195,7 +195,7 @@ def codes(work, acts, saes, run):
 
 
 def test_encode_sae(codes):
-    from repshift import codes_h5
+    from repshift.formats import codes_h5
 
     t = pd.read_csv(codes["vlm"] / "layer-3.transfer.tsv", sep="\t")
     assert {"text", "image", "prompt", "bos"} <= set(t["position_kind"])

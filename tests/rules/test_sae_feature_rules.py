@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from repshift import codes_h5
-from repshift.datasets import write_manifest
-from repshift.h5io import POOLINGS, POSITION_KINDS, ActivationWriter, write_index
-from repshift.sae import SparseCodes
+from repshift.formats import codes_h5
+from repshift.formats.activations_h5 import POOLINGS, POSITION_KINDS, ActivationWriter, write_index
+from repshift.formats.manifest import write_manifest
+from repshift.sae.codes import SparseCodes
 
 LAYER = 2
 D_MODEL, D_SAE = 8, 32

@@ -157,8 +157,8 @@ def fused(work, chain, run):
 
 
 def test_fused_extraction_codes_equal_the_two_step_path(chain, two_step, fused):
-    from repshift import codes_h5
-    from repshift.h5io import read_activations
+    from repshift.formats import codes_h5
+    from repshift.formats.activations_h5 import read_activations
 
     for name in ARCH:
         # no dense token rows kept; pooled activations identical to the plain extraction's

@@ -1,0 +1,266 @@
+"""The cross-section checks JSON Schema cannot express: a comparison naming an unknown model, a layer a model does
+not have, a dataset its source cannot supply, ... all before any job runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from repshift.config.specs import ConfigError, model_spec
+from repshift.config.targets import (
+    comparison_layers,
+    dataset_source,
+    fused_pairs,
+    fused_sae,
+    model_layers,
+    sae_feature_analyses,
+    sae_feature_layers,
+    sae_layers,
+    task_models,
+)
+
+
+def _check_sae_features(cfg: Mapping[str, Any]) -> None:
+    datasets = cfg["datasets"]
+    for name, a in sae_feature_analyses(cfg).items():
+        where = f"sae_features.{name}"
+        if a["sae"] not in cfg["saes"]:
+            raise ConfigError(f"{where}.sae: unknown SAE {a['sae']!r}; saes: {sorted(cfg['saes'])}")
+        if a["dataset"] not in datasets:
+            raise ConfigError(
+                f"{where}.dataset: unknown dataset {a['dataset']!r}; datasets: {sorted(datasets)}"
+            )
+        modality = datasets[a["dataset"]]["modality"]
+        if modality not in ("image", "paired", "attribute"):
+            raise ConfigError(
+                f"{where}.dataset: {a['dataset']} has no image rows (modality {modality}); class features and "
+                "SAE-feature classification read image tokens"
+            )
+        for m in a["models"]:
+            if m not in cfg["models"]:
+                raise ConfigError(f"{where}.models: unknown model {m!r}; models: {sorted(cfg['models'])}")
+            spec = model_spec(cfg, m)
+            if not spec.is_vlm:
+                raise ConfigError(
+                    f"{where}.models: {m} is a text-only model but {a['dataset']} is read through image tokens"
+                )
+            if not spec.reads_text:
+                raise ConfigError(
+                    f"{where}.models: {m} is a vision tower; the SAEs read the decoder's residual stream"
+                )
+            available = sae_layers(cfg, a["sae"], m)
+            bad = [x for x in sae_feature_layers(cfg, name, m) if x not in available]
+            if bad:
+                raise ConfigError(
+                    f"{where}.layers: layer {bad[0]} of {m} is not both extracted and covered by SAE {a['sae']} "
+                    f"(available: {available})"
+                )
+            if not available:
+                raise ConfigError(f"{where}: no layer of {m} is both extracted and covered by SAE {a['sae']}")
+
+
+def check_config(cfg: Mapping[str, Any]) -> None:
+    """Cross-section checks, run once before any job. Raises ConfigError naming the key to change."""
+    models = cfg["models"]
+    for name in models:
+        spec = model_spec(cfg, name)
+        if spec.source == "hub" and not spec.id:
+            raise ConfigError(f"models.{name}: source hub needs `id` (e.g. google/gemma-2-2b)")
+        if spec.source == "local" and not spec.path:
+            raise ConfigError(f"models.{name}: source local needs `path` (a save_pretrained folder)")
+        if spec.source == "demo":
+            demo = dict(spec.demo)
+            arch = demo.get("arch")
+            if not arch:
+                raise ConfigError(f"models.{name}: source demo needs `demo: {{arch: ...}}`")
+            expected = {
+                "gemma2": "causal-lm",
+                "paligemma": "paligemma",
+                "llava": "llava",
+                "llava-next": "llava-next",
+            }[arch]
+            if spec.family != expected:
+                raise ConfigError(f"models.{name}: demo arch {arch} is family {expected}, not {spec.family}")
+            if arch != "gemma2":
+                base = demo.get("base")
+                if base not in models or models[base].get("demo", {}).get("arch") != "gemma2":
+                    raise ConfigError(f"models.{name}.demo.base must name a demo gemma2 model, got {base!r}")
+                if models[base]["num_layers"] != spec.num_layers:
+                    raise ConfigError(f"models.{name}: num_layers must equal its base {base}'s")
+                k = demo.get("perturb_from")
+                if k is None or not 0 <= k <= spec.num_layers:
+                    raise ConfigError(
+                        f"models.{name}.demo.perturb_from must be in 0..{spec.num_layers}, got {k!r}"
+                    )
+        if spec.stream == "vision" and spec.family not in ("paligemma", "llava"):
+            raise ConfigError(
+                f"models.{name}: stream vision is supported for paligemma and llava, not {spec.family}"
+            )
+        model_layers(cfg, name)
+    if cfg["coco"]["source"] == "path" and not cfg["coco"].get("root"):
+        raise ConfigError("coco.source is 'path' but coco.root is not set: give the folder holding val2017/")
+    check_datasets(cfg)
+    datasets = cfg["datasets"]
+    for name, s in cfg["saes"].items():
+        src = s["source"]
+        need = {"pretrained": ["release", "id_template"], "local": ["path_template"], "demo": ["train"]}[src]
+        for key in need:
+            if key not in s:
+                raise ConfigError(f"saes.{name}: source {src} needs `{key}`")
+        if src == "demo":
+            if s["train"]["model"] not in models:
+                raise ConfigError(f"saes.{name}.train.model: unknown model {s['train']['model']!r}")
+            if s["train"]["dataset"] not in datasets:
+                raise ConfigError(f"saes.{name}.train.dataset: unknown dataset {s['train']['dataset']!r}")
+    for name, c in cfg["comparisons"].items():
+        for key in ("base", "adapted"):
+            if c[key] not in models:
+                raise ConfigError(
+                    f"comparisons.{name}.{key}: unknown model {c[key]!r}; models: {sorted(models)}"
+                )
+        if c["sae"] not in cfg["saes"]:
+            raise ConfigError(
+                f"comparisons.{name}.sae: unknown SAE {c['sae']!r}; saes: {sorted(cfg['saes'])}"
+            )
+        if c["dataset"] not in datasets:
+            raise ConfigError(f"comparisons.{name}.dataset: unknown dataset {c['dataset']!r}")
+        if datasets[c["dataset"]]["modality"] not in ("text", "paired"):
+            raise ConfigError(
+                f"comparisons.{name}: dataset {c['dataset']} has no text rows (text-only comparison)"
+            )
+        if not comparison_layers(cfg, name):
+            raise ConfigError(f"comparisons.{name}: no layer is both extracted and covered by SAE {c['sae']}")
+    _check_sae_stage(cfg)
+    _check_sae_features(cfg)
+    for name, t in cfg["probes"]["tasks"].items():
+        if t["dataset"] not in datasets:
+            raise ConfigError(f"probes.tasks.{name}.dataset: unknown dataset {t['dataset']!r}")
+        modality = datasets[t["dataset"]]["modality"]
+        for m in task_models(cfg, name):
+            if m not in models:
+                raise ConfigError(f"probes.tasks.{name}: unknown model {m!r}; models: {sorted(models)}")
+            if modality in ("image", "attribute") and not model_spec(cfg, m).is_vlm:
+                raise ConfigError(
+                    f"probes.tasks.{name}: dataset {t['dataset']} is image-only but {m} is a text-only model"
+                )
+        if t.get("target", "label") == "modality":
+            if modality != "paired":
+                raise ConfigError(
+                    f"probes.tasks.{name}: the modality probe needs a paired dataset, not {modality}"
+                )
+            for m in t["models"]:
+                if not model_spec(cfg, m).is_vlm:
+                    raise ConfigError(f"probes.tasks.{name}: the modality probe needs VLMs; {m} is text-only")
+        for m in t.get("cross_modal", []) + (t["models"] if t.get("target", "label") == "modality" else []):
+            if not model_spec(cfg, m).reads_text:
+                raise ConfigError(f"probes.tasks.{name}: {m} is a vision tower; it reads no captions")
+        for m in t.get("cross_modal", []):
+            if not model_spec(cfg, m).is_vlm:
+                raise ConfigError(f"probes.tasks.{name}.cross_modal: {m} is not a VLM")
+            if modality != "paired":
+                raise ConfigError(f"probes.tasks.{name}.cross_modal needs a paired dataset, not {modality}")
+
+
+def _check_sae_stage(cfg: Mapping[str, Any]) -> None:
+    """extraction.fused_sae and spliced: references, and no fused SAE fit on a pair it encodes."""
+    datasets = cfg["datasets"]
+    fused = fused_sae(cfg)
+    if fused is not None:
+        if fused not in cfg["saes"]:
+            raise ConfigError(f"extraction.fused_sae: unknown SAE {fused!r}; saes: {sorted(cfg['saes'])}")
+        s = cfg["saes"][fused]
+        if s["source"] == "demo" and (s["train"]["model"], s["train"]["dataset"]) in fused_pairs(cfg):
+            raise ConfigError(
+                f"extraction.fused_sae: {fused} is fit on ({s['train']['model']}, {s['train']['dataset']}), a "
+                "pair it would also encode inside that extraction job (a cycle); set fused_sae: null or fit the "
+                "SAE on another dataset"
+            )
+        if int(cfg["extraction"].get("shards", 1)) > 1:
+            raise ConfigError("extraction.fused_sae needs shards: 1 (codes are not merged across shards)")
+    wanted = (cfg.get("spliced") or {}).get("datasets", "comparisons")
+    if wanted != "comparisons":
+        for d in wanted:
+            if d not in datasets:
+                raise ConfigError(f"spliced.datasets: unknown dataset {d!r}; datasets: {sorted(datasets)}")
+            if datasets[d]["modality"] not in ("text", "paired"):
+                raise ConfigError(
+                    f"spliced.datasets: {d} has no text rows (modality {datasets[d]['modality']})"
+                )
+
+
+def check_datasets(cfg: Mapping[str, Any]) -> None:
+    """Every dataset entry fits its source (keys, class names, sizes), and the sources it needs are configured."""
+    from repshift.data.sources import spec_from_config
+
+    sources = {dataset_source(cfg, name) for name in cfg["datasets"]}
+    coco = cfg["coco"]
+    if "coco" in sources and coco["source"] == "download":
+        from repshift.data.download import archive_spec
+
+        for key in (coco["split"], "annotations_trainval2017"):
+            spec = coco.get("archives", {}).get(key)
+            if spec is None:
+                raise ConfigError(
+                    f"coco.archives.{key} is missing: coco.source is download, so give its url and md5/sha256 "
+                    "(config.yaml lists the official ones)"
+                )
+            try:
+                archive_spec(spec, f"coco.archives.{key}")
+            except ValueError as err:
+                raise ConfigError(str(err)) from err
+    cifar = cfg.get("cifar100") or {}
+    if "cifar100" in sources:
+        src = cifar.get("source", "download")
+        if src == "download":
+            from repshift.data.download import archive_spec
+
+            if not cifar.get("archive"):
+                raise ConfigError(
+                    "cifar100.archive is missing: a dataset has source cifar100 and cifar100.source is download; "
+                    "give the archive's url and md5 (config.yaml lists the official ones)"
+                )
+            try:
+                archive_spec(cifar["archive"], "cifar100.archive")
+            except ValueError as err:
+                raise ConfigError(str(err)) from err
+        if src == "path" and not cifar.get("root"):
+            raise ConfigError(
+                "cifar100.source is 'path' but cifar100.root is not set: give the folder holding cifar-100-python/"
+            )
+    for name, d in cfg["datasets"].items():
+        try:
+            spec = spec_from_config(name, d)
+        except ValueError as err:
+            raise ConfigError(f"datasets.{name}: {err}") from err
+        if dataset_source(cfg, name) == "cifar100":
+            _check_cifar_sizes(name, spec, cifar)
+
+
+def _check_cifar_sizes(name: str, spec: Any, cifar: Mapping[str, Any]) -> None:
+    """Classes and n_per_class against what the configured CIFAR-100 copy holds."""
+    from repshift.data.cifar import COARSE_LABEL_NAMES, COARSE_OF_FINE, FINE_LABEL_NAMES, OFFICIAL_SIZES
+
+    synthetic = cifar.get("source") == "synthetic"
+    if synthetic:
+        syn = cifar.get("synthetic") or {}
+        n_classes = int(syn.get("n_classes", 10))
+        n_split = int(syn.get(f"n_{spec.split}", 200 if spec.split == "train" else 100))
+        fine = FINE_LABEL_NAMES[:n_classes]
+        present = set(fine)
+        if spec.level == "coarse":
+            present = {COARSE_LABEL_NAMES[COARSE_OF_FINE[FINE_LABEL_NAMES.index(f)]] for f in fine}
+        missing = [c for c in spec.label_names if c not in present]
+        if spec.classes is not None and missing:
+            raise ConfigError(
+                f"datasets.{name}: class {missing[0]!r} has no image in the synthetic CIFAR-100 "
+                f"(cifar100.synthetic.n_classes: {n_classes} uses {', '.join(fine)})"
+            )
+        per_class = n_split // n_classes if spec.level == "fine" else None
+    else:
+        per_class = OFFICIAL_SIZES[spec.split] // (100 if spec.level == "fine" else 20)
+    too_many = per_class is not None and spec.n_per_class is not None and spec.n_per_class > per_class
+    if too_many and not spec.allow_fewer:
+        raise ConfigError(
+            f"datasets.{name}: n_per_class {spec.n_per_class} but the {spec.split} split has {per_class} images "
+            f"per {spec.level} class; lower it (or leave it out for all) or set allow_fewer: true"
+        )

@@ -1,0 +1,489 @@
+"""Resumable, verified downloads and safe archive extraction (COCO 2017, CIFAR-100).
+
+The URLs, sizes and checksums of the archives live in the config (``coco.archives``, ``cifar100.archive``;
+:func:`archive_spec` checks one entry), not here: one place of truth, visible and editable by users.
+
+``download`` streams to ``<dest>.part``, resumes a cut connection with an HTTP Range request, verifies size and
+checksums, and only then renames the file onto ``dest``: a file at ``dest`` is always complete and verified.
+``extract_archive`` refuses entries that would land outside the target folder and makes every extracted
+top-level entry appear only once it is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import posixpath
+import re
+import shutil
+import stat
+import sys
+import tarfile
+import time
+import zipfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+import requests
+from tqdm import tqdm
+
+from repshift.formats.atomic import atomic_dir, atomic_path
+
+log = logging.getLogger(__name__)
+
+_MAX_BACKOFF_S = 60.0
+_RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+def archive_spec(spec: Any, where: str) -> dict[str, Any]:
+    """Check one archive entry of the config (``url`` plus ``size`` / ``md5`` / ``sha256``) and return it.
+
+    At least one checksum is required: a download is only ever renamed into place once verified.
+    """
+    if not isinstance(spec, dict) or not isinstance(spec.get("url"), str) or not spec["url"]:
+        raise ValueError(f"{where}: an archive needs a `url`, got {spec!r}")
+    unknown = set(spec) - {"url", "size", "md5", "sha256"}
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)} (known: url, size, md5, sha256)")
+    if not (spec.get("md5") or spec.get("sha256")):
+        raise ValueError(f"{where}: give the archive's md5 or sha256, so that the download can be verified")
+    return {"url": spec["url"], **{k: spec.get(k) for k in ("size", "md5", "sha256")}}
+
+
+def fetch_archive(spec: Any, dest_dir: str | os.PathLike, *, where: str = "archive") -> Path:
+    """Download (resumable, verified) the archive described by a config entry into ``dest_dir``."""
+    spec = archive_spec(spec, where)
+    url = spec["url"]
+    name = Path(urlsplit(url).path).name
+    if not name:
+        raise ValueError(f"{where}: cannot tell a file name from the url {url!r}")
+    return download(url, Path(dest_dir) / name, size=spec["size"], md5=spec["md5"], sha256=spec["sha256"])
+
+
+class DownloadError(RuntimeError):
+    """A download failed for good: bad status, retries exhausted, or size/checksum mismatch."""
+
+
+class ArchiveError(ValueError):
+    """An archive cannot be extracted: it is not an archive, it is damaged, or it is unsafe."""
+
+
+class UnsafeArchiveError(ArchiveError):
+    """An archive entry would be written outside the target folder (or is not a plain file/folder/link)."""
+
+
+def _progress_stream() -> IO[str]:
+    """The stream of the first stream handler above this logger (a rule's log file), else stderr."""
+    logger: logging.Logger | None = log
+    while logger is not None:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and hasattr(handler.stream, "write"):
+                return handler.stream
+        logger = logger.parent if logger.propagate else None
+    return sys.stderr
+
+
+def _digests(path: Path, names: list[str]) -> dict[str, str]:
+    hashers = {name: hashlib.new(name) for name in names}
+    if not hashers:
+        return {}
+    with path.open("rb") as f:
+        while block := f.read(1 << 22):
+            for h in hashers.values():
+                h.update(block)
+    return {name: h.hexdigest() for name, h in hashers.items()}
+
+
+def _mismatch(path: Path, size: int | None, md5: str | None, sha256: str | None) -> str | None:
+    """None when ``path`` matches every expectation given, else a description of the first mismatch."""
+    got_size = path.stat().st_size
+    if size is not None and got_size != size:
+        return f"size mismatch: expected {size} bytes, got {got_size}"
+    expected = {name: value.lower() for name, value in (("md5", md5), ("sha256", sha256)) if value}
+    got = _digests(path, list(expected))
+    for name, want in expected.items():
+        if got[name] != want:
+            return f"{name} mismatch: expected {want}, got {got[name]}"
+    return None
+
+
+@dataclass
+class _Attempt:
+    """What one HTTP request achieved."""
+
+    total: int | None  # full size of the file as the server reported it, if it did
+    complete: bool
+
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+
+
+def _fetch_once(
+    session: requests.Session,
+    url: str,
+    part: Path,
+    *,
+    size: int | None,
+    timeout: float,
+    chunk_size: int,
+) -> _Attempt:
+    """One GET from the bytes already in ``part``; appends to it. Network errors propagate."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    with session.get(url, headers=headers, stream=True, timeout=timeout, allow_redirects=True) as resp:
+        if resp.status_code == 416 and offset:
+            # Range not satisfiable: the part file is already complete, or longer than the file.
+            m = re.search(r"/(\d+)", resp.headers.get("Content-Range", ""))
+            total = int(m.group(1)) if m else size
+            if total is not None and total == offset:
+                return _Attempt(total=total, complete=True)
+            log.warning("%s: server refused resuming at byte %d (416); starting over", url, offset)
+            part.unlink()
+            return _Attempt(total=total, complete=False)
+        if resp.status_code in _RETRYABLE_STATUS:
+            raise requests.HTTPError(f"HTTP {resp.status_code} from {url}", response=resp)
+        if resp.status_code not in (200, 206):
+            raise DownloadError(
+                f"{url}: HTTP {resp.status_code} {resp.reason}; check the URL (no retry for this status)"
+            )
+        if resp.status_code == 206:
+            m = _CONTENT_RANGE.match(resp.headers.get("Content-Range", ""))
+            if m is None or int(m.group(1)) != offset:
+                log.warning("%s: server answered 206 from an unexpected position; starting over", url)
+                part.unlink(missing_ok=True)
+                return _Attempt(total=None, complete=False)
+            total = int(m.group(3)) if m.group(3) != "*" else None
+            mode = "ab"
+        else:
+            if offset:
+                log.warning("%s: server ignored the Range request (200); restarting from byte 0", url)
+            offset = 0
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            mode = "wb"
+        if size is not None and total is not None and total != size:
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{url}: size mismatch: expected {size} bytes, server reports {total}")
+        with (
+            part.open(mode) as f,
+            tqdm(
+                total=total if total is not None else size,
+                initial=offset,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=Path(url).name[:40],
+                file=_progress_stream(),
+                mininterval=1.0,
+                leave=False,
+            ) as bar,
+        ):
+            for chunk in resp.iter_content(chunk_size=chunk_size):
+                f.write(chunk)
+                bar.update(len(chunk))
+        got = part.stat().st_size
+        expected_total = total if total is not None else size
+        return _Attempt(total=total, complete=expected_total is None or got >= expected_total)
+
+
+def download(
+    url: str,
+    dest: str | os.PathLike,
+    *,
+    size: int | None = None,
+    md5: str | None = None,
+    sha256: str | None = None,
+    retries: int = 5,
+    timeout: float = 60,
+    chunk_size: int = 1 << 20,
+    backoff: float = 1.0,
+) -> Path:
+    """Download ``url`` to ``dest``, resuming and retrying, and verify it before it appears at ``dest``.
+
+    Bytes go to ``<dest>.part``; after a cut connection the next request asks for the rest with
+    ``Range: bytes=N-`` (a server that answers 200 instead of 206 is followed by starting over). ``retries`` is
+    the number of failed requests in a row tolerated; a request that brings the file further than ever before
+    resets the count, so a long download over a flaky line still finishes, while a server that cuts at the same
+    place every time makes it stop. Waits ``backoff * 2**k`` seconds (at most 60) between attempts.
+    When ``size``/``md5``/``sha256`` are given they are checked before the rename; on a mismatch the
+    ``.part`` file is deleted and ``DownloadError`` names the URL, the expected and the actual value.
+    If ``dest`` already exists and matches, nothing is downloaded. A ``.part`` left by a network failure is
+    kept, so that the next call resumes it.
+    """
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    if dest.exists():
+        problem = _mismatch(dest, size, md5, sha256)
+        if problem is None:
+            log.info("%s already present and verified; not downloading", dest)
+            return dest
+        log.warning("%s exists but does not match (%s); downloading it again", dest, problem)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if part.exists():
+        log.info("resuming %s from byte %d", url, part.stat().st_size)
+
+    failures = 0
+    best = part.stat().st_size if part.exists() else 0
+    with requests.Session() as session:
+        while True:
+            try:
+                attempt = _fetch_once(session, url, part, size=size, timeout=timeout, chunk_size=chunk_size)
+                error: BaseException | None = None
+            except requests.RequestException as exc:  # cut connection, timeout, 5xx, ...
+                attempt, error = None, exc
+            have = part.stat().st_size if part.exists() else 0
+            if attempt is not None and attempt.complete:
+                break
+            if have > best:
+                best, failures = have, 0
+            else:
+                failures += 1
+            reason = error if error is not None else f"connection closed at byte {have}"
+            if failures > retries:
+                raise DownloadError(
+                    f"{url}: giving up after {retries} retries without progress ({reason}); "
+                    f"{have} bytes kept in {part}, run again to resume"
+                )
+            wait = min(backoff * 2 ** max(failures - 1, 0), _MAX_BACKOFF_S)
+            log.warning("%s: %s; retrying from byte %d in %.1fs", url, reason, have, wait)
+            time.sleep(wait)
+
+    problem = _mismatch(part, size, md5, sha256)
+    if problem is not None:
+        part.unlink(missing_ok=True)
+        raise DownloadError(
+            f"{url}: {problem}; deleted {part}. The server sent a different file or the bytes were corrupted: "
+            "check the URL and the expected checksum, then run again"
+        )
+    os.replace(part, dest)
+    log.info(
+        "downloaded %s to %s (%d bytes, verified: %s)",
+        url,
+        dest,
+        dest.stat().st_size,
+        _verified(size, md5, sha256),
+    )
+    return dest
+
+
+def _verified(size: int | None, md5: str | None, sha256: str | None) -> str:
+    checks = [name for name, value in (("size", size), ("md5", md5), ("sha256", sha256)) if value is not None]
+    return ", ".join(checks) or "nothing (no expectation given)"
+
+
+# --------------------------------------------------------------------------------------------- extraction
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One archive member, with its name checked and normalised to 'a/b/c' parts."""
+
+    parts: tuple[str, ...]
+    kind: str  # file | dir | symlink | hardlink
+    source: Any  # ZipInfo or TarInfo
+    link: tuple[str, ...] = ()  # resolved target (relative to the archive root) for links
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def _safe_parts(raw: str) -> tuple[str, ...] | None:
+    """Normalised path parts of an entry name, or None when the name could leave the target folder."""
+    if not raw or "\x00" in raw or raw[0] in "/\\" or _DRIVE.match(raw):
+        return None
+    parts = tuple(p for p in re.split(r"[\\/]+", raw) if p not in ("", "."))
+    if any(p == ".." for p in parts) or any(_DRIVE.match(p) for p in parts):
+        return None
+    return parts
+
+
+def _resolve_link(
+    base: tuple[str, ...], target: str, symlinks: set[tuple[str, ...]]
+) -> tuple[str, ...] | None:
+    """Where a link target lands relative to the archive root, or None when it leaves it.
+
+    Lexical resolution is only sound when no intermediate component is itself a link, so such paths are
+    refused too (a link through a link could step out of the folder).
+    """
+    if not target or "\x00" in target or target[0] in "/\\" or _DRIVE.match(target):
+        return None
+    out = list(base)
+    pieces = [p for p in re.split(r"[\\/]+", target) if p not in ("", ".")]
+    for k, piece in enumerate(pieces):
+        if piece == "..":
+            if not out:
+                return None
+            out.pop()
+            continue
+        out.append(piece)
+        if k < len(pieces) - 1 and tuple(out) in symlinks:
+            return None
+    return tuple(out)
+
+
+def _zip_entries(zf: zipfile.ZipFile) -> list[tuple[str, str, Any, str]]:
+    rows = []
+    for info in zf.infolist():
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            rows.append((info.filename, "symlink", info, zf.read(info).decode("utf-8", "replace")))
+        elif info.is_dir():
+            rows.append((info.filename, "dir", info, ""))
+        else:
+            rows.append((info.filename, "file", info, ""))
+    return rows
+
+
+def _tar_entries(tf: tarfile.TarFile) -> list[tuple[str, str, Any, str]]:
+    rows = []
+    for info in tf.getmembers():
+        if info.issym():
+            rows.append((info.name, "symlink", info, info.linkname))
+        elif info.islnk():
+            rows.append((info.name, "hardlink", info, info.linkname))
+        elif info.isdir():
+            rows.append((info.name, "dir", info, ""))
+        elif info.isfile():
+            rows.append((info.name, "file", info, ""))
+        else:
+            rows.append((info.name, "special", info, ""))
+    return rows
+
+
+def _check_entries(archive: Path, rows: list[tuple[str, str, Any, str]], prefix: str | None) -> list[_Entry]:
+    """Validate every entry before anything is written; raise naming the first offending one."""
+    if prefix is not None:
+        rows = [r for r in rows if r[0].startswith(prefix)]
+        if not rows:
+            raise ArchiveError(f"{archive}: no entry starts with {prefix!r}; nothing was extracted")
+    checked: list[tuple[tuple[str, ...], str, Any, str, str]] = []
+    for raw, kind, source, target in rows:
+        parts = _safe_parts(raw)
+        if parts is None:
+            raise UnsafeArchiveError(
+                f"{archive}: refusing entry {raw!r}: it would be written outside the target folder "
+                "(absolute path, '..' or drive letter); nothing was extracted"
+            )
+        if kind == "special":
+            raise UnsafeArchiveError(f"{archive}: refusing entry {raw!r}: not a file, folder or link")
+        if not parts:  # the archive root itself ("./")
+            continue
+        checked.append((parts, kind, source, target, raw))
+    symlinks = {parts for parts, kind, *_ in checked if kind == "symlink"}
+    entries = []
+    for parts, kind, source, target, raw in checked:
+        for k in range(1, len(parts)):
+            if parts[:k] in symlinks:
+                raise UnsafeArchiveError(
+                    f"{archive}: refusing entry {raw!r}: its path goes through a symlink"
+                )
+        link: tuple[str, ...] = ()
+        if kind in ("symlink", "hardlink"):
+            base = parts[:-1] if kind == "symlink" else ()  # hard links are relative to the archive root
+            resolved = _resolve_link(base, target, symlinks)
+            if resolved is None or (kind == "hardlink" and not resolved):
+                raise UnsafeArchiveError(
+                    f"{archive}: refusing entry {raw!r}: {kind} to {target!r} points outside the target folder"
+                )
+            link = resolved
+        entries.append(_Entry(parts=parts, kind=kind, source=source, link=link))
+    files = {e.parts for e in entries if e.kind == "file"}
+    for e in entries:
+        if e.kind == "hardlink" and e.link not in files:
+            raise UnsafeArchiveError(
+                f"{archive}: refusing entry {e.source.name!r}: hard link to a missing or filtered-out file"
+            )
+    return entries
+
+
+def _copy(src: IO[bytes], dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with dst.open("wb") as out:
+        shutil.copyfileobj(src, out, length=1 << 20)
+
+
+@contextlib.contextmanager
+def _open_archive(archive: Path) -> Iterator[tuple[str, Any]]:
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            yield "zip", zf
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive, mode="r:*") as tf:
+            yield "tar", tf
+    else:
+        raise ArchiveError(f"{archive}: not a zip or tar archive (or it is damaged); download it again")
+
+
+def extract_archive(
+    archive: str | os.PathLike, dest_dir: str | os.PathLike, *, members_prefix: str | None = None
+) -> Path:
+    """Extract a zip or tar(.gz) archive into ``dest_dir`` and return ``dest_dir``.
+
+    Every entry is checked before anything is written: absolute names, ``..`` components, drive letters,
+    links pointing outside the archive's folder, and devices/FIFOs raise ``UnsafeArchiveError`` naming the entry,
+    and nothing is created in ``dest_dir``. Each top-level entry of the archive (``val2017/``,
+    ``annotations/``, ``cifar-100-python/``) is extracted into a temporary sibling and renamed into place only
+    when complete, replacing an older copy; other content of ``dest_dir`` is left alone, so several archives can
+    share one folder. ``members_prefix`` restricts extraction to entries whose name starts with it (e.g.
+    ``"annotations/instances_"``); paths are kept as in the archive.
+    """
+    archive, dest_dir = Path(archive), Path(dest_dir)
+    try:
+        tops = _extract(archive, dest_dir, members_prefix)
+    except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError) as exc:
+        raise ArchiveError(
+            f"{archive} is damaged ({exc}); nothing was extracted: delete it and download again"
+        ) from exc
+    log.info("extracted %s into %s (%s)", archive, dest_dir, ", ".join(tops))
+    return dest_dir
+
+
+def _extract(archive: Path, dest_dir: Path, members_prefix: str | None) -> list[str]:
+    with _open_archive(archive) as (fmt, handle):
+        rows = _zip_entries(handle) if fmt == "zip" else _tar_entries(handle)
+        entries = _check_entries(archive, rows, members_prefix)
+        tops = sorted({e.parts[0] for e in entries})
+        top_is_dir = {
+            t: any(len(e.parts) > 1 or e.kind == "dir" for e in entries if e.parts[0] == t) for t in tops
+        }
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.ExitStack() as stack:
+            staging: dict[str, Path] = {}
+            for top in tops:
+                cm = atomic_dir(dest_dir / top) if top_is_dir[top] else atomic_path(dest_dir / top)
+                staging[top] = stack.enter_context(cm)
+            for entry in tqdm(
+                entries,
+                desc=archive.name[:40],
+                unit="file",
+                file=_progress_stream(),
+                mininterval=1.0,
+                leave=False,
+            ):
+                root = staging[entry.parts[0]]
+                target = root.joinpath(*entry.parts[1:]) if top_is_dir[entry.parts[0]] else root
+                if entry.kind == "dir":
+                    target.mkdir(parents=True, exist_ok=True)
+                elif entry.kind == "symlink":
+                    rel = posixpath.relpath("/".join(entry.link) or ".", "/".join(entry.parts[:-1]) or ".")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.unlink(missing_ok=True)
+                    os.symlink(rel, target)
+                elif fmt == "zip":
+                    with handle.open(entry.source) as src:
+                        _copy(src, target)
+                else:
+                    src = handle.extractfile(entry.source)  # follows hard links inside the archive
+                    if src is None:
+                        raise UnsafeArchiveError(f"{archive}: cannot read entry {entry.source.name!r}")
+                    with src:
+                        _copy(src, target)
+    return tops

@@ -1,0 +1,1 @@
+"""Figures: the shared style, then one module per figure family."""

@@ -1,0 +1,1 @@
+"""Linear probes: the one nested-CV engine, the probe suite, saved probes, and summaries with intervals."""

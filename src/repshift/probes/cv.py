@@ -1,0 +1,362 @@
+"""The one nested-CV engine: settings, grouped outer/inner splits, classifier pipelines, metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sklearn
+from scipy import stats
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+logger = logging.getLogger(__name__)
+
+
+#: Probe kinds accepted by :func:`evaluate_probe`.
+KINDS = ("logreg", "control", "mlp")
+
+
+#: Inner-CV selection scores (higher is better after sign flip).
+INNER_METRICS = ("log_loss", "accuracy")
+
+
+#: Probes fit in float32: activations are stored in float16 or bfloat16, so float64 adds no information, and
+#: scikit-learn's lbfgs keeps float32 input in float32 (twice as fast: the fits are memory-bandwidth bound).
+#: Scaler statistics are accumulated in float64 by scikit-learn and kept in float64 in saved probes.
+FEATURE_DTYPE = np.float32
+
+
+# --------------------------------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class ProbeSettings:
+    """Probe method settings shared by all tasks (config key ``probes.settings``)."""
+
+    c_grid: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    inner_folds: int = 3
+    seeds: tuple[int, ...] = (0, 1, 2)
+    max_iter: int = 2000
+    mlp: bool = False
+    mlp_hidden: int = 64
+    control: bool = True
+    train_fractions: tuple[float, ...] = ()
+    #: layers (block outputs) at which train_probe runs the learning curve; empty: every layer
+    curve_layers: tuple[int, ...] = ()
+    n_jobs: int = 1
+    inner_metric: str = "log_loss"
+
+    def __post_init__(self) -> None:
+        for name in ("c_grid", "seeds", "train_fractions", "curve_layers"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "c_grid", tuple(float(c) for c in self.c_grid))
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        object.__setattr__(self, "train_fractions", tuple(float(f) for f in self.train_fractions))
+        object.__setattr__(self, "curve_layers", tuple(int(x) for x in self.curve_layers))
+        if not self.c_grid or any(not (c > 0 and math.isfinite(c)) for c in self.c_grid):
+            raise ValueError(f"probe c_grid must be a non-empty list of positive numbers, got {self.c_grid}")
+        if self.inner_folds < 2:
+            raise ValueError(f"probe inner_folds must be >= 2, got {self.inner_folds}")
+        if not self.seeds:
+            raise ValueError("probe seeds must list at least one seed")
+        if self.max_iter < 1:
+            raise ValueError(f"probe max_iter must be >= 1, got {self.max_iter}")
+        if self.mlp_hidden < 1:
+            raise ValueError(f"probe mlp_hidden must be >= 1, got {self.mlp_hidden}")
+        bad = [f for f in self.train_fractions if not 0 < f <= 1]
+        if bad:
+            raise ValueError(f"probe train_fractions must lie in (0, 1], got {bad}")
+        if self.n_jobs == 0:
+            raise ValueError("probe n_jobs must be a positive number of workers (or -1 for all cores), got 0")
+        if self.inner_metric not in INNER_METRICS:
+            raise ValueError(f"probe inner_metric {self.inner_metric!r} unknown; use one of {INNER_METRICS}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ProbeSettings:
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ValueError(
+                f"unknown probe setting(s) {', '.join(map(repr, unknown))}; known settings: {known}"
+            )
+        return cls(**dict(d))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+# --------------------------------------------------------------------------------------------- input checks
+def check_same_width(X_a: np.ndarray, X_b: np.ndarray, *, name_a: str, name_b: str) -> None:
+    """Raise unless the two arrays have the same last dimension (feature width)."""
+    d_a, d_b = np.shape(X_a)[-1], np.shape(X_b)[-1]
+    if d_a != d_b:
+        raise ValueError(
+            f"cannot probe across spaces of different widths: {name_a} has {d_a} dims, {name_b} has {d_b}"
+        )
+
+
+def _as_features(X_ND: Any, name: str) -> np.ndarray:
+    X = np.asarray(X_ND, dtype=FEATURE_DTYPE)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (rows, features) array, got shape {X.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError(f"{name} contains NaN or inf values; fix the features before probing")
+    return X
+
+
+def _as_vector(v_N: Any, n: int, name: str) -> np.ndarray:
+    v = np.asarray(v_N)
+    if v.shape != (n,):
+        raise ValueError(f"{name} must have shape ({n},) to match the features, got {v.shape}")
+    return v
+
+
+def _check_folds(folds_N: np.ndarray, groups_N: np.ndarray | None) -> np.ndarray:
+    folds = np.asarray(folds_N)
+    if not np.issubdtype(folds.dtype, np.integer):
+        raise ValueError(f"folds_N must hold integer fold ids, got dtype {folds.dtype}")
+    if folds.size and folds.min() < 0:
+        raise ValueError(f"folds_N must hold fold ids >= 0, got {folds.min()}")
+    if np.unique(folds).size < 2:
+        raise ValueError("folds_N must assign rows to at least 2 folds for cross-validation")
+    if groups_N is not None:
+        per_group = pd.Series(folds).groupby(np.asarray(groups_N)).nunique()
+        split = per_group[per_group > 1]
+        if len(split):
+            raise ValueError(
+                f"{len(split)} group(s) span more than one fold (e.g. group {split.index[0]!r}); "
+                "folds must be grouped by base image so that no group is on both sides of a split"
+            )
+    return folds
+
+
+# ------------------------------------------------------------------------------------------------- splits
+def outer_splits(
+    folds_N: np.ndarray, groups_N: np.ndarray | None = None
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield ``(fold, train_idx, test_idx)`` for the stored fold assignment (fold k = test, the rest = train).
+
+    With ``groups_N`` the assignment is checked first: a group spanning two folds raises ``ValueError``.
+    """
+    folds = _check_folds(folds_N, groups_N)
+    for k in np.unique(folds):
+        yield int(k), np.flatnonzero(folds != k), np.flatnonzero(folds == k)
+
+
+def inner_splits(
+    y_N: np.ndarray, groups_N: np.ndarray | None = None, *, n_splits: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified (and, with ``groups_N``, grouped) inner CV splits, shuffled by ``seed``.
+
+    ``n_splits`` is lowered to the number of groups (rows without groups) of the rarest class so that every
+    class can appear in every inner training set; fewer than 2 raises ``ValueError``.
+    """
+    y = np.asarray(y_N)
+    if groups_N is None:
+        per_class = int(np.unique(y, return_counts=True)[1].min())
+    else:
+        per_class = int(pd.Series(np.asarray(groups_N)).groupby(y).nunique().min())
+    k = min(n_splits, per_class)
+    if k < 2:
+        unit = "groups" if groups_N is not None else "rows"
+        raise ValueError(
+            f"inner cross-validation needs at least 2 {unit} per class, the rarest class has {per_class}; "
+            "use more data (or a larger train_fraction)"
+        )
+    if k < n_splits:
+        logger.debug("inner CV: %d folds requested, %d possible with the rarest class", n_splits, k)
+    dummy = np.zeros((len(y), 1))
+    if groups_N is None:
+        cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        return list(cv.split(dummy, y))
+    cv_g = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return list(cv_g.split(dummy, y, np.asarray(groups_N)))
+
+
+# ---------------------------------------------------------------------------------------------- fitting
+def _make_classifier(kind: str, C: float, seed: int, settings: ProbeSettings, *, warm_start: bool = False):
+    if kind == "mlp":
+        # sklearn's MLP penalises alpha/2 * ||W||^2 / n_samples on the mean loss, LogisticRegression
+        # 1/(2C) * ||w||^2 on the summed loss: alpha = 1/C is the same strength.
+        return MLPClassifier(
+            hidden_layer_sizes=(settings.mlp_hidden,),
+            alpha=1.0 / C,
+            solver="lbfgs",
+            max_iter=settings.max_iter,
+            random_state=seed,
+        )
+    return LogisticRegression(C=C, solver="lbfgs", max_iter=settings.max_iter, warm_start=warm_start)
+
+
+def _selection_score(
+    clf: Any, X_ND: np.ndarray, y_N: np.ndarray, classes_K: np.ndarray, metric: str
+) -> float:
+    if metric == "accuracy":
+        return float(np.mean(y_N == clf.predict(X_ND)))
+    return -_log_loss(y_N, clf.predict_proba(X_ND), clf.classes_)
+
+
+# Plain-numpy metrics: scikit-learn's versions validate their inputs on every call, which cost more than the fits
+# on small problems (tests/unit/test_probes.py checks them against scikit-learn).
+def _log_loss(y_N: np.ndarray, proba_NK: np.ndarray, classes_K: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true labels (probabilities clipped to [eps, 1 - eps])."""
+    eps = np.finfo(proba_NK.dtype).eps
+    p = proba_NK[np.arange(y_N.size), np.searchsorted(classes_K, y_N)]
+    return float(-np.mean(np.log(np.clip(p, eps, 1 - eps))))
+
+
+def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Unweighted mean of per-class F1 over the labels in y_true or y_pred (0 where undefined)."""
+    f1 = []
+    for label in np.union1d(y_true, y_pred):
+        t, p = y_true == label, y_pred == label
+        tp = np.sum(t & p)
+        denominator = t.sum() + p.sum()
+        f1.append(2.0 * tp / denominator if denominator else 0.0)
+    return float(np.mean(f1))
+
+
+def _auroc(positive_N: np.ndarray, score_N: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with mid-ranks for ties)."""
+    ranks = stats.rankdata(score_N)
+    n_pos = int(positive_N.sum())
+    n_neg = positive_N.size - n_pos
+    return float((ranks[positive_N].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _inner_cv_scores(
+    X_ND: np.ndarray,
+    y_N: np.ndarray,
+    groups_N: np.ndarray | None,
+    *,
+    settings: ProbeSettings,
+    seed: int,
+    kind: str,
+) -> dict[float, float]:
+    """Mean inner-CV score (higher is better) per C of the grid, ascending C."""
+    grid = sorted(settings.c_grid)
+    if len(grid) == 1:
+        return {grid[0]: math.nan}
+    classes = np.unique(y_N)
+    totals = np.zeros(len(grid))
+    n_used = 0
+    for tr, va in inner_splits(y_N, groups_N, n_splits=settings.inner_folds, seed=seed):
+        if np.unique(y_N[tr]).size < classes.size:
+            logger.debug("inner fold skipped: its training rows miss a class")
+            continue
+        scaler = StandardScaler().fit(X_ND[tr])
+        X_tr, X_va = scaler.transform(X_ND[tr]), scaler.transform(X_ND[va])
+        clf = None
+        for i, C in enumerate(grid):
+            if kind == "mlp" or clf is None:
+                # Logistic regression walks the path from strong to weak regularisation with warm starts.
+                clf = _make_classifier(kind, C, seed, settings, warm_start=kind != "mlp")
+            else:
+                clf.set_params(C=C)
+            clf.fit(X_tr, y_N[tr])
+            totals[i] += _selection_score(clf, X_va, y_N[va], classes, settings.inner_metric)
+        n_used += 1
+    if n_used == 0:
+        raise ValueError("no inner CV fold had every class in its training rows; cannot choose C")
+    return dict(zip(grid, (totals / n_used).tolist(), strict=True))
+
+
+def fit_probe_pipeline(
+    X_ND: np.ndarray,
+    y_N: np.ndarray,
+    *,
+    settings: ProbeSettings,
+    seed: int,
+    groups_N: np.ndarray | None = None,
+    kind: str = "logreg",
+) -> tuple[Pipeline, dict[str, Any]]:
+    """Choose C by inner CV on these rows, then fit scaler + classifier on all of them.
+
+    Pass only training rows: everything here (scaler statistics included) is fit on what it is given.
+    ``kind`` is ``logreg`` or ``mlp``. Returns the fitted pipeline (steps ``scaler``, ``clf``) and an info dict
+    (``C``, ``inner_scores`` per C, ``n_convergence_warnings``).
+    """
+    if kind not in ("logreg", "mlp"):
+        raise ValueError(f"fit_probe_pipeline fits 'logreg' or 'mlp', got {kind!r}")
+    # Probe fits are many small problems: parallelism comes from settings.n_jobs over seed x fold tasks, and
+    # BLAS stays single-threaded inside a fit (multi-threaded BLAS on small matrices oversubscribes the cores
+    # and was 10-25x slower on a busy 2-core machine).
+    # Features were checked once (_as_features: 2-D, finite): skipping scikit-learn's per-fit validation cuts the
+    # Python overhead that dominates small problems (about half the CPU time of the demo's probe jobs).
+    with (
+        threadpool_limits(limits=1, user_api="blas"),
+        sklearn.config_context(assume_finite=True, skip_parameter_validation=True),
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always", ConvergenceWarning)
+        scores = _inner_cv_scores(X_ND, y_N, groups_N, settings=settings, seed=seed, kind=kind)
+        C_grid = np.array(list(scores))
+        values = np.array(list(scores.values()))
+        best_C = float(C_grid[0] if np.isnan(values).all() else C_grid[int(np.nanargmax(values))])
+        pipe = Pipeline(
+            [("scaler", StandardScaler()), ("clf", _make_classifier(kind, best_C, seed, settings))]
+        ).fit(X_ND, y_N)
+    n_conv = 0
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            n_conv += 1
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return pipe, {"C": best_C, "inner_scores": scores, "n_convergence_warnings": n_conv}
+
+
+#: Columns of the tidy frames returned by :func:`evaluate_probe` and :func:`run_probe_suite`.
+ROW_COLUMNS = (
+    "probe",
+    "train_fraction",
+    "test_space",
+    "seed",
+    "fold",
+    "metric",
+    "value",
+    "C",
+    "n_train",
+    "n_test",
+)
+
+
+# --------------------------------------------------------------------------------------------- evaluation
+def _metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, score_N: np.ndarray | None, classes_K: np.ndarray
+) -> dict[str, float]:
+    out = {
+        "accuracy": float(np.mean(y_true == y_pred)),
+        "macro_f1": _macro_f1(y_true, y_pred),
+    }
+    if classes_K.size == 2:
+        positive = y_true == classes_K[1]
+        if score_N is None or positive.all() or not positive.any():
+            out["auroc"] = math.nan
+        else:
+            out["auroc"] = _auroc(positive, np.asarray(score_N))
+    return out
+
+
+def _positive_score(pipe: Pipeline, X_ND: np.ndarray, classes_K: np.ndarray) -> np.ndarray | None:
+    """Score for classes_K[1] (binary tasks only); None when the model did not see both classes."""
+    if classes_K.size != 2 or not np.array_equal(pipe.classes_, classes_K):
+        return None
+    if hasattr(pipe, "decision_function"):
+        return pipe.decision_function(X_ND)
+    return pipe.predict_proba(X_ND)[:, 1]
+
+
+def _rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+    return frame.astype({"seed": "int64", "fold": "int64", "n_train": "int64", "n_test": "int64"})

@@ -1,0 +1,453 @@
+"""The probe suite: within-model, cross-model and cross-modal probes with controls."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.pipeline import Pipeline
+
+from repshift.probes.cv import (
+    KINDS,
+    ProbeSettings,
+    _as_features,
+    _as_vector,
+    _check_folds,
+    _metrics,
+    _positive_score,
+    _rows_frame,
+    check_same_width,
+    fit_probe_pipeline,
+    outer_splits,
+)
+from repshift.probes.saved import FoldProbes
+
+logger = logging.getLogger(__name__)
+
+
+# Distinct streams for the seeded random choices made per (seed, fold).
+_STREAM_CONTROL = 1
+
+
+_STREAM_SUBSAMPLE = 2
+
+
+def _subsample_training(
+    train_idx: np.ndarray,
+    y_N: np.ndarray,
+    groups_N: np.ndarray | None,
+    fraction: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """A seeded subsample of whole groups (rows without groups), stratified by each group's set of labels.
+
+    Each stratum keeps ``ceil(fraction * n)`` groups, and at least 2 (where it has them) so that inner CV
+    stays possible.
+    """
+    if fraction >= 1:
+        return train_idx
+    groups = groups_N[train_idx] if groups_N is not None else train_idx
+    frame = pd.DataFrame({"g": groups, "y": y_N[train_idx]})
+    signature = frame.groupby("g")["y"].agg(lambda s: repr(sorted(set(s.tolist()))))
+    keep: list[Any] = []
+    for _, members in signature.groupby(signature):
+        names = members.index.to_numpy()
+        n_keep = min(names.size, max(math.ceil(fraction * names.size), 2))
+        keep.extend(rng.permutation(names)[:n_keep].tolist())
+    return train_idx[np.isin(groups, np.asarray(keep, dtype=groups.dtype))]
+
+
+@dataclass(frozen=True, eq=False)
+class EvalSpace:
+    """Another feature space in which each outer fold's probe is scored, without refitting.
+
+    Fold ``k``'s probe (fit on the training space's rows outside fold ``k``) is scored on this space's rows whose
+    stored fold is ``k``. The rows need not be paired with the training rows (another model's rows, or the other
+    modality's rows of the same images), but the folds must be the dataset's stored folds, grouped by base image:
+    with ``groups_N`` on both sides, a test group that is also a training group raises ``ValueError``.
+    """
+
+    name: str
+    X_ND: np.ndarray
+    y_N: np.ndarray
+    folds_N: np.ndarray
+    groups_N: np.ndarray | None = None
+
+
+def _evaluate_split(
+    X_ND: np.ndarray,
+    y_N: np.ndarray,
+    spaces: Sequence[tuple[str, np.ndarray, np.ndarray, Mapping[int, np.ndarray]]],
+    groups_N: np.ndarray | None,
+    train_idx: np.ndarray,
+    *,
+    seed: int,
+    fold: int,
+    kind: str,
+    train_fraction: float,
+    classes_K: np.ndarray,
+    settings: ProbeSettings,
+) -> tuple[list[dict[str, Any]], int, tuple[Pipeline, float] | None]:
+    fit_idx = train_idx
+    if train_fraction < 1:
+        rng = np.random.default_rng([seed, fold, _STREAM_SUBSAMPLE])
+        fit_idx = _subsample_training(train_idx, y_N, groups_N, train_fraction, rng)
+    y_fit = y_N[fit_idx]
+    if kind == "control":
+        y_fit = np.random.default_rng([seed, fold, _STREAM_CONTROL]).permutation(y_fit)
+    pipe, info = fit_probe_pipeline(
+        X_ND[fit_idx],
+        y_fit,
+        settings=settings,
+        seed=seed,
+        groups_N=None if groups_N is None else groups_N[fit_idx],
+        kind="mlp" if kind == "mlp" else "logreg",
+    )
+    rows = []
+    for space, X_eval_ND, y_eval_N, test_by_fold in spaces:
+        test_idx = test_by_fold.get(fold)
+        if test_idx is None or not test_idx.size:
+            continue
+        X_test, y_test = X_eval_ND[test_idx], y_eval_N[test_idx]
+        metrics = _metrics(y_test, pipe.predict(X_test), _positive_score(pipe, X_test, classes_K), classes_K)
+        for metric, value in metrics.items():
+            rows.append(
+                {
+                    "probe": kind,
+                    "train_fraction": float(train_fraction),
+                    "test_space": space,
+                    "seed": seed,
+                    "fold": fold,
+                    "metric": metric,
+                    "value": value,
+                    "C": info["C"],
+                    "n_train": int(fit_idx.size),
+                    "n_test": int(test_idx.size),
+                }
+            )
+    keep = (pipe, info["C"]) if kind == "logreg" and train_fraction >= 1 else None
+    return rows, info["n_convergence_warnings"], keep
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    X: np.ndarray
+    y: np.ndarray
+    groups: np.ndarray | None
+    splits: list[tuple[int, np.ndarray, np.ndarray]]
+    # (name, X_ND, y_N, test rows per outer fold) of every space the probes are scored in
+    spaces: list[tuple[str, np.ndarray, np.ndarray, dict[int, np.ndarray]]]
+
+
+def _space_tests(
+    space: EvalSpace,
+    splits: Sequence[tuple[int, np.ndarray, np.ndarray]],
+    groups: np.ndarray | None,
+    train_name: str,
+) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    X = _as_features(space.X_ND, space.name)
+    n = X.shape[0]
+    y = _as_vector(space.y_N, n, f"{space.name} y_N")
+    folds = _check_folds(_as_vector(space.folds_N, n, f"{space.name} folds_N"), None)
+    s_groups = None if space.groups_N is None else _as_vector(space.groups_N, n, f"{space.name} groups_N")
+    tests = {}
+    for k, tr, _ in splits:
+        test = np.flatnonzero(folds == k)
+        if groups is not None and s_groups is not None:
+            shared = np.intersect1d(groups[tr], s_groups[test])
+            if shared.size:
+                raise ValueError(
+                    f"group {shared[0]!r} is in {train_name}'s training rows of fold {k} and in {space.name}'s "
+                    "test rows: both spaces must use the dataset's stored folds, grouped by base image"
+                )
+        tests[k] = test
+    return X, y, tests
+
+
+def _prepare(
+    X_train_ND: Any,
+    y_train_N: Any,
+    folds_N: Any,
+    X_test_ND: Any,
+    y_test_N: Any,
+    groups_N: Any,
+    report_within: bool,
+    names: tuple[str, str],
+    other_spaces: Sequence[EvalSpace],
+) -> _Prepared:
+    X = _as_features(X_train_ND, names[0])
+    n = X.shape[0]
+    y = _as_vector(y_train_N, n, "y_train_N")
+    folds = _as_vector(folds_N, n, "folds_N")
+    groups = None if groups_N is None else _as_vector(groups_N, n, "groups_N")
+    splits = list(outer_splits(folds, groups))
+    same = ("same", X, y, {k: te for k, _, te in splits})
+    spaces = [same]
+    if X_test_ND is not None:
+        if other_spaces:
+            raise ValueError("pass either X_test_ND (paired rows) or other_spaces, not both")
+        check_same_width(X_train_ND, X_test_ND, name_a=names[0], name_b=names[1])
+        X_other = _as_features(X_test_ND, names[1])
+        if X_other.shape[0] != n:
+            raise ValueError(
+                f"{names[1]} has {X_other.shape[0]} rows but {names[0]} has {n}: cross-space evaluation needs "
+                "paired rows (same inputs, same order, same folds)"
+            )
+        y_other = y if y_test_N is None else _as_vector(y_test_N, n, "y_test_N")
+        spaces = [("other", X_other, y_other, same[3])] + (spaces if report_within else [])
+    elif y_test_N is not None:
+        raise ValueError("y_test_N was given without X_test_ND")
+    names_seen = {"same"}
+    for space in other_spaces:
+        if space.name in names_seen:
+            raise ValueError(f"evaluation space name {space.name!r} is used twice")
+        names_seen.add(space.name)
+        check_same_width(X, space.X_ND, name_a=names[0], name_b=space.name)
+        spaces.append((space.name, *_space_tests(space, splits, groups, names[0])))
+    return _Prepared(X, y, groups, splits, spaces)
+
+
+def evaluate_probe(
+    X_train_ND: np.ndarray,
+    y_train_N: np.ndarray,
+    folds_N: np.ndarray,
+    *,
+    X_test_ND: np.ndarray | None = None,
+    y_test_N: np.ndarray | None = None,
+    settings: ProbeSettings,
+    kind: str = "logreg",
+    groups_N: np.ndarray | None = None,
+    train_fraction: float = 1.0,
+    report_within: bool = False,
+    names: tuple[str, str] = ("X_train_ND", "X_test_ND"),
+    other_spaces: Sequence[EvalSpace] = (),
+) -> pd.DataFrame:
+    """Outer CV over the stored folds, repeated over ``settings.seeds``; tidy rows (:data:`ROW_COLUMNS`).
+
+    ``kind``: ``logreg`` (scaler + L2 logistic regression, C by inner CV), ``control`` (the same on row-permuted
+    training labels, scored against true test labels) or ``mlp`` (scaler + one-hidden-layer MLP, alpha = 1/C by
+    inner CV). With ``X_test_ND`` (another model's features, or the paired other modality, rows aligned with
+    ``X_train_ND``), the probe is fit on ``X_train_ND`` rows of the training folds and scored on ``X_test_ND`` rows
+    of the test fold (``test_space = "other"``); ``report_within`` also scores the same fit on ``X_train_ND``'s
+    test rows (``test_space = "same"``), without refitting. ``other_spaces`` (:class:`EvalSpace`, rows need not be
+    paired) scores every fit in each of them too (``test_space = space.name``), besides ``same``.
+    ``train_fraction < 1`` fits on a seeded, stratified subsample of the training groups (learning curve); test
+    rows are unchanged. ``names`` name the two spaces in error messages.
+    """
+    return _evaluate(
+        X_train_ND,
+        y_train_N,
+        folds_N,
+        X_test_ND=X_test_ND,
+        y_test_N=y_test_N,
+        settings=settings,
+        kind=kind,
+        groups_N=groups_N,
+        train_fraction=train_fraction,
+        report_within=report_within,
+        names=names,
+        other_spaces=other_spaces,
+    )[0]
+
+
+def _evaluate(
+    X_train_ND,
+    y_train_N,
+    folds_N,
+    *,
+    settings: ProbeSettings,
+    kind: str,
+    train_fraction: float,
+    prepared: _Prepared | None = None,
+    **prep: Any,
+) -> tuple[pd.DataFrame, list[tuple[int, int, Pipeline, float]]]:
+    if kind not in KINDS:
+        raise ValueError(f"unknown probe kind {kind!r}; use one of {KINDS}")
+    if not 0 < train_fraction <= 1:
+        raise ValueError(f"train_fraction must lie in (0, 1], got {train_fraction}")
+    p = prepared or _prepare(
+        X_train_ND,
+        y_train_N,
+        folds_N,
+        prep["X_test_ND"],
+        prep["y_test_N"],
+        prep["groups_N"],
+        prep["report_within"],
+        prep["names"],
+        prep["other_spaces"],
+    )
+    classes = np.unique(p.y)
+    if classes.size < 2:
+        raise ValueError(f"y_train_N has a single class ({classes[0]!r}); nothing to probe")
+    tasks = [(seed, k, tr) for seed in settings.seeds for k, tr, _ in p.splits]
+    logger.info(
+        "probe %s: %d rows x %d dims, %d classes, %d folds x %d seeds, train_fraction %.3g, test on %s",
+        kind,
+        p.X.shape[0],
+        p.X.shape[1],
+        classes.size,
+        len(p.splits),
+        len(settings.seeds),
+        train_fraction,
+        "+".join(s[0] for s in p.spaces),
+    )
+    results = Parallel(n_jobs=settings.n_jobs)(
+        delayed(_evaluate_split)(
+            p.X,
+            p.y,
+            p.spaces,
+            p.groups,
+            tr,
+            seed=seed,
+            fold=k,
+            kind=kind,
+            train_fraction=train_fraction,
+            classes_K=classes,
+            settings=settings,
+        )
+        for seed, k, tr in tasks
+    )
+    rows = [row for task_rows, _, _ in results for row in task_rows]
+    fits = [(seed, k, *fit) for (seed, k, _), (_, _, fit) in zip(tasks, results, strict=True) if fit]
+    n_conv = sum(c for _, c, _ in results)
+    if n_conv:
+        logger.warning(
+            "probe %s: %d solver fits hit max_iter=%d without converging; consider raising max_iter",
+            kind,
+            n_conv,
+            settings.max_iter,
+        )
+    frame = _rows_frame(rows)
+    for space, sub in frame[frame.metric == "accuracy"].groupby("test_space"):
+        logger.info("probe %s (%s space): mean accuracy %.4f", kind, space, sub["value"].mean())
+    return frame, fits
+
+
+def majority_baseline(
+    y_train_N: np.ndarray,
+    folds_N: np.ndarray,
+    *,
+    y_test_N: np.ndarray | None = None,
+    groups_N: np.ndarray | None = None,
+    test_spaces: Sequence[str] = ("same",),
+    other_spaces: Sequence[EvalSpace] = (),
+) -> pd.DataFrame:
+    """Majority-class baseline rows (``probe = "majority"``, ``seed = -1``): predict the training folds' most
+    frequent label (ties: smallest label) for every test row. Its auroc is 0.5 by construction.
+
+    ``test_spaces`` name the spaces scored on ``y_test_N`` (default: the training labels) at the training rows'
+    folds; each of ``other_spaces`` is scored on its own labels at its rows of the test fold."""
+    y = np.asarray(y_train_N)
+    y_eval = y if y_test_N is None else _as_vector(y_test_N, y.size, "y_test_N")
+    classes = np.unique(y)
+    rows = []
+    for k, tr, te in outer_splits(_as_vector(folds_N, y.size, "folds_N"), groups_N):
+        values, counts = np.unique(y[tr], return_counts=True)
+        majority = values[int(np.argmax(counts))]
+        tests = [(space, y_eval[te]) for space in test_spaces]
+        for s in other_spaces:
+            tests.append((s.name, np.asarray(s.y_N)[np.asarray(s.folds_N) == k]))
+        for space, y_test in tests:
+            if not y_test.size:
+                continue
+            metrics = _metrics(y_test, np.full(y_test.size, majority), np.zeros(y_test.size), classes)
+            for metric, value in metrics.items():
+                rows.append(
+                    {
+                        "probe": "majority",
+                        "train_fraction": 1.0,
+                        "test_space": space,
+                        "seed": -1,
+                        "fold": k,
+                        "metric": metric,
+                        "value": value,
+                        "C": math.nan,
+                        "n_train": int(tr.size),
+                        "n_test": int(y_test.size),
+                    }
+                )
+    return _rows_frame(rows)
+
+
+def fit_probe_suite(
+    X_train_ND: np.ndarray,
+    y_train_N: np.ndarray,
+    folds_N: np.ndarray,
+    *,
+    settings: ProbeSettings,
+    groups_N: np.ndarray | None = None,
+    X_test_ND: np.ndarray | None = None,
+    y_test_N: np.ndarray | None = None,
+    report_within: bool = False,
+    names: tuple[str, str] = ("X_train_ND", "X_test_ND"),
+    other_spaces: Sequence[EvalSpace] = (),
+) -> tuple[pd.DataFrame, FoldProbes]:
+    """:func:`run_probe_suite`, also returning the logistic probe of every (seed, outer fold) as
+    :class:`FoldProbes` (to score later in more spaces, e.g. another layer, without refitting)."""
+    p = _prepare(
+        X_train_ND, y_train_N, folds_N, X_test_ND, y_test_N, groups_N, report_within, names, other_spaces
+    )
+
+    def run(kind: str, fraction: float = 1.0):
+        return _evaluate(None, None, None, settings=settings, kind=kind, train_fraction=fraction, prepared=p)
+
+    frame, fits = run("logreg")
+    frames = [frame]
+    if settings.control:
+        frames.append(run("control")[0])
+    if settings.mlp:
+        frames.append(run("mlp")[0])
+    for fraction in sorted(set(settings.train_fractions)):
+        if fraction < 1:  # the full logistic run above is fraction 1.0
+            frames.append(run("logreg", fraction)[0])
+    paired = [s[0] for s in p.spaces if s[0] in ("same", "other")]
+    frames.append(
+        majority_baseline(
+            p.y,
+            folds_N,
+            y_test_N=y_test_N,
+            groups_N=p.groups,
+            test_spaces=paired,
+            other_spaces=other_spaces,
+        )
+    )
+    return pd.concat(frames, ignore_index=True), FoldProbes.from_fits(fits, np.unique(p.y))
+
+
+def run_probe_suite(
+    X_train_ND: np.ndarray,
+    y_train_N: np.ndarray,
+    folds_N: np.ndarray,
+    *,
+    settings: ProbeSettings,
+    groups_N: np.ndarray | None = None,
+    X_test_ND: np.ndarray | None = None,
+    y_test_N: np.ndarray | None = None,
+    report_within: bool = False,
+    names: tuple[str, str] = ("X_train_ND", "X_test_ND"),
+    other_spaces: Sequence[EvalSpace] = (),
+) -> pd.DataFrame:
+    """Logistic probe, plus (per settings) the shuffled-label control, the MLP, the learning curve and the
+    majority baseline, as one tidy frame (:data:`ROW_COLUMNS`; ``probe`` and ``train_fraction`` tell them apart).
+
+    Every fit is made once and scored in every space (``same``, ``X_test_ND``'s ``other`` or each of
+    ``other_spaces``); the learning curve reuses the full logistic run for fraction 1.0 instead of refitting it.
+    """
+    return fit_probe_suite(
+        X_train_ND,
+        y_train_N,
+        folds_N,
+        settings=settings,
+        groups_N=groups_N,
+        X_test_ND=X_test_ND,
+        y_test_N=y_test_N,
+        report_within=report_within,
+        names=names,
+        other_spaces=other_spaces,
+    )[0]

@@ -1,0 +1,238 @@
+"""Spliced CE loss: how much of a model's next-token loss an SAE's reconstruction keeps, layer by layer.
+
+For every layer L with an SAE, the model's own forward pass runs three ways on the same text-only token ids:
+
+- **clean**: unchanged;
+- **sae**: the output of decoder block L (repshift layer L, what ``blocks.L.hook_resid_post`` reads) is
+  replaced by the SAE's reconstruction x̂ = decode(encode(x)) through a forward hook on block L;
+- **zero**: the output of block L is replaced by zeros (zero ablation).
+
+``ce_loss_recovered`` = (CE_zero − CE_sae) / (CE_zero − CE_clean): 1 when the SAE loses nothing, 0 when it is
+no better than deleting the residual stream (the Kissane et al. / Gemma Scope "loss recovered").
+
+Token policy (one rule, used everywhere here):
+
+- positions: the SAE (or zero) replaces x only at *text* positions; BOS keeps its clean activation (SAEs such
+  as Gemma Scope are trained without BOS, whose norm is an outlier), pads are never touched and never seen.
+- targets: for a sequence of T real tokens ``<bos> t1 ... t(T-1)`` the targets are tokens 1..T-1 (t1 is
+  predicted at BOS); BOS is never a target and pads (left padding) are masked out. CE is the mean over all
+  targets of all prompts (token-weighted), in nats.
+- the VLM decoder gets the very same ids as the base LLM (``[<bos>] + tokenizer(text)``, no image, no
+  token_type_ids), as in extraction (see :mod:`repshift.models`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from repshift.formats.activations_h5 import POSITION_KINDS
+
+log = logging.getLogger(__name__)
+
+#: Metrics written per layer, in this order.
+SPLICED_METRICS = ("ce_clean", "ce_sae", "ce_zero", "ce_loss_recovered", "ce_delta", "n_targets", "n_prompts")
+
+
+@dataclass(frozen=True)
+class SplicedCE:
+    """CE sums of one layer over all prompts (nats), and the number of target tokens."""
+
+    sum_clean: float
+    sum_sae: float
+    sum_zero: float
+    n_targets: int
+    n_prompts: int
+
+    @property
+    def ce_clean(self) -> float:
+        return self.sum_clean / max(self.n_targets, 1)
+
+    @property
+    def ce_sae(self) -> float:
+        return self.sum_sae / max(self.n_targets, 1)
+
+    @property
+    def ce_zero(self) -> float:
+        return self.sum_zero / max(self.n_targets, 1)
+
+    @property
+    def recovered(self) -> float:
+        """(CE_zero − CE_sae) / (CE_zero − CE_clean); NaN when zero ablation costs nothing (undefined)."""
+        denom = self.ce_zero - self.ce_clean
+        if abs(denom) < 1e-12:
+            return math.nan
+        return (self.ce_zero - self.ce_sae) / denom
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "ce_clean": self.ce_clean,
+            "ce_sae": self.ce_sae,
+            "ce_zero": self.ce_zero,
+            "ce_loss_recovered": self.recovered,
+            "ce_delta": self.ce_sae - self.ce_clean,
+            "n_targets": float(self.n_targets),
+            "n_prompts": float(self.n_prompts),
+        }
+
+
+def next_token_ce(logits_BTV: torch.Tensor, ids_BT: torch.Tensor, mask_BT: torch.Tensor) -> tuple[float, int]:
+    """Summed next-token CE (nats) and the number of targets: target t is predicted at t-1, both real tokens.
+
+    With left padding the first real token (BOS) follows a pad, so it is never a target.
+    """
+    mask = mask_BT.bool()
+    valid_BT = mask[:, 1:] & mask[:, :-1]
+    logits = logits_BTV[:, :-1][valid_BT].float()
+    targets = ids_BT[:, 1:][valid_BT].to(logits.device)
+    if targets.numel() == 0:
+        return 0.0, 0
+    loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    return float(loss), int(targets.numel())
+
+
+@contextlib.contextmanager
+def replace_block_output(
+    block: torch.nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]
+) -> Iterator[None]:
+    """Replace a decoder block's output hidden states by ``fn(hidden)`` (Tensor in transformers 5.x, tuple in
+    4.x: both handled). The hook is always removed."""
+
+    def hook(_module, _args, output):
+        if isinstance(output, (tuple, list)):
+            return type(output)([fn(output[0]), *output[1:]])
+        return fn(output)
+
+    handle = block.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def sae_splice(sae: Any, positions_BT: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x -> x with x̂ = sae.decode(sae.encode(x)) at ``positions_BT`` (computed in the SAE's dtype)."""
+
+    def fn(hidden_BTD: torch.Tensor) -> torch.Tensor:
+        pos = positions_BT.to(hidden_BTD.device)
+        x_ND = hidden_BTD[pos]
+        x_hat = sae.decode(sae.encode(x_ND.to(device=sae.device, dtype=sae.dtype)))
+        out = hidden_BTD.clone()
+        out[pos] = x_hat.to(device=hidden_BTD.device, dtype=hidden_BTD.dtype)
+        return out
+
+    return fn
+
+
+def zero_splice(positions_BT: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x -> x with zeros at ``positions_BT``."""
+
+    def fn(hidden_BTD: torch.Tensor) -> torch.Tensor:
+        out = hidden_BTD.clone()
+        out[positions_BT.to(hidden_BTD.device)] = 0
+        return out
+
+    return fn
+
+
+def _logits(adapter: Any, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    return adapter.model(**inputs, use_cache=False).logits
+
+
+def spliced_ce(
+    adapter: Any,
+    saes: Mapping[int, Any],
+    ids_list: Sequence[Sequence[int]],
+    *,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> dict[int, SplicedCE]:
+    """Clean, SAE-spliced and zero-ablated CE of ``adapter``'s model on ``ids_list``, for each layer in ``saes``.
+
+    ``adapter``: a :class:`repshift.models.adapter.Adapter` of a decoder stream (causal LM or VLM decoder; text-only
+    inputs). ``saes``: {layer: SAE} (anything with ``encode``, ``decode``, ``device`` and ``dtype``).
+    ``ids_list``: token ids per prompt, ``[<bos>] + text`` (:meth:`Adapter.text_ids`). One clean forward per
+    batch and two per layer; layer L's hook is on ``adapter.layers[L]`` (output of block L).
+    """
+    if getattr(adapter, "stream", "decoder") != "decoder":
+        raise ValueError("spliced CE needs a decoder stream with an LM head, not a vision tower")
+    if not ids_list:
+        raise ValueError("spliced CE got no prompts")
+    layers = sorted(int(k) for k in saes)
+    for layer in layers:
+        if not 0 <= layer < len(adapter.layers):
+            raise ValueError(f"layer {layer} requested but the model has {len(adapter.layers)} blocks")
+    order = sorted(range(len(ids_list)), key=lambda i: (len(ids_list[i]), i))  # less padding
+    sums = {layer: [0.0, 0.0, 0.0, 0] for layer in layers}
+    clean_sum, n_targets = 0.0, 0
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    with torch.inference_mode():
+        for idx in tqdm(batches, desc="spliced CE", unit="batch", disable=not progress, mininterval=5):
+            batch = adapter.text_batch([list(ids_list[i]) for i in idx])
+            inputs = {k: v.to(adapter.device) for k, v in batch.inputs.items()}
+            ids_BT, mask_BT = inputs["input_ids"], inputs["attention_mask"]
+            text_BT = torch.from_numpy(batch.kinds_BT == POSITION_KINDS["text"])
+            s, n = next_token_ce(_logits(adapter, inputs), ids_BT, mask_BT)
+            clean_sum += s
+            n_targets += n
+            for layer in layers:
+                block = adapter.layers[layer]
+                with replace_block_output(block, sae_splice(saes[layer], text_BT)):
+                    s_sae, _ = next_token_ce(_logits(adapter, inputs), ids_BT, mask_BT)
+                with replace_block_output(block, zero_splice(text_BT)):
+                    s_zero, _ = next_token_ce(_logits(adapter, inputs), ids_BT, mask_BT)
+                sums[layer][0] += s_sae
+                sums[layer][1] += s_zero
+    out = {
+        layer: SplicedCE(clean_sum, sums[layer][0], sums[layer][1], n_targets, len(ids_list))
+        for layer in layers
+    }
+    for layer, r in out.items():
+        log.info(
+            "layer %d: CE clean %.4f, SAE %.4f, zero %.4f -> recovered %.3f (%d targets)",
+            layer,
+            r.ce_clean,
+            r.ce_sae,
+            r.ce_zero,
+            r.recovered,
+            r.n_targets,
+        )
+    return out
+
+
+def spliced_table(results: Mapping[int, SplicedCE], *, sae: str, model: str, dataset: str) -> pd.DataFrame:
+    """Tidy rows with the transfer tables' columns (position_kind ``text``), one per layer and metric."""
+    rows = [
+        {
+            "sae": sae,
+            "model": model,
+            "dataset": dataset,
+            "layer": int(layer),
+            "position_kind": "text",
+            "metric": metric,
+            "value": float(value),
+        }
+        for layer in sorted(results)
+        for metric, value in results[layer].metrics().items()
+    ]
+    return pd.DataFrame(
+        rows, columns=["sae", "model", "dataset", "layer", "position_kind", "metric", "value"]
+    )
+
+
+def sample_prompts(texts: Sequence[str], max_prompts: int | None, seed: int) -> list[str]:
+    """At most ``max_prompts`` texts, a seeded sample kept in input order (all of them when fewer)."""
+    texts = list(texts)
+    if max_prompts is None or len(texts) <= int(max_prompts):
+        return texts
+    keep = np.sort(np.random.default_rng(seed).choice(len(texts), size=int(max_prompts), replace=False))
+    return [texts[i] for i in keep]
