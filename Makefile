@@ -11,21 +11,26 @@ export TOKENIZERS_PARALLELISM ?= false
 export MPLBACKEND ?= Agg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install dev demo test test-fast lint format clean-demo
+.PHONY: install dev demo test test-fast lint format clean-demo lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # torch first, pinned, from pip (a CPU build is served here; an unpinned torch would pull CUDA wheels)
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e .
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/python -m pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e .
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $@
+
+# Regenerate constraints.txt (the tested transitive versions) from the current environment.
+lock: dev
+	{ sed -n 1,2p constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
 
 install: $(VENV)/.installed
 dev: $(VENV)/.installed-dev
