@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import math
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -243,6 +243,7 @@ def _inner_cv_scores(
     settings: ProbeSettings,
     seed: int,
     kind: str,
+    scaler: Callable[[], Any],
 ) -> dict[float, float]:
     """Mean inner-CV score (higher is better) per C of the grid, ascending C."""
     grid = sorted(settings.c_grid)
@@ -255,8 +256,8 @@ def _inner_cv_scores(
         if np.unique(y_N[tr]).size < classes.size:
             logger.debug("inner fold skipped: its training rows miss a class")
             continue
-        scaler = StandardScaler().fit(X_ND[tr])
-        X_tr, X_va = scaler.transform(X_ND[tr]), scaler.transform(X_ND[va])
+        fitted = scaler().fit(X_ND[tr])
+        X_tr, X_va = fitted.transform(X_ND[tr]), fitted.transform(X_ND[va])
         clf = None
         for i, C in enumerate(grid):
             if kind == "mlp" or clf is None:
@@ -280,11 +281,14 @@ def fit_probe_pipeline(
     seed: int,
     groups_N: np.ndarray | None = None,
     kind: str = "logreg",
+    scaler: Callable[[], Any] = StandardScaler,
 ) -> tuple[Pipeline, dict[str, Any]]:
     """Choose C by inner CV on these rows, then fit scaler + classifier on all of them.
 
-    Pass only training rows: everything here (scaler statistics included) is fit on what it is given.
-    ``kind`` is ``logreg`` or ``mlp``. Returns the fitted pipeline (steps ``scaler``, ``clf``) and an info dict
+    The one nested-CV engine: label probes (dense pooled activations, ``StandardScaler``) and SAE-feature
+    classification (sparse codes, its own scalers) both fit through it. Pass only training rows: everything here
+    (scaler statistics included) is fit on what it is given. ``kind`` is ``logreg`` or ``mlp``; ``scaler`` makes a
+    fresh scikit-learn transformer (dense or sparse input). Returns the fitted pipeline (steps ``scaler``, ``clf``) and an info dict
     (``C``, ``inner_scores`` per C, ``n_convergence_warnings``).
     """
     if kind not in ("logreg", "mlp"):
@@ -300,13 +304,13 @@ def fit_probe_pipeline(
         warnings.catch_warnings(record=True) as caught,
     ):
         warnings.simplefilter("always", ConvergenceWarning)
-        scores = _inner_cv_scores(X_ND, y_N, groups_N, settings=settings, seed=seed, kind=kind)
+        scores = _inner_cv_scores(X_ND, y_N, groups_N, settings=settings, seed=seed, kind=kind, scaler=scaler)
         C_grid = np.array(list(scores))
         values = np.array(list(scores.values()))
         best_C = float(C_grid[0] if np.isnan(values).all() else C_grid[int(np.nanargmax(values))])
-        pipe = Pipeline(
-            [("scaler", StandardScaler()), ("clf", _make_classifier(kind, best_C, seed, settings))]
-        ).fit(X_ND, y_N)
+        pipe = Pipeline([("scaler", scaler()), ("clf", _make_classifier(kind, best_C, seed, settings))]).fit(
+            X_ND, y_N
+        )
     n_conv = 0
     for w in caught:
         if issubclass(w.category, ConvergenceWarning):

@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -391,7 +390,7 @@ def make_scaler(scaling: str):
 
 
 def make_pipeline(C: float, *, max_iter: int, scaling: str = "global", warm_start: bool = False):
-    """Scaler (``scaling``) + L2 logistic regression (lbfgs): the classifier of this module."""
+    """Scaler (``scaling``) + L2 logistic regression (lbfgs), as :func:`fit_classifier` fits it."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
@@ -406,40 +405,15 @@ def make_pipeline(C: float, *, max_iter: int, scaling: str = "global", warm_star
 def fit_classifier(
     X, y_N: np.ndarray, *, settings, seed: int, groups_N: np.ndarray | None = None, scaling: str = "global"
 ):
-    """C by inner CV on these rows (log loss or accuracy per ``settings.inner_metric``), then a refit on all
-    of them. Returns ``(pipeline, C, n_convergence_warnings)``. Pass training rows only."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import accuracy_score, log_loss
-    from threadpoolctl import threadpool_limits
+    """C by inner CV on these rows, then a refit on all of them, through the probes' nested-CV engine
+    (:func:`repshift.probes.cv.fit_probe_pipeline`) with this module's scaler for sparse codes. Returns
+    ``(pipeline, C, n_convergence_warnings)``. Pass training rows only."""
+    from repshift.probes.cv import fit_probe_pipeline
 
-    from repshift.probes.cv import inner_splits
-
-    grid = sorted(settings.c_grid)
-    classes = np.unique(y_N)
-    with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        best_C = grid[0]
-        if len(grid) > 1:
-            totals = np.zeros(len(grid))
-            used = 0
-            for tr, va in inner_splits(y_N, groups_N, n_splits=settings.inner_folds, seed=seed):
-                if np.unique(y_N[tr]).size < classes.size:
-                    continue
-                pipe = make_pipeline(grid[0], max_iter=settings.max_iter, scaling=scaling, warm_start=True)
-                for i, C in enumerate(grid):
-                    pipe.set_params(clf__C=C)
-                    pipe.fit(X[tr], y_N[tr])
-                    if settings.inner_metric == "accuracy":
-                        totals[i] += accuracy_score(y_N[va], pipe.predict(X[va]))
-                    else:
-                        totals[i] -= log_loss(y_N[va], pipe.predict_proba(X[va]), labels=classes)
-                used += 1
-            if used == 0:
-                raise ValueError("no inner CV fold had every class in its training rows; cannot choose C")
-            best_C = grid[int(np.argmax(totals))]  # argmax takes the first: ties go to the smaller C
-        pipe = make_pipeline(best_C, max_iter=settings.max_iter, scaling=scaling).fit(X, y_N)
-    n_conv = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
-    return pipe, float(best_C), n_conv
+    pipe, info = fit_probe_pipeline(
+        X, y_N, settings=settings, seed=seed, groups_N=groups_N, scaler=lambda: make_scaler(scaling)
+    )
+    return pipe, float(info["C"]), int(info["n_convergence_warnings"])
 
 
 def _evaluate_task(X, y, groups, tr, te, *, seed, fold, fraction, settings, scaling):
