@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from repshift.config.specs import ConfigError, model_spec
-from repshift.models.families import DEMO_LLMS, FAMILIES, demo_archs
 from repshift.config.targets import (
     comparison_layers,
     dataset_source,
@@ -19,6 +18,7 @@ from repshift.config.targets import (
     sae_layers,
     task_models,
 )
+from repshift.models.families import DEMO_LLMS, FAMILIES, demo_archs
 
 
 def _check_sae_features(cfg: Mapping[str, Any]) -> None:
@@ -76,7 +76,9 @@ def check_config(cfg: Mapping[str, Any]) -> None:
                 raise ConfigError(f"models.{name}: source demo needs `demo: {{arch: ...}}`")
             archs = demo_archs()
             if arch not in archs:
-                raise ConfigError(f"models.{name}.demo.arch: unknown {arch!r}; choose one of {', '.join(archs)}")
+                raise ConfigError(
+                    f"models.{name}.demo.arch: unknown {arch!r}; choose one of {', '.join(archs)}"
+                )
             expected = archs[arch]
             if spec.family != expected:
                 raise ConfigError(f"models.{name}: demo arch {arch} is family {expected}, not {spec.family}")
@@ -93,7 +95,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
                         f"models.{name}.demo.perturb_from must be in 0..{spec.num_layers}, got {k!r}"
                     )
         if spec.stream == "vision" and not FAMILIES[spec.family].vision_stream:
-            supported = ", ".join(n for n, f in FAMILIES.items() if f.vision_stream)
+            supported = " and ".join(n for n, f in FAMILIES.items() if f.vision_stream)
             raise ConfigError(f"models.{name}: stream vision is supported for {supported}, not {spec.family}")
         model_layers(cfg, name)
     if cfg["coco"]["source"] == "path" and not cfg["coco"].get("root"):

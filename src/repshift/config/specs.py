@@ -9,7 +9,6 @@ from typing import Any
 
 from repshift.models.families import VLM_FAMILIES  # derived from the family table (no torch import)
 
-
 HUB_HELP = (
     "The real preset needs network access to the Hugging Face hub and, for the gated Gemma models, a token "
     "of an account that accepted their licence (`hf auth login` or HF_TOKEN). To run offline, use "

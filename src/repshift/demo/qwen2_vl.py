@@ -83,13 +83,20 @@ def build_demo_qwen2_vl(
     an image processor that resizes every image to ``image_size`` square, so an image gives
     ``(image_size / patch_size / 2) ** 2`` ``<|image_pad|>`` tokens between ``<|vision_start|>`` and
     ``<|vision_end|>``."""
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2VLConfig, Qwen2VLForConditionalGeneration
-    from transformers import Qwen2VLProcessor
+    from transformers import (
+        AutoTokenizer,
+        Qwen2Config,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLProcessor,
+    )
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     merge = 2
     if image_size % (patch_size * merge):
-        raise ValueError(f"qwen2-vl: image_size={image_size} must be a multiple of 2 x patch_size={patch_size}")
+        raise ValueError(
+            f"qwen2-vl: image_size={image_size} must be a multiple of 2 x patch_size={patch_size}"
+        )
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     base = Qwen2Config.from_pretrained(base_dir)
     head_dim = base.hidden_size // base.num_attention_heads

@@ -99,7 +99,9 @@ def build_demo_smolvlm(
 
     scale = 2
     if image_size % (patch_size * scale):
-        raise ValueError(f"smolvlm: image_size={image_size} must be a multiple of 2 x patch_size={patch_size}")
+        raise ValueError(
+            f"smolvlm: image_size={image_size} must be a multiple of 2 x patch_size={patch_size}"
+        )
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     tokenizer.add_special_tokens({"additional_special_tokens": list(SMOLVLM_IMAGE_TOKENS)})
     text = LlamaConfig.from_pretrained(base_dir).to_dict()

@@ -107,7 +107,7 @@ class Adapter:
             if not self.family.vision_stream:
                 supported = [n for n, f in FAMILIES.items() if f.vision_stream]
                 raise ValueError(
-                    f"{spec.name}: the vision stream is supported for {', '.join(supported)}, not {spec.family} "
+                    f"{spec.name}: the vision stream is supported for {' and '.join(supported)}, not {spec.family} "
                     "(its image-token count varies per image or its patches are merged after the tower)"
                 )
             self.layers = vision_layers(model, spec.family)

@@ -11,8 +11,8 @@ Attribute paths were read off the transformers 5.23 classes (and are pinned by t
 family          decoder blocks                               vision blocks
 ==============  ===========================================  ======================================================
 causal-lm       ``model.layers`` (any ``*ForCausalLM``)      --
-paligemma       ``model.language_model.layers``              ``model.vision_tower.vision_model.encoder.layers``
-llava(-next)    ``model.language_model.layers``              ``model.vision_tower.vision_model.encoder.layers``
+paligemma       ``model.language_model.layers``              ``model.vision_tower.encoder.layers``
+llava(-next)    ``model.language_model.layers``              ``model.vision_tower.encoder.layers``
 qwen2-vl        ``model.language_model.layers``              ``model.visual.blocks``
 smolvlm         ``model.text_model.layers``                  ``model.vision_model.encoder.layers``
 ==============  ===========================================  ======================================================
@@ -113,7 +113,7 @@ FAMILIES: dict[str, Family] = {
             name="paligemma",
             model_classes=("PaliGemmaForConditionalGeneration",),
             decoder_blocks="model.language_model.layers",
-            vision_blocks="model.vision_tower.vision_model.encoder.layers",
+            vision_blocks="model.vision_tower.encoder.layers",
             vision_stream=True,
             # the processor builds <image>xN <bos> prompt \n itself
             prompt_format="{image}{prompt}",
@@ -125,7 +125,7 @@ FAMILIES: dict[str, Family] = {
             name="llava",
             model_classes=("LlavaForConditionalGeneration",),
             decoder_blocks="model.language_model.layers",
-            vision_blocks="model.vision_tower.vision_model.encoder.layers",
+            vision_blocks="model.vision_tower.encoder.layers",
             vision_stream=True,
             vision_class_token=True,
             prompt_format="{image}\n{prompt}",  # <bos> <image>xN \n prompt
@@ -136,7 +136,7 @@ FAMILIES: dict[str, Family] = {
             name="llava-next",
             model_classes=("LlavaNextForConditionalGeneration",),
             decoder_blocks="model.language_model.layers",
-            vision_blocks="model.vision_tower.vision_model.encoder.layers",
+            vision_blocks="model.vision_tower.encoder.layers",
             vision_class_token=True,  # tower supported only as decoder: AnyRes tiles vary per image
             prompt_format="{image}\n{prompt}",
             image_inputs=("image_sizes",),
