@@ -18,6 +18,7 @@ from repshift.config.targets import (
     sae_layers,
     task_models,
 )
+from repshift.models.families import DEMO_LLMS, FAMILIES, demo_archs
 
 
 def _check_sae_features(cfg: Mapping[str, Any]) -> None:
@@ -73,18 +74,19 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             arch = demo.get("arch")
             if not arch:
                 raise ConfigError(f"models.{name}: source demo needs `demo: {{arch: ...}}`")
-            expected = {
-                "gemma2": "causal-lm",
-                "paligemma": "paligemma",
-                "llava": "llava",
-                "llava-next": "llava-next",
-            }[arch]
+            archs = demo_archs()
+            if arch not in archs:
+                raise ConfigError(
+                    f"models.{name}.demo.arch: unknown {arch!r}; choose one of {', '.join(archs)}"
+                )
+            expected = archs[arch]
             if spec.family != expected:
                 raise ConfigError(f"models.{name}: demo arch {arch} is family {expected}, not {spec.family}")
-            if arch != "gemma2":
+            if arch not in DEMO_LLMS:
                 base = demo.get("base")
-                if base not in models or models[base].get("demo", {}).get("arch") != "gemma2":
-                    raise ConfigError(f"models.{name}.demo.base must name a demo gemma2 model, got {base!r}")
+                want = FAMILIES[arch].demo_base
+                if base not in models or models[base].get("demo", {}).get("arch") != want:
+                    raise ConfigError(f"models.{name}.demo.base must name a demo {want} model, got {base!r}")
                 if models[base]["num_layers"] != spec.num_layers:
                     raise ConfigError(f"models.{name}: num_layers must equal its base {base}'s")
                 k = demo.get("perturb_from")
@@ -92,10 +94,9 @@ def check_config(cfg: Mapping[str, Any]) -> None:
                     raise ConfigError(
                         f"models.{name}.demo.perturb_from must be in 0..{spec.num_layers}, got {k!r}"
                     )
-        if spec.stream == "vision" and spec.family not in ("paligemma", "llava"):
-            raise ConfigError(
-                f"models.{name}: stream vision is supported for paligemma and llava, not {spec.family}"
-            )
+        if spec.stream == "vision" and not FAMILIES[spec.family].vision_stream:
+            supported = " and ".join(n for n, f in FAMILIES.items() if f.vision_stream)
+            raise ConfigError(f"models.{name}: stream vision is supported for {supported}, not {spec.family}")
         model_layers(cfg, name)
     if cfg["coco"]["source"] == "path" and not cfg["coco"].get("root"):
         raise ConfigError("coco.source is 'path' but coco.root is not set: give the folder holding val2017/")

@@ -7,8 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-VLM_FAMILIES = frozenset({"paligemma", "llava", "llava-next"})
-
+from repshift.models.families import VLM_FAMILIES  # derived from the family table (no torch import)
 
 HUB_HELP = (
     "The real preset needs network access to the Hugging Face hub and, for the gated Gemma models, a token "

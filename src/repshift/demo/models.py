@@ -44,8 +44,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -53,6 +54,7 @@ from torch import nn
 
 from repshift.formats.atomic import atomic_dir
 from repshift.models.adapter import decoder_layers
+from repshift.models.families import FAMILIES, resolve_path
 
 if TYPE_CHECKING:
     from transformers import GemmaTokenizer
@@ -64,8 +66,9 @@ SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>",
 IMAGE_TOKEN = "<image>"
 #: Byte-fallback tokens, right after the special tokens (as in SentencePiece/Gemma vocabularies).
 BYTE_TOKENS: tuple[str, ...] = tuple(f"<0x{b:02X}>" for b in range(256))
-#: VLM architectures :func:`build_demo_vlm` can build.
-VLM_ARCHS: tuple[str, ...] = ("paligemma", "llava", "llava-next")
+#: VLM architectures :func:`build_demo_vlm` can build: the VLM families with a demo builder, in table order
+#: (the order seeds each family's perturbation, so rows are only ever appended).
+VLM_ARCHS: tuple[str, ...] = tuple(n for n, f in FAMILIES.items() if f.vlm and f.demo_builder)
 #: Name of the JSON file recording how a demo model directory was built.
 DEMO_META_FILE = "repshift_demo.json"
 
@@ -207,6 +210,40 @@ def _write_meta(out_dir: Path, meta: dict) -> None:
     (out_dir / DEMO_META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def seeded_model(model_cls, config, seed: int, *, norm_offset: float | None = None) -> nn.Module:
+    """``model_cls(config)`` under ``torch.manual_seed(seed)`` (global RNG restored); with ``norm_offset``, every
+    norm weight becomes ``norm_offset`` + seeded noise of std 0.1 (non-trivial like trained ones)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_cls(config)
+    if norm_offset is not None:
+        gen = _generator(seed, 1)
+        with torch.no_grad():
+            for name, param in sorted(model.named_parameters()):
+                if "norm" in name:
+                    param.copy_(norm_offset + torch.randn(param.shape, generator=gen) * 0.1)
+    return model.eval()
+
+
+def save_demo_llm(out_dir: str | os.PathLike, model, tokenizer, *, arch: str, seed: int) -> Path:
+    """Write a demo LLM (model, tokenizer, build record) atomically."""
+    out = Path(out_dir)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        _write_meta(tmp, {"kind": "llm", "arch": arch, "seed": seed, "vocab_size": len(tokenizer)})
+    logger.info(
+        "demo LLM: %s, %d blocks, d=%d, vocab %d, seed %d -> %s",
+        type(model).__name__,
+        model.config.num_hidden_layers,
+        model.config.hidden_size,
+        len(tokenizer),
+        seed,
+        out,
+    )
+    return out
+
+
 def build_demo_llm(
     out_dir: str | os.PathLike,
     *,
@@ -238,30 +275,19 @@ def build_demo_llm(
         num_key_value_heads=num_key_value_heads,
         head_dim=head_dim,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Gemma2ForCausalLM(config)
-    gen = _generator(seed, 1)
-    with torch.no_grad():
-        for name, param in sorted(model.named_parameters()):
-            if "norm" in name:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.1)
-    model.eval()
+    model = seeded_model(Gemma2ForCausalLM, config, seed, norm_offset=0.0)
+    return save_demo_llm(out_dir, model, tokenizer, arch="gemma2", seed=seed)
 
-    out = Path(out_dir)
-    with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        _write_meta(tmp, {"kind": "llm", "arch": "gemma2", "seed": seed, "vocab_size": len(tokenizer)})
-    logger.info(
-        "demo LLM: Gemma2ForCausalLM, %d blocks, d=%d, vocab %d, seed %d -> %s",
-        num_hidden_layers,
-        hidden_size,
-        len(tokenizer),
-        seed,
-        out,
-    )
-    return out
+
+@dataclass(frozen=True)
+class VlmParts:
+    """What a family's demo builder returns: the VLM class and config, and its processor (not yet saved)."""
+
+    model_cls: type
+    config: Any
+    processor: Any
+    #: image tokens per image (or per tile) at the demo size, for the build record
+    n_image_tokens: int
 
 
 def _vision_config(
@@ -282,6 +308,113 @@ def _vision_config(
         return SiglipVisionConfig(**common, vision_use_head=False)
     # llava and llava-next: a CLIP tower
     return CLIPVisionConfig(**common, projection_dim=vision_hidden_size)
+
+
+def _gemma_parts(base_dir: Path, arch: str, *, image_size: int, patch_size: int, **vision):
+    from transformers import AutoTokenizer, Gemma2Config
+
+    base_config = Gemma2Config.from_pretrained(base_dir)
+    vision_config = _vision_config(arch, image_size=image_size, patch_size=patch_size, **vision)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    text_config = Gemma2Config.from_dict(base_config.to_dict())
+    return vision_config, tokenizer, text_config, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+
+
+def build_demo_paligemma(base_dir: Path, *, image_size: int, patch_size: int, **vision) -> VlmParts:
+    """``PaliGemmaForConditionalGeneration`` (SigLIP tower, linear projector) with a ``PaliGemmaProcessor``
+    (``SiglipImageProcessorPil``; the processor itself builds ``"<image>" * N + "<bos>" + prompt + "\\n"``, its
+    tokenizer does not add BOS). The vocabulary is the LLM's plus the 1152 ``<loc>``/``<seg>`` tokens the
+    processor always adds."""
+    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    vision_config, tokenizer, text_config, image_token_id = _gemma_parts(
+        base_dir, "paligemma", image_size=image_size, patch_size=patch_size, **vision
+    )
+    n_image_tokens = (image_size // patch_size) ** 2
+    image_processor = SiglipImageProcessorPil(
+        size={"height": image_size, "width": image_size}, image_seq_length=n_image_tokens
+    )
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    text_config.vocab_size = len(processor.tokenizer)  # + <locNNNN>/<segNNN> added by the processor
+    config = PaliGemmaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_id=image_token_id,
+        projection_dim=text_config.hidden_size,
+        hidden_size=text_config.hidden_size,
+        vocab_size=text_config.vocab_size,
+    )
+    return VlmParts(PaliGemmaForConditionalGeneration, config, processor, n_image_tokens)
+
+
+def build_demo_llava(base_dir: Path, *, image_size: int, patch_size: int, **vision) -> VlmParts:
+    """``LlavaForConditionalGeneration`` (CLIP tower, feature layer -2 without CLS, 2-layer GELU projector) with a
+    ``LlavaProcessor``; the tokenizer adds BOS like Intel/llava-gemma-2b, so ``"<image>\\ncaption"`` gives
+    ``<bos> <image>*N \\n caption``."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    vision_config, tokenizer, text_config, image_token_id = _gemma_parts(
+        base_dir, "llava", image_size=image_size, patch_size=patch_size, **vision
+    )
+    n_image_tokens = (image_size // patch_size) ** 2
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        image_token=IMAGE_TOKEN,
+        num_additional_image_tokens=1,  # CLIP's CLS token, dropped by the "default" strategy
+    )
+    config = LlavaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_id=image_token_id,
+        image_seq_length=n_image_tokens,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        projector_hidden_act="gelu",
+    )
+    return VlmParts(LlavaForConditionalGeneration, config, processor, n_image_tokens)
+
+
+def build_demo_llava_next(base_dir: Path, *, image_size: int, patch_size: int, **vision) -> VlmParts:
+    """``LlavaNextForConditionalGeneration``: AnyRes tiles each image on a grid of pinpoints, so the number of
+    image tokens varies with the image's size and aspect ratio (found from token ids downstream)."""
+    from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+    vision_config, tokenizer, text_config, image_token_id = _gemma_parts(
+        base_dir, "llava-next", image_size=image_size, patch_size=patch_size, **vision
+    )
+    pinpoints = [[image_size, image_size], [image_size, 2 * image_size], [2 * image_size, image_size]]
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        image_grid_pinpoints=pinpoints,
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        image_token=IMAGE_TOKEN,
+        num_additional_image_tokens=1,
+    )
+    config = LlavaNextConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_id=image_token_id,
+        image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        projector_hidden_act="gelu",
+    )
+    return VlmParts(LlavaNextForConditionalGeneration, config, processor, (image_size // patch_size) ** 2)
 
 
 def _perturb_blocks(
@@ -308,6 +441,47 @@ def _perturb_blocks(
                 param.add_(torch.randn(param.shape, generator=gen).to(param.dtype) * scale)
 
 
+def _copy_decoder(language_model: nn.Module, base_state: dict, seed: int) -> None:
+    """Load the LLM's decoder (embedding, blocks, final norm) into the VLM's; embedding rows for tokens the LLM
+    does not have get seeded noise of the LLM embedding's scale."""
+    vocab_base = base_state["embed_tokens.weight"].shape[0]
+    with torch.no_grad():
+        embed = language_model.embed_tokens.weight
+        if embed.shape[0] > vocab_base:
+            extra_std = float(base_state["embed_tokens.weight"].std())
+            extra = torch.randn((embed.shape[0] - vocab_base, embed.shape[1]), generator=_generator(seed, 3))
+            embed[vocab_base:] = extra * extra_std
+        embed[:vocab_base] = base_state.pop("embed_tokens.weight")
+    missing, unexpected = language_model.load_state_dict(base_state, strict=False)
+    missing = [k for k in missing if k != "embed_tokens.weight"]
+    if missing or unexpected:  # pragma: no cover - architecture drift guard
+        raise RuntimeError(f"decoder copy mismatch: missing {missing}, unexpected {unexpected}")
+
+
+def _check_vlm_args(out_dir, base_dir: Path, arch: str, perturb_from, perturb_scale: float, n_layers: int):
+    if arch not in VLM_ARCHS:
+        raise ValueError(f"unknown demo VLM arch {arch!r}: choose one of {', '.join(VLM_ARCHS)}")
+    if Path(out_dir).resolve() == base_dir.resolve():
+        raise ValueError(
+            f"out_dir must differ from base_dir ({base_dir}): the VLM would replace its base LLM"
+        )
+    want = FAMILIES[arch].demo_base
+    got = load_demo_meta(base_dir).get("arch")
+    if got is not None and got != want:
+        raise ValueError(f"a demo {arch} copies a demo {want} LLM, but {base_dir} holds a demo {got}")
+    if (
+        isinstance(perturb_from, bool)
+        or not isinstance(perturb_from, int)
+        or not 0 <= perturb_from <= n_layers
+    ):
+        raise ValueError(
+            f"perturb_from={perturb_from} is out of range: the base LLM in {base_dir} has {n_layers} decoder "
+            f"blocks, so perturb_from must be in [0, {n_layers}] (0 perturbs every block, {n_layers} none)"
+        )
+    if perturb_scale < 0:
+        raise ValueError(f"perturb_scale must be >= 0, got {perturb_scale}")
+
+
 def build_demo_vlm(
     out_dir: str | os.PathLike,
     *,
@@ -321,160 +495,35 @@ def build_demo_vlm(
     vision_layers: int = 2,
     vision_hidden_size: int = 32,
 ) -> Path:
-    """Build a tiny VLM whose decoder is a copy of the demo LLM in ``base_dir``; save model + processor.
+    """Build a tiny VLM of family ``arch`` whose decoder is a copy of the demo LLM in ``base_dir``; save model +
+    processor.
 
-    ``arch="paligemma"``: ``PaliGemmaForConditionalGeneration`` (SigLIP tower, linear projector) with a
-    ``PaliGemmaProcessor`` (``SiglipImageProcessorPil``; the processor itself builds
-    ``"<image>" * N + "<bos>" + prompt + "\\n"``, its tokenizer does not add BOS). The vocabulary is the LLM's
-    plus the 1152 ``<loc>``/``<seg>`` tokens the processor always adds (new embedding rows: seeded noise).
-
-    ``arch="llava"``: ``LlavaForConditionalGeneration`` (CLIP tower, feature layer -2 without CLS, 2-layer
-    GELU projector) with a ``LlavaProcessor`` (``CLIPImageProcessorPil``); the tokenizer adds BOS like
-    Intel/llava-gemma-2b, so ``processor(text="<image>\\ncaption", images=img)`` gives
-    ``<bos> <image>*N \\n caption``.
-
-    In both, ``N = (image_size // patch_size) ** 2`` image tokens. The decoder (embedding, every block, final
-    norm) is copied from the LLM; then each block with index ``>= perturb_from`` gets Gaussian noise of std
-    ``perturb_scale`` x that tensor's std. ``perturb_from = num_layers`` copies the decoder unchanged. Vision
-    tower and projector are randomly initialised under ``torch.manual_seed(seed)``.
+    The family's demo builder (``FAMILIES[arch].demo()``, e.g. :func:`build_demo_paligemma`) gives the VLM's
+    class, config and processor; the vision tower and projector are randomly initialised under
+    ``torch.manual_seed(seed)``. The decoder (embedding, every block, final norm) is copied from the LLM; then
+    each block with index ``>= perturb_from`` gets Gaussian noise of std ``perturb_scale`` x that tensor's std.
+    ``perturb_from = num_layers`` copies the decoder unchanged.
     """
-    from transformers import (
-        AutoTokenizer,
-        Gemma2Config,
-        Gemma2ForCausalLM,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-        PaliGemmaConfig,
-        PaliGemmaForConditionalGeneration,
-        PaliGemmaProcessor,
-    )
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    if arch not in VLM_ARCHS:
-        raise ValueError(f"unknown demo VLM arch {arch!r}: choose one of {', '.join(VLM_ARCHS)}")
+    base_dir = Path(base_dir)
     if image_size % patch_size:
         raise ValueError(f"image_size={image_size} must be a multiple of patch_size={patch_size}")
-    base_dir = Path(base_dir)
-    if Path(out_dir).resolve() == base_dir.resolve():
-        raise ValueError(
-            f"out_dir must differ from base_dir ({base_dir}): the VLM would replace its base LLM"
-        )
-    base_config = Gemma2Config.from_pretrained(base_dir)
+    base_config = AutoConfig.from_pretrained(base_dir)
     n_layers = base_config.num_hidden_layers
-    if (
-        isinstance(perturb_from, bool)
-        or not isinstance(perturb_from, int)
-        or not 0 <= perturb_from <= n_layers
-    ):
-        raise ValueError(
-            f"perturb_from={perturb_from} is out of range: the base LLM in {base_dir} has {n_layers} decoder "
-            f"blocks, so perturb_from must be in [0, {n_layers}] (0 perturbs every block, {n_layers} none)"
-        )
-    if perturb_scale < 0:
-        raise ValueError(f"perturb_scale must be >= 0, got {perturb_scale}")
+    _check_vlm_args(out_dir, base_dir, arch, perturb_from, perturb_scale, n_layers)
+    fam = FAMILIES[arch]
 
-    base = Gemma2ForCausalLM.from_pretrained(base_dir, dtype=torch.float32, attn_implementation="eager")
-    base_state = base.model.state_dict()  # Gemma2Model: embed_tokens, layers.*, norm
-    n_image_tokens = (image_size // patch_size) ** 2
-    vision_config = _vision_config(
-        arch,
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, attn_implementation="eager")
+    parts = fam.demo()(
+        base_dir,
         image_size=image_size,
         patch_size=patch_size,
         vision_layers=vision_layers,
         vision_hidden_size=vision_hidden_size,
     )
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
-    text_config = Gemma2Config.from_dict(base_config.to_dict())
-
-    if arch == "paligemma":
-        image_processor = SiglipImageProcessorPil(
-            size={"height": image_size, "width": image_size}, image_seq_length=n_image_tokens
-        )
-        processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
-        text_config.vocab_size = len(processor.tokenizer)  # + <locNNNN>/<segNNN> added by the processor
-        config = PaliGemmaConfig(
-            vision_config=vision_config,
-            text_config=text_config,
-            image_token_id=image_token_id,
-            projection_dim=text_config.hidden_size,
-            hidden_size=text_config.hidden_size,
-            vocab_size=text_config.vocab_size,
-        )
-        model_cls = PaliGemmaForConditionalGeneration
-    elif arch == "llava-next":
-        from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration, LlavaNextProcessor
-        from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
-
-        # AnyRes: images are tiled on a grid of pinpoints, so the number of image tokens varies with the
-        # image's size and aspect ratio (found from token ids downstream, never from offsets).
-        pinpoints = [[image_size, image_size], [image_size, 2 * image_size], [2 * image_size, image_size]]
-        image_processor = LlavaNextImageProcessorPil(
-            size={"shortest_edge": image_size},
-            crop_size={"height": image_size, "width": image_size},
-            image_grid_pinpoints=pinpoints,
-        )
-        processor = LlavaNextProcessor(
-            image_processor=image_processor,
-            tokenizer=tokenizer,
-            patch_size=patch_size,
-            vision_feature_select_strategy="default",
-            image_token=IMAGE_TOKEN,
-            num_additional_image_tokens=1,
-        )
-        config = LlavaNextConfig(
-            vision_config=vision_config,
-            text_config=text_config,
-            image_token_id=image_token_id,
-            image_grid_pinpoints=pinpoints,
-            vision_feature_select_strategy="default",
-            vision_feature_layer=-2,
-            projector_hidden_act="gelu",
-        )
-        model_cls = LlavaNextForConditionalGeneration
-    else:
-        image_processor = CLIPImageProcessorPil(
-            size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-        )
-        processor = LlavaProcessor(
-            image_processor=image_processor,
-            tokenizer=tokenizer,
-            patch_size=patch_size,
-            vision_feature_select_strategy="default",
-            image_token=IMAGE_TOKEN,
-            num_additional_image_tokens=1,  # CLIP's CLS token, dropped by the "default" strategy
-        )
-        config = LlavaConfig(
-            vision_config=vision_config,
-            text_config=text_config,
-            image_token_id=image_token_id,
-            image_seq_length=n_image_tokens,
-            vision_feature_select_strategy="default",
-            vision_feature_layer=-2,
-            projector_hidden_act="gelu",
-        )
-        model_cls = LlavaForConditionalGeneration
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = model_cls(config)
-    model.eval()
-
-    language_model = model.model.language_model
-    vocab_base = base_state["embed_tokens.weight"].shape[0]
-    with torch.no_grad():
-        embed = language_model.embed_tokens.weight
-        if embed.shape[0] > vocab_base:  # rows for tokens the LLM does not have: seeded noise, same scale
-            extra_std = float(base_state["embed_tokens.weight"].std())
-            extra = torch.randn((embed.shape[0] - vocab_base, embed.shape[1]), generator=_generator(seed, 3))
-            embed[vocab_base:] = extra * extra_std
-        embed[:vocab_base] = base_state.pop("embed_tokens.weight")
-    missing, unexpected = language_model.load_state_dict(base_state, strict=False)
-    missing = [k for k in missing if k != "embed_tokens.weight"]
-    if missing or unexpected:  # pragma: no cover - architecture drift guard
-        raise RuntimeError(f"decoder copy mismatch: missing {missing}, unexpected {unexpected}")
+    model = seeded_model(parts.model_cls, parts.config, seed)
+    _copy_decoder(resolve_path(model, fam.decoder_blocks.rpartition(".")[0]), base.model.state_dict(), seed)
     model.tie_weights()
     _perturb_blocks(
         decoder_layers(model),
@@ -484,32 +533,24 @@ def build_demo_vlm(
         fallback_std=base_config.initializer_range,
         stream=VLM_ARCHS.index(arch),
     )
-
+    image_token_id = next(getattr(model.config, k) for k in fam.image_token_keys if hasattr(model.config, k))
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        _write_meta(
-            tmp,
-            {
-                "kind": "vlm",
-                "arch": arch,
-                "base_dir": str(base_dir),
-                "perturb_from": perturb_from,
-                "perturb_scale": perturb_scale,
-                "seed": seed,
-                "num_image_tokens": n_image_tokens,
-                "image_token_id": image_token_id,
-            },
+        parts.processor.save_pretrained(tmp)
+        meta = dict(kind="vlm", arch=arch, base_dir=str(base_dir), perturb_from=perturb_from, seed=seed)
+        meta.update(
+            perturb_scale=perturb_scale, num_image_tokens=parts.n_image_tokens, image_token_id=image_token_id
         )
+        _write_meta(tmp, meta)
     logger.info(
         "demo VLM: %s, decoder copied from %s, blocks %d..%d perturbed (scale %g), %d image tokens -> %s",
-        model_cls.__name__,
+        parts.model_cls.__name__,
         base_dir,
         perturb_from,
         n_layers - 1,
         perturb_scale,
-        n_image_tokens,
+        parts.n_image_tokens,
         out,
     )
     return out

@@ -70,16 +70,17 @@ log = logging.getLogger(__name__)
 def make_demo_model(*, input, output, params, wildcards=None, **_):
     """Generate a tiny random-weight demo model (Gemma2 LLM, or a VLM whose decoder copies the demo LLM)."""
     from repshift.demo import models as demo_models
+    from repshift.models.families import DEMO_LLMS, build_demo_llm
 
     spec = params["spec"]
     demo = dict(spec["demo"])
     arch = demo.pop("arch")
     out = Path(output["model"])
-    if arch == "gemma2":
+    if arch in DEMO_LLMS:
         kwargs = {"num_hidden_layers": spec["num_layers"]}
         if "hidden_size" in demo:
             kwargs["hidden_size"] = demo["hidden_size"]
-        demo_models.build_demo_llm(out, seed=params["seed"], **kwargs)
+        build_demo_llm(arch, out, seed=params["seed"], **kwargs)
     else:
         demo_models.build_demo_vlm(
             out,

@@ -1,13 +1,13 @@
-"""Model adapters: one interface over causal LMs, PaliGemma and the LLaVA family.
+"""Model adapters: one interface over every family in :data:`repshift.models.families.FAMILIES`.
 
 An adapter loads a model once (hub id, local folder or generated demo folder, all through the same
 ``from_pretrained`` path), turns manifest rows into model inputs, labels every position by kind from
 token ids (never by offsets) and exposes the decoder blocks so that :mod:`repshift.extract` can read
 the output of block L with forward hooks.
 
-Text-only inputs are tokenised identically for every family: ``[<bos>] + tokenizer(text,
-add_special_tokens=False)`` truncated to ``max_tokens``. This reproduces the hub Gemma tokenizer (which
-adds only BOS) and gives PaliGemma's decoder (whose tokenizer adds no BOS) the very same ids, which the
+Text-only inputs follow the family's BOS rule (:class:`repshift.models.tokens.TextTokenizer`):
+``[<bos>] + tokenizer(text, add_special_tokens=False)`` for Gemma-based families, no BOS for Qwen2/Qwen2-VL and
+SmolLM2/SmolVLM, truncated to ``max_tokens``; a base LLM and its VLM decoder see the very same ids, which the
 comparison stage asserts. Text-only inputs to a VLM decoder carry no ``token_type_ids`` and no pixels, so
 attention is causal exactly as in the base LLM.
 """
@@ -24,7 +24,8 @@ import torch
 
 from repshift.config import HUB_HELP, ModelSpec
 from repshift.formats.activations_h5 import POSITION_KINDS
-from repshift.models.tokens import text_token_ids
+from repshift.models.families import FAMILIES, family, resolve_path
+from repshift.models.tokens import TextTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -47,37 +48,37 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The decoder blocks of a causal LM or VLM (block ``L`` produces ``hidden_states[L + 1]``).
+def _layers_at(model: torch.nn.Module, path: str | None) -> torch.nn.ModuleList | None:
+    layers = resolve_path(model, path) if path else None
+    return layers if isinstance(layers, torch.nn.ModuleList) else None
 
-    transformers 5.23 paths: ``Gemma2ForCausalLM`` (and other ``*ForCausalLM``) ``model.model.layers``;
-    ``PaliGemmaForConditionalGeneration`` and ``LlavaForConditionalGeneration``
-    ``model.model.language_model.layers`` (the language model is a bare ``Gemma2Model``, no LM head).
-    """
-    inner = getattr(model, "model", None)
-    if inner is not None:
-        language_model = getattr(inner, "language_model", None)
-        if language_model is not None and isinstance(
-            getattr(language_model, "layers", None), torch.nn.ModuleList
-        ):
-            return language_model.layers
-        if isinstance(getattr(inner, "layers", None), torch.nn.ModuleList):
-            return inner.layers
+
+def decoder_layers(model: torch.nn.Module, family: str | None = None) -> torch.nn.ModuleList:
+    """The decoder blocks of a causal LM or VLM (block ``L`` produces ``hidden_states[L + 1]``), at the path the
+    family's row names (:mod:`repshift.models.families`); without ``family``, the first row whose path exists."""
+    rows = [FAMILIES[family]] if family else list(FAMILIES.values())
+    for row in rows:
+        layers = _layers_at(model, row.decoder_blocks)
+        if layers is not None:
+            return layers
+    paths = sorted({f"{r.decoder_blocks} ({r.name})" for r in rows})
     raise TypeError(
-        f"cannot find the decoder blocks of a {type(model).__name__}: expected `model.model.layers` "
-        "(e.g. Gemma2ForCausalLM) or `model.model.language_model.layers` (PaliGemma/LLaVA "
-        "ForConditionalGeneration); pass the full model, not a sub-module"
+        f"cannot find the decoder blocks of a {type(model).__name__}: expected one of {', '.join(paths)}; "
+        "pass the full model, not a sub-module, and check models.<name>.family in the config"
     )
 
 
-def vision_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The encoder blocks of a VLM's vision tower (SigLIP or CLIP): layer L = output of tower block L."""
-    tower = getattr(getattr(model, "model", model), "vision_tower", None)
-    inner = getattr(tower, "vision_model", tower)  # 5.x: SiglipVisionModel/CLIPVisionModel hold .encoder
-    layers = getattr(getattr(inner, "encoder", None), "layers", None)
-    if not isinstance(layers, torch.nn.ModuleList):
-        raise TypeError(f"cannot find vision-tower blocks in {type(model).__name__}")
-    return layers
+def vision_layers(model: torch.nn.Module, family: str | None = None) -> torch.nn.ModuleList:
+    """The encoder blocks of a VLM's vision tower: layer L = output of tower block L."""
+    rows = [FAMILIES[family]] if family else [r for r in FAMILIES.values() if r.vision_blocks]
+    for row in rows:
+        layers = _layers_at(model, row.vision_blocks)
+        if layers is not None:
+            return layers
+    raise TypeError(
+        f"cannot find vision-tower blocks in {type(model).__name__}: expected "
+        + ", ".join(sorted({f"{r.vision_blocks} ({r.name})" for r in rows if r.vision_blocks}))
+    )
 
 
 def _text_config(config):
@@ -101,19 +102,19 @@ class Adapter:
         self.processor = processor
         self.device = device
         self.stream = spec.stream
+        self.family = family(spec.family)
         if self.stream == "vision":
-            if spec.family not in ("paligemma", "llava"):
+            if not self.family.vision_stream:
+                supported = [n for n, f in FAMILIES.items() if f.vision_stream]
                 raise ValueError(
-                    f"{spec.name}: the vision stream is supported for paligemma and llava, not {spec.family} "
-                    "(LLaVA-NeXT tiles each image into a variable number of crops)"
+                    f"{spec.name}: the vision stream is supported for {' and '.join(supported)}, not {spec.family} "
+                    "(its image-token count varies per image or its patches are merged after the tower)"
                 )
-            self.layers = vision_layers(model)
-            vcfg = model.config.vision_config
-            self.d_model = int(vcfg.hidden_size)
-            # CLIP towers prepend a class token (position 0); SigLIP's have none.
-            self.vision_cls = type(model.model.vision_tower).__name__.startswith("CLIP")
+            self.layers = vision_layers(model, spec.family)
+            self.d_model = int(model.config.vision_config.hidden_size)
+            self.vision_cls = self.family.vision_class_token  # CLIP: class token at position 0
         else:
-            self.layers = decoder_layers(model)
+            self.layers = decoder_layers(model, spec.family)
             self.d_model = int(_text_config(model.config).hidden_size)
             self.vision_cls = False
         self.num_layers = len(self.layers)
@@ -123,11 +124,17 @@ class Adapter:
                 f"{self.num_layers} {'vision-tower' if self.stream == 'vision' else 'decoder'} blocks: fix "
                 "num_layers in the config"
             )
-        self.bos_id = tokenizer.bos_token_id
+        self.text_tokenizer = TextTokenizer.for_family(tokenizer, spec.family)
+        self.bos_id = tokenizer.bos_token_id if self.text_tokenizer.bos else None
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.image_token_id = getattr(model.config, "image_token_id", None)
-        if self.image_token_id is None:
-            self.image_token_id = getattr(model.config, "image_token_index", None)
+        self.image_token_id = next(
+            (
+                getattr(model.config, k)
+                for k in self.family.image_token_keys
+                if getattr(model.config, k, None) is not None
+            ),
+            None,
+        )
         special = set(tokenizer.all_special_ids)
         special.discard(self.image_token_id)
         self.special_ids = np.array(sorted(special), dtype=np.int64)
@@ -135,7 +142,7 @@ class Adapter:
     # -- inputs -------------------------------------------------------------------------------------
     def text_ids(self, text: str, max_tokens: int) -> tuple[list[int], bool]:
         """Token ids of a text-only input and whether it was truncated (see :mod:`repshift.tokens`)."""
-        return text_token_ids(self.tokenizer, text, max_tokens)
+        return self.text_tokenizer.ids(text, max_tokens)
 
     def captured_kinds(self, batch: Batch, hidden_BTD: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """Position kinds and token ids of a captured tensor: the batch's for the decoder; for the vision
@@ -162,17 +169,20 @@ class Adapter:
     def image_batch(self, images, prompt: str) -> Batch:
         if not self.spec.is_vlm:
             raise ValueError(f"{self.spec.name} is a text-only model ({self.spec.family}); images need a VLM")
-        text = prompt
         token = getattr(self.processor, "image_token", "<image>")
-        if token not in text:
-            # PaliGemma's processor builds <image>xN <bos> prompt \n; LLaVA's format puts a newline after the
-            # image tokens: <bos> <image>xN \n prompt.
-            text = f"{token}{prompt}" if self.spec.family == "paligemma" else f"{token}\n{prompt}"
+        text = self.family.image_text(token, prompt)
         enc = self.processor(
             text=[text] * len(images), images=list(images), return_tensors="pt", padding=True
         )
-        # token_type_ids must reach PaliGemma (bidirectional image+prompt prefix); labels would ask for a loss.
+        # Every tensor reaches the model (token_type_ids: PaliGemma's bidirectional prefix; image_grid_thw:
+        # Qwen2-VL's multimodal rotary positions; ...); labels would ask for a loss.
         inputs = {k: v for k, v in enc.items() if isinstance(v, torch.Tensor) and k != "labels"}
+        missing = [k for k in self.family.image_inputs if k not in inputs]
+        if missing:
+            raise ValueError(
+                f"{self.spec.name}: the {type(self.processor).__name__} returned no {', '.join(missing)}, which "
+                f"family {self.spec.family} needs with images; load its own processor (same id/path as the model)"
+            )
         ids = inputs["input_ids"].numpy()
         mask = inputs["attention_mask"].numpy()
         return Batch(inputs, self.kinds(ids, mask), ids)
@@ -209,13 +219,8 @@ def load_adapter(
 
     ``location`` overrides where it is loaded from (default: ``spec.location(data_dir)``).
     """
-    from transformers import (
-        AutoConfig,
-        AutoModelForCausalLM,
-        AutoModelForImageTextToText,
-        AutoProcessor,
-        AutoTokenizer,
-    )
+    import transformers
+    from transformers import AutoConfig, AutoProcessor, AutoTokenizer
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
@@ -223,18 +228,17 @@ def load_adapter(
     kwargs = {"revision": spec.revision} if spec.source == "hub" else {}
     try:
         config = copy.deepcopy(AutoConfig.from_pretrained(location, **kwargs))
-        if spec.family == "causal-lm":
-            model = AutoModelForCausalLM.from_pretrained(
-                location, config=config, dtype=torch_dtype, attn_implementation="eager", **kwargs
-            )
-            tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-            processor = None
-        else:
-            model = AutoModelForImageTextToText.from_pretrained(
-                location, config=config, dtype=torch_dtype, attn_implementation="eager", **kwargs
-            )
+        fam = family(spec.family)
+        auto = getattr(transformers, fam.auto_class)
+        model = auto.from_pretrained(
+            location, config=config, dtype=torch_dtype, attn_implementation="eager", **kwargs
+        )
+        if fam.vlm:
             processor = AutoProcessor.from_pretrained(location, **kwargs)
             tokenizer = processor.tokenizer
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+            processor = None
     except OSError as err:
         raise RuntimeError(f"could not load model {spec.name} from {location!r}: {err}\n{HUB_HELP}") from err
     model.to(dev).eval()

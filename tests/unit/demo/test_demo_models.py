@@ -14,13 +14,18 @@ from repshift.demo.models import (
     DEMO_CORPUS,
     DEMO_META_FILE,
     IMAGE_TOKEN,
-    VLM_ARCHS,
     build_demo_llm,
     build_demo_tokenizer,
     build_demo_vlm,
     decoder_layers,
 )
+from repshift.demo.models import (
+    VLM_ARCHS as ALL_VLM_ARCHS,
+)
+from repshift.models.families import FAMILIES  # noqa: E402
 
+#: the VLM families built on the demo Gemma-2 LLM (Qwen2-VL and SmolVLM: tests/unit/models/test_families.py)
+VLM_ARCHS = tuple(a for a in ALL_VLM_ARCHS if FAMILIES[a].demo_base == "gemma2")
 N_LAYERS = 6
 PERTURB_FROM = 3
 IMAGE_SIZE = 32
