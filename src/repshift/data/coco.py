@@ -232,7 +232,9 @@ class DatasetSpec:
         if self.attribute in SIZED_ATTRIBUTES:
             size = DEFAULT_INPUT_SIZE if self.input_size is None else self.input_size
             if not isinstance(size, int) or isinstance(size, bool) or size < 1:
-                raise ValueError(f"{n}: input_size must be an integer >= 1 (model input pixels), got {size!r}")
+                raise ValueError(
+                    f"{n}: input_size must be an integer >= 1 (model input pixels), got {size!r}"
+                )
             object.__setattr__(self, "input_size", size)
         elif self.input_size is not None:
             raise ValueError(f"{n}: input_size only applies to attributes {SIZED_ATTRIBUTES}")
@@ -483,9 +485,7 @@ def _class_pools(spec: DatasetSpec, coco: CocoIndex, skips: _Skips) -> dict[int,
 _ACHROMATIC = "achromatic"
 
 
-def _achromatic(
-    spec: DatasetSpec, coco: CocoIndex, ids: Sequence[int], image_dir: Path
-) -> dict[int, str]:
+def _achromatic(spec: DatasetSpec, coco: CocoIndex, ids: Sequence[int], image_dir: Path) -> dict[int, str]:
     """Saturation bases whose mean chroma is below ``spec.min_chroma`` (grey photos, also when stored as RGB):
     their saturation variants are the same image under different labels."""
     out = {}
