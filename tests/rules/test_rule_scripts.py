@@ -356,7 +356,7 @@ def test_train_probe_modality_and_plot_probe_tasks(work, acts, probe_tables, run
         wildcards={"task": "modality", "layer": "2"},
     )
     t = pd.read_csv(o["results"], sep="\t")
-    assert set(t["train_modality"]) == {"text+image"} and set(t["target"]) == {"modality"}
+    assert set(t["train_modality"]) == {"text vs image (sanity check)"} and set(t["target"]) == {"modality"}
     assert (Path(o["weights"]) / "vlm.modality.safetensors").exists()
     figs = {
         "pdf": work / "figs/probe_tasks.pdf",

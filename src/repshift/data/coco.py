@@ -36,6 +36,10 @@ the first ``n_per_class`` usable images):
 * binary: exactly one class; label 1 = present, label 0 = absent (drawn from annotated images without it).
 * attribute: ``n_base`` base images (any image, or images with any of ``classes`` if given), each
   emitted once per factor; label = index of the factor in ``factors``; all variants share ``group``.
+  Saturation datasets skip achromatic bases (mean per-pixel max(R,G,B) - min(R,G,B) on a 128 px thumbnail
+  below ``min_chroma``, default 8 of 255; counted as ``achromatic``): their variants would be identical
+  images with different labels. Blur and rotation variants carry the model input size (``blur:1.5@224``,
+  from ``input_size``, default 224): radii and angles are defined in model-input pixels.
 * ``n_per_class`` / ``n_base`` counts *images*; ``caption: all`` yields one text row per caption.
 * fewer usable images than requested is an error naming the class and the count, unless
   ``allow_fewer: true`` (then a warning, and the shortfall is recorded in the sidecar).
@@ -79,7 +83,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from repshift.data.images import ATTRIBUTES, _check_parameter, _fmt_number, validate_images
+from repshift.data.images import (
+    ATTRIBUTES,
+    DEFAULT_INPUT_SIZE,
+    DEFAULT_MIN_CHROMA,
+    SIZED_ATTRIBUTES,
+    _check_parameter,
+    _fmt_number,
+    format_transform,
+    image_chroma,
+    validate_images,
+)
 from repshift.formats.manifest import CAPTION_SEP, MANIFEST_COLUMNS, _counts, assign_folds, check_manifest
 from repshift.formats.provenance import config_hash, provenance
 
@@ -123,6 +137,8 @@ class DatasetSpec:
     attribute: str | None = None
     factors: tuple[float, ...] | None = None
     n_base: int | None = None
+    input_size: int | None = None  # blur/rotation: side of the model's square input (default 224)
+    min_chroma: float | None = None  # saturation: bases with a lower mean chroma are skipped (default 8)
 
     @classmethod
     def from_dict(cls, name: str, d: Mapping[str, Any]) -> DatasetSpec:
@@ -190,11 +206,12 @@ class DatasetSpec:
             if not isinstance(n_base, int) or isinstance(n_base, bool) or n_base < 1:
                 raise ValueError(f"{n}: n_base must be an integer >= 1, got {self.n_base!r}")
             object.__setattr__(self, "n_base", n_base)
+            self._check_attribute_keys(n)
             object.__setattr__(self, "factors", tuple(float(f) for f in self.factors))
             if self.binary:
                 raise ValueError(f"{n}: binary does not apply to attribute datasets (labels are factors)")
         else:
-            for key in ("attribute", "factors", "n_base"):
+            for key in ("attribute", "factors", "n_base", "input_size", "min_chroma"):
                 if getattr(self, key) is not None:
                     raise ValueError(f"{n}: {key} only applies to modality: attribute (got {self.modality})")
             if self.binary and len(self.classes) != 1:
@@ -209,6 +226,25 @@ class DatasetSpec:
                     f"{n}: caption: all is not supported for paired datasets (one text row per image row); "
                     "use first or random"
                 )
+
+    def _check_attribute_keys(self, n: str) -> None:
+        """input_size (blur, rotation) and min_chroma (saturation): check, or fill their defaults."""
+        if self.attribute in SIZED_ATTRIBUTES:
+            size = DEFAULT_INPUT_SIZE if self.input_size is None else self.input_size
+            if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+                raise ValueError(
+                    f"{n}: input_size must be an integer >= 1 (model input pixels), got {size!r}"
+                )
+            object.__setattr__(self, "input_size", size)
+        elif self.input_size is not None:
+            raise ValueError(f"{n}: input_size only applies to attributes {SIZED_ATTRIBUTES}")
+        if self.attribute == "saturation":
+            lim = DEFAULT_MIN_CHROMA if self.min_chroma is None else self.min_chroma
+            if not isinstance(lim, int | float) or isinstance(lim, bool) or not 0 <= lim <= 255:
+                raise ValueError(f"{n}: min_chroma must be a number in 0..255, got {lim!r}")
+            object.__setattr__(self, "min_chroma", float(lim))
+        elif self.min_chroma is not None:
+            raise ValueError(f"{n}: min_chroma only applies to attribute: saturation")
 
     @property
     def check_images(self) -> bool:
@@ -446,6 +482,20 @@ def _class_pools(spec: DatasetSpec, coco: CocoIndex, skips: _Skips) -> dict[int,
     return pools
 
 
+_ACHROMATIC = "achromatic"
+
+
+def _achromatic(spec: DatasetSpec, coco: CocoIndex, ids: Sequence[int], image_dir: Path) -> dict[int, str]:
+    """Saturation bases whose mean chroma is below ``spec.min_chroma`` (grey photos, also when stored as RGB):
+    their saturation variants are the same image under different labels."""
+    out = {}
+    for i in ids:
+        chroma = image_chroma(image_dir / coco.files[i])
+        if chroma < float(spec.min_chroma or 0.0):
+            out[i] = f"{_ACHROMATIC}: mean chroma {chroma:.2f} < min_chroma {spec.min_chroma:g}"
+    return out
+
+
 def _take(
     pool: Sequence[int],
     n: int,
@@ -477,8 +527,11 @@ def build_manifest(
 
     def check(ids: Sequence[int]) -> dict[int, str]:
         frame = pd.DataFrame({"file": [coco.files[i] for i in ids]})
-        problems = validate_images(frame, image_dir)
-        return {i: problems[coco.files[i]] for i in ids if coco.files[i] in problems}
+        problems = validate_images(frame, image_dir) if spec.check_images else {}
+        bad = {i: problems[coco.files[i]] for i in ids if coco.files[i] in problems}
+        if spec.attribute == "saturation":
+            bad |= _achromatic(spec, coco, [i for i in ids if i not in bad], image_dir)
+        return bad
 
     n_wanted = spec.n_base if spec.modality == "attribute" else spec.n_per_class
     pool_labels = [0] if spec.modality == "attribute" else list(range(len(label_names)))
@@ -489,16 +542,23 @@ def build_manifest(
     for label, lname in zip(pool_labels, pool_names, strict=True):
         pool = pools.get(label, [])
         rng = np.random.default_rng([seed, _stable_int(lname)])
-        chosen, bad = _take(pool, n_wanted, rng, check if spec.check_images else None)
+        needs_check = spec.check_images or spec.attribute == "saturation"
+        chosen, bad = _take(pool, n_wanted, rng, check if needs_check else None)
         for img_id, reason in sorted(bad.items()):
+            if reason.startswith(_ACHROMATIC):
+                skips.add("achromatic", img_id)
+                logger.info("dataset %s: skipping base image %s: %s", spec.name, coco.files[img_id], reason)
+                continue
             skips.add("invalid_image", img_id)
             invalid.append({"image_id": img_id, "file": coco.files[img_id], "reason": reason})
             logger.warning("dataset %s: skipping image %s: %s", spec.name, coco.files[img_id], reason)
         if len(chosen) < n_wanted:
             what = "base images" if spec.modality == "attribute" else f"images of class {lname!r}"
+            n_grey = sum(r.startswith(_ACHROMATIC) for r in bad.values())
             msg = (
                 f"dataset {spec.name!r}: only {len(chosen)} usable {what} ({len(pool)} candidates, "
-                f"{len(bad)} invalid files), {n_wanted} requested"
+                f"{len(bad) - n_grey} invalid files{f', {n_grey} achromatic' if n_grey else ''}), "
+                f"{n_wanted} requested"
             )
             if not spec.allow_fewer:
                 raise ValueError(msg + "; lower n_per_class/n_base or set allow_fewer: true")
@@ -564,7 +624,7 @@ def _rows(spec: DatasetSpec, coco: CocoIndex, selected: Mapping[int, list[int]],
                             "text": "",
                             "label": k,
                             "label_name": label_names[k],
-                            "transform": f"{spec.attribute}:{_fmt_number(factor)}",
+                            "transform": format_transform(spec.attribute, factor, spec.input_size),
                             "_sub": k,
                         }
                     )

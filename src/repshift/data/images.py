@@ -117,6 +117,17 @@ def load_example_image(row: Any, image_dir: str | os.PathLike) -> Image.Image:
 
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601-2, as PIL's convert("L")
 
+#: Transforms whose parameter is a length or an angle in the model's input image (``"blur:1.5@224"``).
+SIZED_ATTRIBUTES = ("blur", "rotation")
+
+#: Default side of the model's (square) input image, in pixels: PaliGemma-2-224 and SigLIP-224 resize every
+#: image to 224 x 224 without keeping the aspect ratio.
+DEFAULT_INPUT_SIZE = 224
+
+#: Saturation variants of a base image whose mean chroma (per-pixel max(R,G,B) - min(R,G,B), 0..255, on a
+#: thumbnail) is below this are skipped: on a grey photo luma + f*(x - luma) is the same image for every f.
+DEFAULT_MIN_CHROMA = 8.0
+
 
 def _check_parameter(name: str, value: float, *, where: str = "transform") -> None:
     if not math.isfinite(value):
@@ -125,19 +136,46 @@ def _check_parameter(name: str, value: float, *, where: str = "transform") -> No
         raise ValueError(f"{where}: {name} parameter must be >= 0, got {_fmt_number(value)}")
 
 
-def parse_transform(transform: str) -> tuple[str, float] | None:
-    """``"brightness:0.5"`` -> ``("brightness", 0.5)``; ``""`` -> None. Raises ValueError naming the string."""
+def parse_transform_sized(transform: str) -> tuple[str, float, int | None] | None:
+    """``"blur:1.5@224"`` -> ``("blur", 1.5, 224)``; ``"brightness:0.5"`` -> ``("brightness", 0.5, None)``;
+    ``""`` -> None. ``@<size>`` (the model's square input side in pixels) only applies to blur and rotation.
+    Raises ValueError naming the string."""
     if transform == "":
         return None
     name, sep, value = transform.partition(":")
     if not sep or name not in ATTRIBUTES:
-        raise ValueError(f"bad transform {transform!r}: expected '<name>:<number>' with name in {ATTRIBUTES}")
+        raise ValueError(
+            f"bad transform {transform!r}: expected '<name>:<number>[@<input size>]' with name in {ATTRIBUTES}"
+        )
+    value, at, size_text = value.partition("@")
+    size = None
+    if at:
+        if name not in SIZED_ATTRIBUTES or not size_text.isdigit() or int(size_text) < 1:
+            raise ValueError(
+                f"bad transform {transform!r}: '@<input size>' takes a positive integer and applies only to "
+                f"{SIZED_ATTRIBUTES}"
+            )
+        size = int(size_text)
     try:
         x = float(value)
     except ValueError as exc:
         raise ValueError(f"bad transform {transform!r}: {value!r} is not a number") from exc
     _check_parameter(name, x, where=f"transform {transform!r}")
-    return name, x
+    return name, x, size
+
+
+def parse_transform(transform: str) -> tuple[str, float] | None:
+    """``"brightness:0.5"`` -> ``("brightness", 0.5)``; ``""`` -> None. Raises ValueError naming the string.
+
+    The input size of ``"blur:1.5@224"`` is dropped here; :func:`parse_transform_sized` keeps it."""
+    parsed = parse_transform_sized(transform)
+    return None if parsed is None else parsed[:2]
+
+
+def format_transform(name: str, x: float, input_size: int | None = None) -> str:
+    """The transform string of one variant; blur and rotation carry the model input size when it is given."""
+    text = f"{name}:{_fmt_number(x)}"
+    return f"{text}@{int(input_size)}" if input_size is not None and name in SIZED_ATTRIBUTES else text
 
 
 def _to_float(img: Image.Image) -> np.ndarray:
@@ -148,39 +186,109 @@ def _to_image(arr_HWC: np.ndarray) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(arr_HWC), 0, 255).astype(np.uint8), mode="RGB")
 
 
+def _shift_at_fixed_luma(arr_HWC: np.ndarray, delta_HWC: np.ndarray) -> np.ndarray:
+    """``arr + t * delta`` per pixel with the largest ``t`` in [0, 1] that keeps every channel in 0..255.
+
+    ``delta`` must have zero luma (``delta @ _LUMA == 0``): then luma is unchanged exactly, before the final
+    rounding to 8 bits (at most 0.5 level per channel, so |luma change| <= 0.5). Shortening the whole shift, rather
+    than clipping channels one by one, is what keeps luma fixed where a channel would leave the range.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room = np.where(delta_HWC > 0, (255.0 - arr_HWC) / delta_HWC, np.inf)
+        room = np.where(delta_HWC < 0, -arr_HWC / delta_HWC, room)
+    t = np.clip(room.min(axis=-1, keepdims=True), 0.0, 1.0)
+    return arr_HWC + t * delta_HWC
+
+
+def _redness(arr_HWC: np.ndarray, f: float) -> np.ndarray:
+    """Red channel times ``f``, green and blue each shifted by ``-0.299 dR / 0.701`` (luma unchanged)."""
+    delta = np.zeros_like(arr_HWC)
+    d_red = arr_HWC[..., 0] * (f - 1.0)
+    delta[..., 0] = d_red
+    delta[..., 1] = delta[..., 2] = -_LUMA[0] * d_red / (_LUMA[1] + _LUMA[2])
+    return _shift_at_fixed_luma(arr_HWC, delta)
+
+
+def _model_scale(img: Image.Image, input_size: int | None) -> tuple[float, float]:
+    """Original pixels per model-input pixel along x and y (1, 1 without an input size)."""
+    if input_size is None:
+        return 1.0, 1.0
+    return img.width / input_size, img.height / input_size
+
+
+def _rotate(img: Image.Image, degrees: float, input_size: int | None) -> Image.Image:
+    """Counter-clockwise rotation as seen in the model's square input: the image is squashed to a square by the
+    processor, so on a W x H original the rotation is conjugated by that squash (an affine map that depends only
+    on W/H); on a square image (or without an input size) it is PIL's own rotation."""
+    if input_size is None or img.width == img.height:
+        return img.rotate(degrees, resample=Image.Resampling.BICUBIC, expand=False, fillcolor=(0, 0, 0))
+    a = -math.radians(degrees)
+    cos, sin = round(math.cos(a), 15), round(math.sin(a), 15)
+    aspect = img.width / img.height
+    m = [cos, sin * aspect, 0.0, -sin / aspect, cos, 0.0]  # output -> input, about the centre
+    cx, cy = img.width / 2, img.height / 2
+    m[2] = cx - m[0] * cx - m[1] * cy
+    m[5] = cy - m[3] * cx - m[4] * cy
+    return img.transform(
+        img.size, Image.Transform.AFFINE, m, resample=Image.Resampling.BICUBIC, fillcolor=(0, 0, 0)
+    )
+
+
 def apply_transform(img: Image.Image, transform: str) -> Image.Image:
     """Apply one named transform to an RGB image, in memory; ``""`` returns an exact copy.
 
-    * ``brightness:f``  every channel multiplied by f (rounded, clipped to 0..255)
-    * ``redness:f``     red channel multiplied by f; green and blue untouched
-    * ``saturation:f``  blend with the per-pixel luma (0.299R+0.587G+0.114B): luma + f*(x-luma)
-    * ``contrast:f``    blend with the image's mean luma: mean + f*(x-mean)
-    * ``blur:r``        Gaussian blur of radius r pixels (PIL GaussianBlur)
-    * ``rotation:d``    rotate d degrees counter-clockwise about the centre, same size, bicubic, black corners
+    Each transform changes one attribute and holds the others (tested in ``tests/unit/data/test_images.py``):
+
+    * ``brightness:f``  every channel multiplied by f (rounded, clipped to 0..255): chroma ratios unchanged
+    * ``redness:f``     red multiplied by f at fixed luma: green and blue each shifted by -0.299*dR/0.701 so that
+      0.299R+0.587G+0.114B is unchanged per pixel; where a channel would leave 0..255 the pixel's whole shift is
+      shortened (same fraction for all three channels), so luma stays fixed and the pixel gets as red as it can
+    * ``saturation:f``  luma + f*(x - luma) with the per-pixel luma, shortened per pixel like redness where a
+      channel would leave 0..255 (luma unchanged); achromatic bases are skipped by the dataset builder
+    * ``contrast:f``    blend with the image's mean luma: mean + f*(x - mean)
+    * ``blur:r@S``      Gaussian blur of radius r pixels *of the model input* (S x S, the processor's resize):
+      radius (r*W/S, r*H/S) on the W x H original; ``blur:r`` without ``@S``: r original pixels
+    * ``rotation:d@S``  rotate d degrees counter-clockwise as seen in the S x S model input (see :func:`_rotate`),
+      same size, bicubic, black corners; ``rotation:d``: plain rotation of the original
     """
     if img.mode != "RGB":
         raise ValueError(f"apply_transform expects an RGB image, got mode {img.mode} (use to_rgb first)")
-    parsed = parse_transform(transform)
+    parsed = parse_transform_sized(transform)
     if parsed is None:
         return img.copy()
-    name, x = parsed
+    name, x, size = parsed
     if name == "blur":
-        return img.filter(ImageFilter.GaussianBlur(radius=x))
+        sx, sy = _model_scale(img, size)
+        return img.filter(ImageFilter.GaussianBlur(radius=(x * sx, x * sy)))
     if name == "rotation":
-        return img.rotate(x, resample=Image.Resampling.BICUBIC, expand=False, fillcolor=(0, 0, 0))
+        return _rotate(img, x, size)
     arr = _to_float(img)
     if name == "brightness":
         out = arr * x
     elif name == "redness":
-        out = arr.copy()
-        out[..., 0] *= x
+        out = _redness(arr, x)
     elif name == "saturation":
         luma = (arr @ _LUMA)[..., None]
-        out = luma + x * (arr - luma)
+        out = _shift_at_fixed_luma(arr, (x - 1.0) * (arr - luma))
     else:  # contrast
         mean = float((arr @ _LUMA).mean())
         out = mean + x * (arr - mean)
     return _to_image(out)
+
+
+def mean_chroma(img: Image.Image) -> float:
+    """Mean over pixels of max(R,G,B) - min(R,G,B) (HSV chroma, 0..255) of an RGB image."""
+    arr = np.asarray(img, dtype=np.int16)
+    return float((arr.max(axis=-1) - arr.min(axis=-1)).mean())
+
+
+def image_chroma(path: str | os.PathLike, *, thumb: int = 128) -> float:
+    """:func:`mean_chroma` of an image file, measured on a thumbnail of at most ``thumb`` px (cheap on JPEGs)."""
+    with Image.open(path) as im:
+        im.draft("RGB", (thumb, thumb))
+        rgb = to_rgb(im)
+    rgb.thumbnail((thumb, thumb), Image.Resampling.BOX)
+    return mean_chroma(rgb)
 
 
 def contact_sheet(

@@ -82,6 +82,8 @@ def probe_rows(probes: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     folds only; learning-curve rows are left out); the shuffled-label control and majority lines per panel."""
     rows = []
     sub = probes[probes["metric"] == metric].copy()
+    if "test_space" in sub:  # re-centred cross-space scores are a separate check, not a series here
+        sub = sub[~sub["test_space"].astype(str).str.endswith("-recentred")]
     if "train_fraction" in sub:
         sub = sub[np.isclose(sub["train_fraction"], 1.0)]
     sub["series"] = [probe_series_name(r) for r in sub.to_dict("records")]

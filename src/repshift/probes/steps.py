@@ -16,6 +16,11 @@ from repshift.runtime import step
 log = logging.getLogger(__name__)
 
 
+#: The modality probe's train/test modality: caption means vs image means of the same images differ in length,
+#: position and token type, so this probe is at ceiling by construction; a sanity check, not a finding.
+MODALITY_SANITY = "text vs image (sanity check)"
+
+
 @step
 def train_probe(*, input, output, params, threads=1, wildcards=None, **_):
     """Within-model, cross-model and cross-modal probes of one task at one layer, with controls.
@@ -73,8 +78,8 @@ def _modality_probes(acts, task, settings, pooling, wdir) -> list[pd.DataFrame]:
                 transfer="within",
                 train_model=m,
                 test_model=m,
-                train_modality="text+image",
-                test_modality="text+image",
+                train_modality=MODALITY_SANITY,
+                test_modality=MODALITY_SANITY,
             )
         )
         probes_saved.fit_final_probe(X, y, settings=settings, groups_N=a.group).save(wdir / f"{m}.modality")
@@ -129,10 +134,11 @@ def _label_probes(acts, task, settings, pooling, wdir) -> list[pd.DataFrame]:
             probe.save(wdir / f"{m}.{modality}")
             final[(m, modality)] = probe
         for name, transfer, test_model, test_modality in targets:
-            sub = df[df["test_space"] == name].assign(test_space="other")
-            frames.append(
-                sub.assign(transfer=transfer, test_model=test_model, test_modality=test_modality, **info)
-            )
+            for suffix in ("", probes_suite.RECENTRED):  # as is, and re-centred on the target's training rows
+                sub = df[df["test_space"] == name + suffix].assign(test_space="other" + suffix)
+                frames.append(
+                    sub.assign(transfer=transfer, test_model=test_model, test_modality=test_modality, **info)
+                )
     for a_name, b_name in task.get("cross_model", []):
         for modality in ("text", "image"):
             if (a_name, modality) in final and (b_name, modality) in final:
@@ -173,6 +179,40 @@ def _direction_cosine(pa, pb) -> float:
     num = (da * db).sum(1)
     den = np.linalg.norm(da, axis=1) * np.linalg.norm(db, axis=1)
     return float(np.mean(num / np.maximum(den, 1e-12)))
+
+
+@step
+def pixel_baseline(*, input, output, params, threads=1, wildcards=None, **_):
+    """The attribute task's probe on trivial pixel statistics (mean luma, channel means and spreads, chroma,
+    sharpness, black corners) of each variant as the model receives it, with the manifest's folds: the score an
+    activation probe has to beat. Rows in train_probe's format (layer -1, model ``pixels``)."""
+    from repshift.formats.manifest import read_manifest
+    from repshift.probes import baselines
+    from repshift.probes import cv as probes_cv
+
+    df, meta = read_manifest(input["manifest"])
+    spec = meta.get("spec", {})
+    input_size = params.get("input_size", spec.get("input_size")) or baselines.DEFAULT_INPUT_SIZE
+    image_dir = input.get("images") or params.get("image_dir") or meta.get("image_dir")
+    if not image_dir:
+        raise ValueError(
+            f"pixel_baseline: no image folder for {input['manifest']} (pass input images or params image_dir)"
+        )
+    settings = probes_cv.ProbeSettings.from_dict({**params.get("settings", {}), "n_jobs": int(threads)})
+    table = baselines.pixel_baseline(df, image_dir, settings=settings, input_size=int(input_size))
+    table.insert(0, "layer", -1)
+    table.insert(0, "task", (wildcards or {}).get("task", params.get("name", "")))
+    table = table.assign(
+        transfer="within",
+        test_model="pixels",
+        test_modality="image",
+        train_model="pixels",
+        train_modality="image",
+        pooling="pixel-statistics",
+        target="label",
+    )
+    with atomic_path(output["results"]) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
 
 
 @step

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -36,6 +37,17 @@ _STREAM_CONTROL = 1
 
 
 _STREAM_SUBSAMPLE = 2
+
+
+#: Suffix of the re-centred copy of every cross-space score (``"other-recentred"``): the target space's rows are
+#: shifted by (source training mean - target training mean) before the source probe's scaler, so that a constant
+#: offset between the spaces cannot by itself make the transfer fail. The target mean uses the target's rows
+#: outside the test fold, without labels.
+RECENTRED = "-recentred"
+
+
+# (name, X_ND, y_N, test rows per outer fold, target training rows per outer fold or None = score as is)
+_Space = tuple[str, np.ndarray, np.ndarray, Mapping[int, np.ndarray], Mapping[int, np.ndarray] | None]
 
 
 def _subsample_training(
@@ -83,7 +95,7 @@ class EvalSpace:
 def _evaluate_split(
     X_ND: np.ndarray,
     y_N: np.ndarray,
-    spaces: Sequence[tuple[str, np.ndarray, np.ndarray, Mapping[int, np.ndarray]]],
+    spaces: Sequence[_Space],
     groups_N: np.ndarray | None,
     train_idx: np.ndarray,
     *,
@@ -110,11 +122,16 @@ def _evaluate_split(
         kind="mlp" if kind == "mlp" else "logreg",
     )
     rows = []
-    for space, X_eval_ND, y_eval_N, test_by_fold in spaces:
+    source_mean_D = None
+    for space, X_eval_ND, y_eval_N, test_by_fold, centre_by_fold in spaces:
         test_idx = test_by_fold.get(fold)
         if test_idx is None or not test_idx.size:
             continue
         X_test, y_test = X_eval_ND[test_idx], y_eval_N[test_idx]
+        if centre_by_fold is not None:
+            if source_mean_D is None:
+                source_mean_D = X_ND[fit_idx].mean(axis=0)
+            X_test = X_test - X_eval_ND[centre_by_fold[fold]].mean(axis=0) + source_mean_D
         metrics = _metrics(y_test, pipe.predict(X_test), _positive_score(pipe, X_test, classes_K), classes_K)
         for metric, value in metrics.items():
             rows.append(
@@ -141,8 +158,8 @@ class _Prepared:
     y: np.ndarray
     groups: np.ndarray | None
     splits: list[tuple[int, np.ndarray, np.ndarray]]
-    # (name, X_ND, y_N, test rows per outer fold) of every space the probes are scored in
-    spaces: list[tuple[str, np.ndarray, np.ndarray, dict[int, np.ndarray]]]
+    # every space the probes are scored in (see _Space)
+    spaces: list[_Space]
 
 
 def _space_tests(
@@ -170,6 +187,16 @@ def _space_tests(
     return X, y, tests
 
 
+def _recentred(space: _Space, folds_N: np.ndarray) -> _Space:
+    """The re-centred copy of a cross space: centred on its own rows outside each test fold (no labels)."""
+    name, X, y, tests, _ = space
+    train_rows = {k: np.flatnonzero(folds_N != k) for k in tests}
+    empty = [k for k, rows in train_rows.items() if not rows.size]
+    if empty:
+        raise ValueError(f"{name}: no rows outside fold {empty[0]} to estimate the space's mean from")
+    return (name + RECENTRED, X, y, tests, train_rows)
+
+
 def _prepare(
     X_train_ND: Any,
     y_train_N: Any,
@@ -187,8 +214,8 @@ def _prepare(
     folds = _as_vector(folds_N, n, "folds_N")
     groups = None if groups_N is None else _as_vector(groups_N, n, "groups_N")
     splits = list(outer_splits(folds, groups))
-    same = ("same", X, y, {k: te for k, _, te in splits})
-    spaces = [same]
+    same = ("same", X, y, {k: te for k, _, te in splits}, None)
+    spaces: list[_Space] = [same]
     if X_test_ND is not None:
         if other_spaces:
             raise ValueError("pass either X_test_ND (paired rows) or other_spaces, not both")
@@ -200,7 +227,8 @@ def _prepare(
                 "paired rows (same inputs, same order, same folds)"
             )
         y_other = y if y_test_N is None else _as_vector(y_test_N, n, "y_test_N")
-        spaces = [("other", X_other, y_other, same[3])] + (spaces if report_within else [])
+        other = ("other", X_other, y_other, same[3], None)
+        spaces = [other, _recentred(other, folds)] + (spaces if report_within else [])
     elif y_test_N is not None:
         raise ValueError("y_test_N was given without X_test_ND")
     names_seen = {"same"}
@@ -209,7 +237,11 @@ def _prepare(
             raise ValueError(f"evaluation space name {space.name!r} is used twice")
         names_seen.add(space.name)
         check_same_width(X, space.X_ND, name_a=names[0], name_b=space.name)
-        spaces.append((space.name, *_space_tests(space, splits, groups, names[0])))
+        if space.name.endswith(RECENTRED):
+            raise ValueError(f"evaluation space name {space.name!r}: the suffix {RECENTRED!r} is reserved")
+        X_s, y_s, tests = _space_tests(space, splits, groups, names[0])
+        plain = (space.name, X_s, y_s, tests, None)
+        spaces += [plain, _recentred(plain, _as_vector(space.folds_N, X_s.shape[0], f"{space.name} folds_N"))]
     return _Prepared(X, y, groups, splits, spaces)
 
 
@@ -236,7 +268,10 @@ def evaluate_probe(
     ``X_train_ND``), the probe is fit on ``X_train_ND`` rows of the training folds and scored on ``X_test_ND`` rows
     of the test fold (``test_space = "other"``); ``report_within`` also scores the same fit on ``X_train_ND``'s
     test rows (``test_space = "same"``), without refitting. ``other_spaces`` (:class:`EvalSpace`, rows need not be
-    paired) scores every fit in each of them too (``test_space = space.name``), besides ``same``.
+    paired) scores every fit in each of them too (``test_space = space.name``), besides ``same``. Every cross space
+    is also scored re-centred (``test_space = "<name>-recentred"``, see :data:`RECENTRED`). Metrics: accuracy,
+    macro-F1 and, for binary tasks, AUROC (threshold-free: an offset moves a linear probe's threshold, not its
+    ranking, so AUROC beside accuracy tells an offset from a lost direction).
     ``train_fraction < 1`` fits on a seeded, stratified subsample of the training groups (learning curve); test
     rows are unchanged. ``names`` name the two spaces in error messages.
     """
@@ -406,7 +441,8 @@ def fit_probe_suite(
     for fraction in sorted(set(settings.train_fractions)):
         if fraction < 1:  # the full logistic run above is fraction 1.0
             frames.append(run("logreg", fraction)[0])
-    paired = [s[0] for s in p.spaces if s[0] in ("same", "other")]
+    paired = [s[0] for s in p.spaces if s[0] in ("same", "other", "other" + RECENTRED)]
+    recentred = [dataclasses.replace(s, name=s.name + RECENTRED) for s in other_spaces]
     frames.append(
         majority_baseline(
             p.y,
@@ -414,7 +450,7 @@ def fit_probe_suite(
             y_test_N=y_test_N,
             groups_N=p.groups,
             test_spaces=paired,
-            other_spaces=other_spaces,
+            other_spaces=[*other_spaces, *recentred],
         )
     )
     return pd.concat(frames, ignore_index=True), FoldProbes.from_fits(fits, np.unique(p.y))

@@ -272,12 +272,12 @@ def test_cross_space_width_mismatch_names_both_widths():
 def test_cross_space_trains_on_one_space_and_tests_on_the_other():
     X, y, groups, folds = make_binary()
     rows = evaluate_probe(X, y, folds, X_test_ND=X.copy(), settings=FAST, groups_N=groups, report_within=True)
-    assert set(rows.test_space) == {"same", "other"}
+    assert set(rows.test_space) == {"same", "other", "other-recentred"}
     assert accuracy(rows, space="other") == accuracy(rows, space="same") >= 0.98
     flipped = X.copy()
     flipped[:, 0] *= -1  # the other space encodes the label with the opposite sign
     rows = evaluate_probe(X, y, folds, X_test_ND=flipped, settings=FAST, groups_N=groups)
-    assert set(rows.test_space) == {"other"}
+    assert set(rows.test_space) == {"other", "other-recentred"}
     assert accuracy(rows, space="other") < 0.05
 
 
@@ -449,3 +449,36 @@ def test_numpy_metrics_match_scikit_learn():
     positive = rng.random(50) < 0.4
     score = np.round(rng.normal(size=50) + positive, 1)  # with ties
     assert probes_cv._auroc(positive, score) == pytest.approx(roc_auc_score(positive, score))
+
+
+def test_a_constant_offset_fools_plain_transfer_but_not_the_recentred_score():
+    """Two spaces that differ only by a constant offset (+10 on the label feature, ~7 of its standard deviations):
+    the plain transfer predicts class 1 for every row, so its accuracy is each test fold's share of positives
+    (~0.5) while AUROC (a ranking) is untouched; re-centring the target on its own training rows gives back the
+    within-space scores exactly."""
+    X, y, groups, folds = make_binary(seed=3)
+    offset_D = np.zeros(X.shape[1])
+    offset_D[0] = 10.0
+    space = probes_suite.EvalSpace("shifted", X + offset_D, y, folds, groups)
+    rows = evaluate_probe(X, y, folds, settings=FAST, groups_N=groups, other_spaces=[space])
+    positives = {k: y[folds == k].mean() for k in range(5)}
+
+    def per_fold(space_name, metric):
+        sel = rows[(rows.test_space == space_name) & (rows.metric == metric)].sort_values(["seed", "fold"])
+        return sel["fold"].to_numpy(), sel["value"].to_numpy()
+
+    fold_ids, plain_acc = per_fold("shifted", "accuracy")
+    np.testing.assert_allclose(plain_acc, [positives[k] for k in fold_ids])
+    assert 0.4 < plain_acc.mean() < 0.6
+    _, same_acc = per_fold("same", "accuracy")
+    assert same_acc.mean() >= 0.98
+    np.testing.assert_array_equal(per_fold("shifted-recentred", "accuracy")[1], same_acc)
+    np.testing.assert_allclose(per_fold("shifted", "auroc")[1], per_fold("same", "auroc")[1])
+    np.testing.assert_allclose(per_fold("shifted-recentred", "auroc")[1], per_fold("same", "auroc")[1])
+    # the paired form (X_test_ND) has the same re-centred copy
+    paired = evaluate_probe(X, y, folds, X_test_ND=X + offset_D, settings=FAST, groups_N=groups)
+    assert accuracy(paired, space="other") < 0.6 and accuracy(paired, space="other-recentred") >= 0.98
+    with pytest.raises(ValueError, match="reserved"):
+        evaluate_probe(
+            X, y, folds, settings=FAST, other_spaces=[probes_suite.EvalSpace("x-recentred", X, y, folds)]
+        )
