@@ -3,13 +3,15 @@
 if config["coco"]["source"] == "download":
 
     rule download_coco:
-        """Download and unpack COCO 2017 annotations and images (resumable, checksummed, atomic)."""
         output:
             instances=coco_files()["instances"],
             captions=coco_files()["captions"],
             images=directory(coco_files()["images"]),
         log:
             f"{LOGS}/download_coco/{SPLIT}.log",
+        """Download and unpack COCO 2017 annotations and images (resumable, checksummed, atomic)."""
+        # needs the internet: runs on the submitting host, not on (often offline) cluster nodes
+        localrule: True
         conda:
             "../envs/data.yaml"
         params:
@@ -50,11 +52,13 @@ if config["coco"]["source"] == "synthetic":
 if config["cifar100"]["source"] == "download":
 
     rule download_cifar100:
-        """Download and unpack the CIFAR-100 python archive (resumable, checksummed, atomic)."""
         output:
             folder=directory(cifar_dir()),
         log:
             f"{LOGS}/download_cifar100/cifar100.log",
+        """Download and unpack the CIFAR-100 python archive (resumable, checksummed, atomic)."""
+        # needs the internet: runs on the submitting host, not on (often offline) cluster nodes
+        localrule: True
         conda:
             "../envs/data.yaml"
         params:
