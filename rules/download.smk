@@ -2,6 +2,7 @@
 
 if config["coco"]["source"] == "download":
 
+    # needs the internet: a local job on the submitting host, not on (often offline) cluster nodes
     rule download_coco:
         output:
             instances=coco_files()["instances"],
@@ -10,7 +11,6 @@ if config["coco"]["source"] == "download":
         log:
             f"{LOGS}/download_coco/{SPLIT}.log",
         """Download and unpack COCO 2017 annotations and images (resumable, checksummed, atomic)."""
-        # needs the internet: runs on the submitting host, not on (often offline) cluster nodes
         localrule: True
         conda:
             "../envs/data.yaml"
@@ -51,13 +51,13 @@ if config["coco"]["source"] == "synthetic":
 
 if config["cifar100"]["source"] == "download":
 
+    # needs the internet: a local job on the submitting host, not on (often offline) cluster nodes
     rule download_cifar100:
         output:
             folder=directory(cifar_dir()),
         log:
             f"{LOGS}/download_cifar100/cifar100.log",
         """Download and unpack the CIFAR-100 python archive (resumable, checksummed, atomic)."""
-        # needs the internet: runs on the submitting host, not on (often offline) cluster nodes
         localrule: True
         conda:
             "../envs/data.yaml"

@@ -1,6 +1,7 @@
 """SAEs: fetch (pretrained) or fit (demo) one SAE per layer, encode activations, compare two models."""
 
 
+# needs the internet: a local job on the submitting host, not on (often offline) cluster nodes
 rule fetch_sae:
     output:
         sae=directory(layout.sae_layer_dir(DATA, "{sae}", "{layer}")),
@@ -9,8 +10,6 @@ rule fetch_sae:
     wildcard_constraints:
         sae=_names("saes", source="pretrained"),
     """Fetch one pretrained SAE (sae-lens release + id) into data/ so that every later job runs offline."""
-
-    # needs the internet: runs on the submitting host, not on (often offline) cluster nodes
     localrule: True
     conda:
         "../envs/torch.yaml"
