@@ -4,13 +4,13 @@ if config["coco"]["source"] == "download":
 
     # needs the internet: a local job on the submitting host, not on (often offline) cluster nodes
     rule download_coco:
+        """Download and unpack COCO 2017 annotations and images (resumable, checksummed, atomic)."""
         output:
             instances=coco_files()["instances"],
             captions=coco_files()["captions"],
             images=directory(coco_files()["images"]),
         log:
             f"{LOGS}/download_coco/{SPLIT}.log",
-        """Download and unpack COCO 2017 annotations and images (resumable, checksummed, atomic)."""
         localrule: True
         conda:
             "../envs/data.yaml"
@@ -53,11 +53,11 @@ if config["cifar100"]["source"] == "download":
 
     # needs the internet: a local job on the submitting host, not on (often offline) cluster nodes
     rule download_cifar100:
+        """Download and unpack the CIFAR-100 python archive (resumable, checksummed, atomic)."""
         output:
             folder=directory(cifar_dir()),
         log:
             f"{LOGS}/download_cifar100/cifar100.log",
-        """Download and unpack the CIFAR-100 python archive (resumable, checksummed, atomic)."""
         localrule: True
         conda:
             "../envs/data.yaml"

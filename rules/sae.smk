@@ -3,13 +3,13 @@
 
 # needs the internet: a local job on the submitting host, not on (often offline) cluster nodes
 rule fetch_sae:
+    """Fetch one pretrained SAE (sae-lens release + id) into data/ so that every later job runs offline."""
     output:
         sae=directory(layout.sae_layer_dir(DATA, "{sae}", "{layer}")),
     log:
         f"{LOGS}/fetch_sae/{{sae}}/layer-{{layer}}.log",
     wildcard_constraints:
         sae=_names("saes", source="pretrained"),
-    """Fetch one pretrained SAE (sae-lens release + id) into data/ so that every later job runs offline."""
     localrule: True
     conda:
         "../envs/torch.yaml"
