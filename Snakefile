@@ -21,38 +21,15 @@ if not workflow.overwrite_configfiles:
 include: "rules/common.smk"
 
 
+# Every wildcard's constraint, in one place (repshift.config.targets.wildcard_regexes); rules only narrow them.
 wildcard_constraints:
-    model=_names("models"),
-    dataset=_names("datasets"),
-    sae=_names("saes"),
-    comparison=_names("comparisons"),
-    analysis=_names("sae_features"),
-    task="|".join(config["probes"]["tasks"]) or "(?!x)x",
-    layer=r"\d+",
-    shard=r"\d+",
+    **T.wildcard_regexes(config),
 
 
 rule all:
     """The layer-sweep figure and everything it is drawn from."""
     input:
-        f"{RESULTS}/figs/layer_sweep.pdf",
-        f"{RESULTS}/figs/probe_tasks.pdf",
-        f"{RESULTS}/figs/latent_density.pdf",
-        f"{RESULTS}/figs/latents_shift.pdf",
-        probe_figures(),
-        sae_feature_targets(),
-        [
-            f"{RESULTS}/figs/datasets/{d}.png"
-            for d, spec in config["datasets"].items()
-            if spec["modality"] == "attribute"
-        ],
-
-
-# Jobs that need the internet run on the submitting host, not on (often offline) cluster nodes.
-localrules:
-    download_coco,
-    download_cifar100,
-    fetch_sae,
+        T.default_targets(config),
 
 
 include: "rules/download.smk"

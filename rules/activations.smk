@@ -4,11 +4,7 @@
 rule make_demo_model:
     """Generate a tiny random-weight model of a real architecture (demo preset), saved with save_pretrained."""
     input:
-        base=lambda wc: (
-            model_dir(config["models"][wc.model]["demo"].get("base"))
-            if config["models"][wc.model]["demo"].get("base")
-            else []
-        ),
+        base=lambda wc: T.demo_base_dir(config, wc.model),
     output:
         model=directory(f"{DATA}/models/{{model}}"),
     log:
@@ -69,7 +65,7 @@ if SHARDS > 1:
                 for i in range(SHARDS)
             ],
         output:
-            acts=directory(f"{RESULTS}/activations/{{model}}/{{dataset}}"),
+            acts=directory(layout.activations_dir(RESULTS, "{model}", "{dataset}")),
         log:
             f"{LOGS}/merge_activations/{{model}}/{{dataset}}.log",
         conda:

@@ -8,8 +8,8 @@ rule build_dataset:
         captions=ancient(coco_files()["captions"]),
         images=ancient(coco_files()["images"]),
     output:
-        manifest=f"{DATA}/datasets/{{dataset}}.tsv",
-        meta=f"{DATA}/datasets/{{dataset}}.json",
+        manifest=layout.manifest(DATA, "{dataset}"),
+        meta=layout.manifest_meta(DATA, "{dataset}"),
     log:
         f"{LOGS}/build_dataset/{{dataset}}.log",
     wildcard_constraints:

@@ -2,6 +2,7 @@
 
 if config["coco"]["source"] == "download":
 
+    # needs the internet: a local job on the submitting host, not on (often offline) cluster nodes
     rule download_coco:
         """Download and unpack COCO 2017 annotations and images (resumable, checksummed, atomic)."""
         output:
@@ -10,6 +11,7 @@ if config["coco"]["source"] == "download":
             images=directory(coco_files()["images"]),
         log:
             f"{LOGS}/download_coco/{SPLIT}.log",
+        localrule: True
         conda:
             "../envs/data.yaml"
         params:
@@ -49,12 +51,14 @@ if config["coco"]["source"] == "synthetic":
 
 if config["cifar100"]["source"] == "download":
 
+    # needs the internet: a local job on the submitting host, not on (often offline) cluster nodes
     rule download_cifar100:
         """Download and unpack the CIFAR-100 python archive (resumable, checksummed, atomic)."""
         output:
             folder=directory(cifar_dir()),
         log:
             f"{LOGS}/download_cifar100/cifar100.log",
+        localrule: True
         conda:
             "../envs/data.yaml"
         params:

@@ -6,8 +6,8 @@ rule train_probe:
     input:
         unpack(probe_inputs),
     output:
-        results=f"{RESULTS}/probes/{{task}}/layer-{{layer}}.tsv",
-        weights=directory(f"{RESULTS}/probes/{{task}}/weights/layer-{{layer}}"),
+        results=layout.probe_table(RESULTS, "{task}", "{layer}"),
+        weights=directory(layout.probe_weights(RESULTS, "{task}", "{layer}")),
     log:
         f"{LOGS}/train_probe/{{task}}/layer-{{layer}}.log",
     benchmark:
@@ -29,7 +29,7 @@ rule score_cross_layer:
     input:
         unpack(cross_layer_inputs),
     output:
-        results=f"{RESULTS}/probes/{{task}}/cross_modal_layers.tsv",
+        results=layout.cross_layer_table(RESULTS, "{task}"),
     log:
         f"{LOGS}/score_cross_layer/{{task}}.log",
     benchmark:

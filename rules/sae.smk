@@ -1,14 +1,16 @@
 """SAEs: fetch (pretrained) or fit (demo) one SAE per layer, encode activations, compare two models."""
 
 
+# needs the internet: a local job on the submitting host, not on (often offline) cluster nodes
 rule fetch_sae:
     """Fetch one pretrained SAE (sae-lens release + id) into data/ so that every later job runs offline."""
     output:
-        sae=directory(f"{DATA}/saes/{{sae}}/layer-{{layer}}"),
+        sae=directory(layout.sae_layer_dir(DATA, "{sae}", "{layer}")),
     log:
         f"{LOGS}/fetch_sae/{{sae}}/layer-{{layer}}.log",
     wildcard_constraints:
         sae=_names("saes", source="pretrained"),
+    localrule: True
     conda:
         "../envs/torch.yaml"
     params:
@@ -22,12 +24,9 @@ rule fetch_sae:
 rule train_demo_sae:
     """Fit the demo's tiny JumpReLU SAEs (one per layer) on the demo LLM's own activations with sae-lens."""
     input:
-        acts=lambda wc: activations(
-            config["saes"][wc.sae]["train"]["model"],
-            config["saes"][wc.sae]["train"]["dataset"],
-        ),
+        acts=lambda wc: T.sae_train_acts(config, wc.sae),
     output:
-        saes=directory(f"{DATA}/saes/{{sae}}"),
+        saes=directory(layout.sae_family_dir(DATA, "{sae}")),
     log:
         f"{LOGS}/train_demo_sae/{{sae}}.log",
     wildcard_constraints:
@@ -49,9 +48,9 @@ rule encode_sae:
     """Encode one model's token-level activations with each layer's SAE; transfer quality by position kind."""
     input:
         acts=lambda wc: activations(wc.model, wc.dataset),
-        saes=lambda wc: sae_inputs(wc.sae, rcfg.sae_layers(config, wc.sae, wc.model)),
+        saes=lambda wc: sae_inputs(wc.sae, wc.model),
     output:
-        codes=directory(f"{RESULTS}/sae/{{sae}}/{{model}}/{{dataset}}"),
+        codes=directory(layout.encoded_dir(RESULTS, "{sae}", "{model}", "{dataset}")),
     log:
         f"{LOGS}/encode_sae/{{sae}}/{{model}}/{{dataset}}.log",
     benchmark:
@@ -60,10 +59,7 @@ rule encode_sae:
         "../envs/torch.yaml"
     params:
         layers=lambda wc: rcfg.sae_layers(config, wc.sae, wc.model),
-        sae_dirs=lambda wc: {
-            layer: sae_dir(wc.sae, layer)
-            for layer in rcfg.sae_layers(config, wc.sae, wc.model)
-        },
+        sae_dirs=lambda wc: sae_dirs(wc.sae, wc.model),
         device=config["extraction"]["device"],
         code=step_hash("encode_sae"),
     script:
@@ -76,8 +72,8 @@ rule compare_sae:
         base=lambda wc: sae_outputs(wc.comparison, "base"),
         adapted=lambda wc: sae_outputs(wc.comparison, "adapted"),
     output:
-        shift=f"{RESULTS}/sae/shift/{{comparison}}.tsv",
-        latents=f"{RESULTS}/sae/shift/{{comparison}}.latents.tsv",
+        shift=layout.shift_table(RESULTS, "{comparison}"),
+        latents=layout.shift_latents(RESULTS, "{comparison}"),
     log:
         f"{LOGS}/compare_sae/{{comparison}}.log",
     conda:
@@ -95,9 +91,9 @@ rule spliced_loss:
     input:
         manifest=lambda wc: manifest(wc.dataset),
         model=lambda wc: model_dir(wc.model),
-        saes=lambda wc: sae_inputs(wc.sae, rcfg.sae_layers(config, wc.sae, wc.model)),
+        saes=lambda wc: sae_inputs(wc.sae, wc.model),
     output:
-        tsv=f"{RESULTS}/sae/spliced/{{sae}}/{{model}}/{{dataset}}.tsv",
+        tsv=layout.spliced_table(RESULTS, "{sae}", "{model}", "{dataset}"),
     log:
         f"{LOGS}/spliced_loss/{{sae}}/{{model}}/{{dataset}}.log",
     benchmark:
@@ -107,10 +103,7 @@ rule spliced_loss:
     threads: 2
     params:
         spec=lambda wc: canon(config["models"][wc.model]),
-        sae_dirs=lambda wc: {
-            layer: sae_dir(wc.sae, layer)
-            for layer in rcfg.sae_layers(config, wc.sae, wc.model)
-        },
+        sae_dirs=lambda wc: sae_dirs(wc.sae, wc.model),
         spliced=canon(config.get("spliced", {})),
         extraction=lambda wc: {
             k: config["extraction"][k] for k in ("dtype", "device", "max_tokens")
@@ -146,7 +139,7 @@ rule plot_latent_density:
 rule plot_latents_shift:
     """Latents gained and lost per layer between base and adapted model, with a top-latents table."""
     input:
-        latents=[t.replace(".tsv", ".latents.tsv") for t in all_shift_tables()],
+        latents=all_shift_tables(latents=True),
     output:
         pdf=report(
             f"{RESULTS}/figs/latents_shift.pdf",

@@ -6,7 +6,9 @@ rule class_features:
     input:
         unpack(class_feature_inputs),
     output:
-        table=f"{RESULTS}/sae_features/{{analysis}}/{{model}}/layer-{{layer}}.class_features.tsv",
+        table=layout.sae_feature_table(
+            RESULTS, "{analysis}", "{model}", "{layer}", "class_features"
+        ),
     log:
         f"{LOGS}/class_features/{{analysis}}/{{model}}/layer-{{layer}}.log",
     conda:
@@ -23,7 +25,9 @@ rule sae_feature_probe:
     input:
         unpack(sae_feature_inputs),
     output:
-        results=f"{RESULTS}/sae_features/{{analysis}}/{{model}}/layer-{{layer}}.probe.tsv",
+        results=layout.sae_feature_table(
+            RESULTS, "{analysis}", "{model}", "{layer}", "probe"
+        ),
     log:
         f"{LOGS}/sae_feature_probe/{{analysis}}/{{model}}/layer-{{layer}}.log",
     benchmark:

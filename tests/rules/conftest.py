@@ -42,3 +42,12 @@ def run_script(rule, *, input=None, output=None, params=None, wildcards=None, lo
 @pytest.fixture(scope="session")
 def run():
     return run_script
+
+
+# --- the demo chain (tests/rules/demo_chain.py), built once per test session ---------------------------------
+@pytest.fixture(scope="session")
+def chain(tmp_path_factory):
+    """synthetic COCO -> manifest -> demo models -> activations -> demo SAEs: see demo_chain.build."""
+    import demo_chain
+
+    return demo_chain.build(run_script, tmp_path_factory.mktemp("chain"))

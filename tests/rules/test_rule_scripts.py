@@ -6,28 +6,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from demo_chain import CHAIN_EXTRACTION as EXTRACTION
+from demo_chain import CHAIN_K as K
+from demo_chain import CHAIN_LAYERS as LAYERS
+from demo_chain import chain_model_spec as _model_spec
 
 from repshift.formats.activations_h5 import read_activations
-
-LAYERS = [0, 1, 2, 3]
-K = 2  # first perturbed block of the demo VLM
-SPEC = {
-    "modality": "paired",
-    "classes": ["cat", "dog", "person", "car"],
-    "level": "category",
-    "exclusive": True,
-    "n_per_class": 6,
-    "caption": "first",
-    "folds": 3,
-}
-EXTRACTION = {
-    "layers": "all",
-    "dtype": "auto",
-    "store_dtype": "float32",
-    "batch_size": 8,
-    "max_tokens": 64,
-    "device": "cpu",
-}
 
 
 @pytest.fixture(scope="module")
@@ -35,85 +19,25 @@ def work(tmp_path_factory):
     return tmp_path_factory.mktemp("rules")
 
 
+# the stages of the shared demo chain (tests/rules/conftest.py), built once per session
 @pytest.fixture(scope="module")
-def coco(work, run):
-    root = work / "coco"
-    out = {
-        "instances": root / "annotations/instances_val2017.json",
-        "captions": root / "annotations/captions_val2017.json",
-        "images": root / "val2017",
-    }
-    run(
-        "make_synthetic_coco",
-        output=out,
-        params={"root": str(root), "split": "val2017", "seed": 0, "n_images": 64, "image_size": 48},
-    )
-    return out
+def coco(chain):
+    return chain["coco"]
 
 
 @pytest.fixture(scope="module")
-def manifest(work, coco, run):
-    out = {"manifest": work / "datasets/cats.tsv", "meta": work / "datasets/cats.json"}
-    run(
-        "build_dataset",
-        input=coco,
-        output=out,
-        params={"spec": SPEC, "split": "val2017", "seed": 0},
-        wildcards={"dataset": "cats"},
-    )
-    return out
-
-
-def _model_spec(arch):
-    if arch == "gemma2":
-        return {"family": "causal-lm", "source": "demo", "num_layers": 4, "demo": {"arch": "gemma2"}}
-    fam = {"paligemma": "paligemma", "llava": "llava"}[arch]
-    return {
-        "family": fam,
-        "source": "demo",
-        "num_layers": 4,
-        "image_prompt": "caption en",
-        "demo": {"arch": arch, "base": "llm", "perturb_from": K, "perturb_scale": 0.5},
-    }
+def manifest(chain):
+    return chain["manifest"]
 
 
 @pytest.fixture(scope="module")
-def models(work, run):
-    data = work / "data"
-    out = {}
-    for name, arch in (("llm", "gemma2"), ("vlm", "paligemma")):
-        target = data / "models" / name
-        run(
-            "make_demo_model",
-            input={"base": str(data / "models/llm")} if arch != "gemma2" else {},
-            output={"model": target},
-            params={"spec": _model_spec(arch), "seed": 0},
-            wildcards={"model": name},
-        )
-        out[name] = target
-    return out
+def models(chain):
+    return chain["models"]
 
 
 @pytest.fixture(scope="module")
-def acts(work, manifest, models, coco, run):
-    out = {}
-    for name, arch in (("llm", "gemma2"), ("vlm", "paligemma")):
-        target = work / "results/activations" / name / "cats"
-        run(
-            "extract_activations",
-            input={"manifest": manifest["manifest"], "model": str(models[name]), "images": coco["images"]},
-            output={"acts": target},
-            params={
-                "spec": _model_spec(arch),
-                "layers": LAYERS,
-                "tokens": True,
-                "extraction": EXTRACTION,
-                "image_dir": str(coco["images"]),
-            },
-            wildcards={"model": name, "dataset": "cats"},
-        )
-        out[name] = target
-    return out
+def acts(chain):
+    return chain["acts"]
 
 
 def test_make_synthetic_coco(coco):
@@ -154,20 +78,8 @@ def test_extract_activations(acts, manifest):
 
 
 @pytest.fixture(scope="module")
-def saes(work, acts, run):
-    target = work / "data/saes/demo"
-    run(
-        "train_demo_sae",
-        input={"acts": acts["llm"]},
-        output={"saes": target},
-        params={
-            "train": {"model": "llm", "dataset": "cats", "d_sae": 64, "steps": 100},
-            "layers": [1, 3],
-            "seed": 0,
-        },
-        wildcards={"sae": "demo"},
-    )
-    return {layer: target / f"layer-{layer}" for layer in (1, 3)}
+def saes(chain):
+    return {layer: chain["sae_root"] / f"layer-{layer}" for layer in (1, 3)}
 
 
 def test_train_demo_sae(saes):
@@ -185,7 +97,7 @@ def codes(work, acts, saes, run):
         target = work / "results/sae/demo" / name / "cats"
         run(
             "encode_sae",
-            input={"acts": acts[name], "saes": str(work / "data/saes/demo")},
+            input={"acts": acts[name], "saes": str(saes[1].parent)},
             output={"codes": target},
             params={"layers": [1, 3], "sae_dirs": {k: str(v) for k, v in saes.items()}, "device": "cpu"},
             wildcards={"sae": "demo", "model": name, "dataset": "cats"},

@@ -4,115 +4,16 @@ the latent-density and latents-shift figures. Each runs the real script with a s
 import numpy as np
 import pandas as pd
 import pytest
-
-LAYERS = [0, 1, 2, 3]
-SAE_LAYERS = [1, 3]
-K = 2  # first perturbed block of the demo VLM
-SPEC = {
-    "modality": "paired",
-    "classes": ["cat", "dog", "person"],
-    "level": "category",
-    "exclusive": True,
-    "n_per_class": 4,
-    "caption": "first",
-    "folds": 2,
-}
-EXTRACTION = {
-    "layers": "all",
-    "dtype": "auto",
-    "store_dtype": "float16",
-    "batch_size": 5,
-    "max_tokens": 64,
-    "device": "cpu",
-}
-
-
-def _model_spec(arch):
-    if arch == "gemma2":
-        return {"family": "causal-lm", "source": "demo", "num_layers": 4, "demo": {"arch": "gemma2"}}
-    return {
-        "family": "paligemma",
-        "source": "demo",
-        "num_layers": 4,
-        "image_prompt": "caption en",
-        "demo": {"arch": "paligemma", "base": "llm", "perturb_from": K, "perturb_scale": 0.5},
-    }
-
-
-ARCH = {"llm": "gemma2", "vlm": "paligemma"}
+from demo_chain import CHAIN_ARCH as ARCH
+from demo_chain import CHAIN_EXTRACTION as EXTRACTION
+from demo_chain import CHAIN_LAYERS as LAYERS
+from demo_chain import CHAIN_SAE_LAYERS as SAE_LAYERS
+from demo_chain import chain_model_spec as _model_spec
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     return tmp_path_factory.mktemp("sae_rules")
-
-
-@pytest.fixture(scope="module")
-def chain(work, run):
-    """synthetic COCO -> manifest -> demo LLM + PaliGemma -> activations (tokens) -> demo SAEs."""
-    root = work / "coco"
-    coco = {
-        "instances": root / "annotations/instances_val2017.json",
-        "captions": root / "annotations/captions_val2017.json",
-        "images": root / "val2017",
-    }
-    run(
-        "make_synthetic_coco",
-        output=coco,
-        params={"root": str(root), "split": "val2017", "seed": 0, "n_images": 48, "image_size": 32},
-    )
-    manifest = {"manifest": work / "datasets/cats.tsv", "meta": work / "datasets/cats.json"}
-    run(
-        "build_dataset",
-        input=coco,
-        output=manifest,
-        params={"spec": SPEC, "split": "val2017", "seed": 0},
-        wildcards={"dataset": "cats"},
-    )
-    models, acts = {}, {}
-    for name, arch in ARCH.items():
-        models[name] = work / "data/models" / name
-        run(
-            "make_demo_model",
-            input={"base": str(models["llm"])} if arch != "gemma2" else {},
-            output={"model": models[name]},
-            params={"spec": _model_spec(arch), "seed": 0},
-            wildcards={"model": name},
-        )
-    for name, arch in ARCH.items():
-        acts[name] = work / "results/activations" / name / "cats"
-        run(
-            "extract_activations",
-            input={"manifest": manifest["manifest"], "model": str(models[name]), "images": coco["images"]},
-            output={"acts": acts[name]},
-            params={
-                "spec": _model_spec(arch),
-                "layers": LAYERS,
-                "tokens": True,
-                "extraction": EXTRACTION,
-                "image_dir": str(coco["images"]),
-            },
-            wildcards={"model": name, "dataset": "cats"},
-        )
-    saes = work / "data/saes/demo"
-    run(
-        "train_demo_sae",
-        input={"acts": acts["llm"]},
-        output={"saes": saes},
-        params={
-            "train": {"model": "llm", "dataset": "cats", "d_sae": 48, "steps": 60},
-            "layers": SAE_LAYERS,
-            "seed": 0,
-        },
-        wildcards={"sae": "demo"},
-    )
-    return {
-        "coco": coco,
-        "manifest": manifest,
-        "models": models,
-        "acts": acts,
-        "sae_dirs": {layer: str(saes / f"layer-{layer}") for layer in SAE_LAYERS},
-    }
 
 
 @pytest.fixture(scope="module")

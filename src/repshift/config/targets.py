@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from repshift.config.specs import model_spec
+from repshift.formats import layout
 
 
 def _resolve(layers: Any, n: int) -> list[int]:
@@ -168,3 +169,305 @@ def spliced_jobs(cfg: Mapping[str, Any]) -> list[tuple[str, str, str]]:
 def dataset_source(cfg: Mapping[str, Any], dataset: str) -> str:
     """coco, cifar100 or prompts (the schema's default is coco)."""
     return str(cfg["datasets"][dataset].get("source", "coco"))
+
+
+# -- paths and inputs of the rules (rules/common.smk binds ``config`` to these) -----------------------------
+def canon(obj: Any) -> Any:
+    """A config fragment with keys sorted recursively, so that params compare by value, not key order."""
+    if isinstance(obj, Mapping):
+        return {k: canon(obj[k]) for k in sorted(obj)}
+    if isinstance(obj, list | tuple):
+        return [canon(x) for x in obj]
+    return obj
+
+
+def name_regex(cfg: Mapping[str, Any], section: str, **where: Any) -> str:
+    """Wildcard regex of the names in a config section whose fields match ``where`` (never matches when none)."""
+    names = [n for n, d in cfg[section].items() if all(d.get(k) == v for k, v in where.items())]
+    return "|".join(names) if names else "(?!x)x"
+
+
+def wildcard_regexes(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """The workflow's wildcard constraints (Snakefile), all in one place."""
+    return {
+        "model": name_regex(cfg, "models"),
+        "dataset": name_regex(cfg, "datasets"),
+        "sae": name_regex(cfg, "saes"),
+        "comparison": name_regex(cfg, "comparisons"),
+        "analysis": name_regex(cfg, "sae_features"),
+        "task": "|".join(cfg["probes"]["tasks"]) or "(?!x)x",
+        "layer": r"\d+",
+        "shard": r"\d+",
+    }
+
+
+def _data(cfg: Mapping[str, Any]) -> str:
+    return cfg["paths"]["data"]
+
+
+def _results(cfg: Mapping[str, Any]) -> str:
+    return cfg["paths"]["results"]
+
+
+def coco_files(cfg: Mapping[str, Any]) -> dict[str, str]:
+    """COCO annotation files and image folder of the configured split (an existing copy or under data/)."""
+    c, split = cfg["coco"], cfg["coco"]["split"]
+    root = c["root"] if c["source"] == "path" else f"{_data(cfg)}/coco"
+    return {
+        "instances": f"{root}/annotations/instances_{split}.json",
+        "captions": f"{root}/annotations/captions_{split}.json",
+        "images": f"{root}/{split}",
+    }
+
+
+def cifar_dir(cfg: Mapping[str, Any]) -> str:
+    """The cifar-100-python folder (train, test, meta): an existing copy, or where download/synthetic put it."""
+    c = cfg["cifar100"]
+    root = c["root"] if c["source"] == "path" else f"{_data(cfg)}/cifar100"
+    return f"{root}/cifar-100-python"
+
+
+def dataset_images(cfg: Mapping[str, Any], dataset: str) -> str | list[str]:
+    """Folder the image rows of ``dataset`` are read from: the COCO split, the dataset's exported CIFAR PNGs,
+    or [] for a prompt set (no images)."""
+    source = dataset_source(cfg, dataset)
+    if source == "cifar100":
+        return layout.dataset_image_dir(_data(cfg), dataset)
+    if source == "prompts":
+        return []
+    return coco_files(cfg)["images"]
+
+
+def manifest(cfg: Mapping[str, Any], dataset: str) -> str:
+    return layout.manifest(_data(cfg), dataset)
+
+
+def model_dir(cfg: Mapping[str, Any], model: str) -> str | list[str]:
+    """The folder from_pretrained loads for demo and local models (a job output for demo ones); [] for hub."""
+    spec = model_spec(cfg, model)
+    return spec.location(_data(cfg)) if spec.source in ("demo", "local") else []
+
+
+def demo_base_dir(cfg: Mapping[str, Any], model: str) -> str | list[str]:
+    """The LLM folder a demo VLM copies its decoder from; [] for a demo LLM."""
+    base = cfg["models"][model]["demo"].get("base")
+    return model_dir(cfg, base) if base else []
+
+
+def activations(cfg: Mapping[str, Any], model: str, dataset: str) -> str:
+    return layout.activations_dir(_results(cfg), model, dataset)
+
+
+def sae_dir(cfg: Mapping[str, Any], sae: str, layer: int | str) -> str:
+    """Folder of one layer's SAE (SAE.save_model layout)."""
+    s = cfg["saes"][sae]
+    if s["source"] == "local":
+        return s["path_template"].format(layer=layer)
+    return layout.sae_layer_dir(_data(cfg), sae, layer)
+
+
+def sae_dirs(cfg: Mapping[str, Any], sae: str, model: str) -> dict[int, str]:
+    """``{layer: folder}`` of every layer at which ``sae`` is applied to ``model``."""
+    return {layer: sae_dir(cfg, sae, layer) for layer in sae_layers(cfg, sae, model)}
+
+
+def sae_inputs(cfg: Mapping[str, Any], sae: str, model: str) -> str | list[str]:
+    """What encoding needs: the demo family's folder (one job fits all layers) or each layer's folder."""
+    if cfg["saes"][sae]["source"] == "demo":
+        return layout.sae_family_dir(_data(cfg), sae)
+    return list(sae_dirs(cfg, sae, model).values())
+
+
+def sae_train_acts(cfg: Mapping[str, Any], sae: str) -> str:
+    """Activations a demo SAE family is fit on."""
+    train = cfg["saes"][sae]["train"]
+    return activations(cfg, train["model"], train["dataset"])
+
+
+def codes_dir(cfg: Mapping[str, Any], sae: str, model: str, dataset: str) -> str:
+    """Folder of one (sae, model, dataset)'s layer-L.codes.h5 files: encode_sae's output, or the activation
+    folder itself when extraction.fused_sae encodes that pair inside its extraction job."""
+    if sae == fused_sae(cfg) and (model, dataset) in fused_pairs(cfg):
+        return activations(cfg, model, dataset)
+    return layout.encoded_dir(_results(cfg), sae, model, dataset)
+
+
+def fused_inputs(cfg: Mapping[str, Any], model: str, dataset: str) -> str | list[str]:
+    """SAE folders an extraction job reads when it encodes with the fused SAE; nothing otherwise."""
+    if (model, dataset) not in fused_pairs(cfg):
+        return []
+    return sae_inputs(cfg, fused_sae(cfg), model)
+
+
+def fused_params(cfg: Mapping[str, Any], model: str, dataset: str) -> dict[str, Any]:
+    """What the fused encoding needs ({} when the pair is not fused)."""
+    if (model, dataset) not in fused_pairs(cfg):
+        return {}
+    sae = fused_sae(cfg)
+    return {"sae": sae, "sae_dirs": sae_dirs(cfg, sae, model)}
+
+
+def comparison_codes(cfg: Mapping[str, Any], comparison: str, role: str) -> str:
+    """Codes folder of a comparison's ``base`` or ``adapted`` model."""
+    c = cfg["comparisons"][comparison]
+    return codes_dir(cfg, c["sae"], c[role], c["dataset"])
+
+
+def all_shift_tables(cfg: Mapping[str, Any], *, latents: bool = False) -> list[str]:
+    build = layout.shift_latents if latents else layout.shift_table
+    return [build(_results(cfg), c) for c in cfg["comparisons"]]
+
+
+def all_spliced_tables(cfg: Mapping[str, Any]) -> list[str]:
+    return [layout.spliced_table(_results(cfg), *job) for job in spliced_jobs(cfg)]
+
+
+def all_code_dirs(cfg: Mapping[str, Any]) -> list[str]:
+    return sorted({codes_dir(cfg, sae, m, d) for sae in cfg["saes"] for m, d in sae_models(cfg, sae)})
+
+
+def all_probe_tables(cfg: Mapping[str, Any], tasks: Iterable[str] | None = None) -> list[str]:
+    """One train_probe table per (task, layer), for ``tasks`` (default every task)."""
+    return [
+        layout.probe_table(_results(cfg), task, layer)
+        for task in (cfg["probes"]["tasks"] if tasks is None else tasks)
+        for layer in probe_layers(cfg, task)
+    ]
+
+
+def cross_modal_tasks(cfg: Mapping[str, Any]) -> list[str]:
+    """Probe tasks with cross-modal probes (they get a layer x layer transfer matrix)."""
+    return [t for t, d in cfg["probes"]["tasks"].items() if d.get("cross_modal")]
+
+
+def attribute_tasks(cfg: Mapping[str, Any]) -> list[str]:
+    """Probe tasks on image-attribute datasets (brightness, redness, ...), decoder and vision tower."""
+    tasks = cfg["probes"]["tasks"]
+    return [t for t, d in tasks.items() if cfg["datasets"][d["dataset"]]["modality"] == "attribute"]
+
+
+def vision_tasks(cfg: Mapping[str, Any]) -> list[str]:
+    """Probe tasks that read vision-tower streams only (their layer axis is the tower's blocks)."""
+    return [
+        t
+        for t in cfg["probes"]["tasks"]
+        if not any(model_spec(cfg, m).reads_text for m in task_models(cfg, t))
+    ]
+
+
+def curve_tasks(cfg: Mapping[str, Any]) -> list[str]:
+    """Label probe tasks with a learning curve (train_fractions set)."""
+    if not cfg["probes"]["settings"].get("train_fractions"):
+        return []
+    return [t for t, d in cfg["probes"]["tasks"].items() if d.get("target", "label") == "label"]
+
+
+def probe_figures(cfg: Mapping[str, Any]) -> list[str]:
+    """The probe companion figures this config has something to draw in."""
+    figs = {
+        "cross_modal_matrix": cross_modal_tasks(cfg),
+        "attribute_probes": attribute_tasks(cfg),
+        "learning_curves": curve_tasks(cfg),
+    }
+    return [layout.figure(_results(cfg), name) for name, tasks in figs.items() if tasks]
+
+
+def cross_layer_tables(cfg: Mapping[str, Any]) -> list[str]:
+    return [layout.cross_layer_table(_results(cfg), t) for t in cross_modal_tasks(cfg)]
+
+
+def cross_layer_inputs(cfg: Mapping[str, Any], task: str) -> dict[str, Any]:
+    """Saved fold probes of every layer of a task, and the activations of its cross-modal models."""
+    t = cfg["probes"]["tasks"][task]
+    weights = [layout.probe_weights(_results(cfg), task, layer) for layer in probe_layers(cfg, task)]
+    return {"weights": weights, **{m: activations(cfg, m, t["dataset"]) for m in t.get("cross_modal", [])}}
+
+
+def probe_inputs(cfg: Mapping[str, Any], task: str) -> dict[str, str]:
+    """Activation folders of every model a probe task reads, named by model."""
+    dataset = cfg["probes"]["tasks"][task]["dataset"]
+    return {m: activations(cfg, m, dataset) for m in task_models(cfg, task)}
+
+
+def token_partners(cfg: Mapping[str, Any], model: str, dataset: str) -> dict[str, Any]:
+    """Models compared with ``model`` on ``dataset``'s text: their token ids must equal this model's."""
+    out = {}
+    for c in cfg["comparisons"].values():
+        if c["dataset"] == dataset and model in (c["base"], c["adapted"]):
+            other = c["adapted"] if c["base"] == model else c["base"]
+            location = model_spec(cfg, other).location(_data(cfg))
+            out[other] = {"spec": canon(cfg["models"][other]), "location": location}
+    return canon(out)
+
+
+def token_partner_dirs(cfg: Mapping[str, Any], model: str, dataset: str) -> list[str]:
+    """Local folders of those models (generated demo models must exist before the check)."""
+    return [
+        p["location"]
+        for name, p in token_partners(cfg, model, dataset).items()
+        if model_spec(cfg, name).source != "hub"
+    ]
+
+
+def attribute_contact_sheets(cfg: Mapping[str, Any]) -> list[str]:
+    return [
+        layout.contact_sheet(_results(cfg), d)
+        for d, spec in cfg["datasets"].items()
+        if spec["modality"] == "attribute"
+    ]
+
+
+# -- SAE-feature analyses (rules/sae_features.smk) ----------------------------------------------------------
+CLASS_FEATURE_KEYS = ("sae", "dataset", "top_k", "max_image_fraction", "n_top")
+FEATURE_PROBE_KEYS = CLASS_FEATURE_KEYS[:2] + (
+    "poolings",
+    "top_n",
+    "binarise",
+    "scaling",
+    "train_fractions",
+    "outer_folds",
+    "c_grid",
+    "inner_folds",
+    "seeds",
+    "max_iter",
+)
+
+
+def sae_feature_params(cfg: Mapping[str, Any], analysis: str, keys: Iterable[str]) -> dict[str, Any]:
+    """The keys of one sae_features entry that a rule reads (so that others never rerun it)."""
+    a = cfg["sae_features"][analysis]
+    return canon({k: a[k] for k in keys if k in a})
+
+
+def class_feature_inputs(cfg: Mapping[str, Any], analysis: str, model: str) -> dict[str, str]:
+    """Codes (token-level, per layer) and manifest (labels, class names, split) of one analysis."""
+    a = cfg["sae_features"][analysis]
+    return {"codes": codes_dir(cfg, a["sae"], model, a["dataset"]), "manifest": manifest(cfg, a["dataset"])}
+
+
+def sae_feature_inputs(cfg: Mapping[str, Any], analysis: str, model: str) -> dict[str, str]:
+    """The same plus the activations (pooled means: the raw-activation reference)."""
+    dataset = cfg["sae_features"][analysis]["dataset"]
+    return class_feature_inputs(cfg, analysis, model) | {"acts": activations(cfg, model, dataset)}
+
+
+def all_sae_feature_tables(cfg: Mapping[str, Any], kind: str) -> list[str]:
+    """kind: class_features or probe."""
+    return [layout.sae_feature_table(_results(cfg), *job, kind) for job in sae_feature_jobs(cfg)]
+
+
+def sae_feature_targets(cfg: Mapping[str, Any]) -> list[str]:
+    """The SAE-feature figure and every class-features table, for the default target (none when
+    sae_features is empty)."""
+    if not sae_feature_jobs(cfg):
+        return []
+    return [layout.figure(_results(cfg), "sae_features"), *all_sae_feature_tables(cfg, "class_features")]
+
+
+def default_targets(cfg: Mapping[str, Any]) -> list[str]:
+    """Everything ``rule all`` asks for."""
+    figs = [
+        layout.figure(_results(cfg), n)
+        for n in ("layer_sweep", "probe_tasks", "latent_density", "latents_shift")
+    ]
+    return figs + probe_figures(cfg) + sae_feature_targets(cfg) + attribute_contact_sheets(cfg)

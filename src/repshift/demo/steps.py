@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from repshift.formats import layout
 from repshift.formats.atomic import atomic_dir
 from repshift.formats.layout import layer_file
 from repshift.runtime import step
@@ -109,7 +110,7 @@ def train_demo_sae(*, input, output, params, **_):
             keep = tok.mask("text")  # BOS, pads and specials never enter SAE training
             demo_sae.train_demo_sae(
                 tok.acts_TD[keep],
-                tmp / f"layer-{int(layer)}",
+                tmp / layout.layer_name(layer),
                 layer=int(layer),
                 d_sae=int(train.get("d_sae", 256)),
                 steps=int(train.get("steps", 300)),

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from repshift.figures.style import LAYER_LABEL, _style, write_table
+from repshift.formats import layout
 from repshift.formats.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def latent_density_table(code_dirs: Sequence[str | Path]) -> pd.DataFrame:
     rows = []
     for d in code_dirs:
         d = Path(d)
-        for path in sorted(d.glob("layer-*.codes.h5"), key=lambda p: int(p.name.split("-")[1].split(".")[0])):
+        for path in layout.layer_files(d, layout.CODES).values():
             codes, meta = codes_h5.read_codes(path, load_pooled=False)
             layer = int(meta["attrs"]["layer"])
             model = str(meta["attrs"].get("model", d.parent.name))
@@ -89,7 +90,7 @@ def latent_density_table(code_dirs: Sequence[str | Path]) -> pd.DataFrame:
 
 def _names(code_dir: Path, layer: int) -> tuple[str, str]:
     """(sae, dataset) of a codes folder, from its transfer table (both layouts write one)."""
-    t = code_dir / f"layer-{layer}.transfer.tsv"
+    t = layout.transfer_file(code_dir, layer)
     if t.exists():
         row = pd.read_csv(t, sep="\t", nrows=1)
         if len(row):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pandas as pd
 
+from repshift.formats import layout
 from repshift.formats.atomic import atomic_path
 from repshift.runtime import step
 
@@ -22,10 +22,10 @@ def plot_layer_sweep(*, input, output, params, **_):
         value = input.get(key, [])
         return [value] if isinstance(value, str) else list(value)
 
-    transfer = [str(p) for d in paths("codes") for p in sorted(Path(d).glob("layer-*.transfer.tsv"))]
+    transfer = [str(p) for d in paths("codes") for p in layout.layer_files(d, layout.TRANSFER).values()]
     transfer += paths("spliced")  # spliced-loss tables share the transfer tables' columns
     main = set(params.get("main_tasks", []))
-    probe_tables = [p for p in paths("probes") if not main or Path(p).parent.name in main]
+    probe_tables = [p for p in paths("probes") if not main or layout.task_of_probe_table(p) in main]
     layer_sweep.layer_sweep(
         paths("shift"),
         transfer,

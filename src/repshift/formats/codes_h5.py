@@ -23,14 +23,16 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
 from repshift.formats.atomic import atomic_path
 from repshift.formats.provenance import provenance
-from repshift.sae.codes import SparseCodes
+
+if TYPE_CHECKING:  # sae.codes imports torch: formats stays importable without it
+    from repshift.sae.codes import SparseCodes
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +212,8 @@ def read_codes(path: str | os.PathLike, *, load_pooled: bool = True) -> tuple[Sp
     with h5py.File(p, "r") as f:
         _check_format(f, p)
         d_sae = int(f.attrs["d_sae"])
+        from repshift.sae.codes import SparseCodes
+
         codes = SparseCodes(
             indices=f[DS_INDICES][...].astype(np.int32),
             values=f[DS_VALUES][...].astype(np.float32),

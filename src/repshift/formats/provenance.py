@@ -79,14 +79,15 @@ def _find_step(root: Path, name: str) -> tuple[str, ast.Module, ast.FunctionDef]
     raise KeyError(f"no step {name!r} in repshift/*/steps.py")
 
 
-def step_code_hash(step: str) -> str:
+def step_code_hash(step: str, root: str | Path | None = None) -> str:
     """Content hash of exactly the code a workflow step runs, found from its imports (no hand-kept list).
 
     The step function, the helpers of its own module that it calls (transitively), and every repshift module
     those import, followed through imports to the end. Passed as a rule param, an edit of any of them reruns that
-    step's jobs and no others (mtimes would rerun everything after a checkout).
+    step's jobs and no others (mtimes would rerun everything after a checkout). ``root``: the package folder
+    to read (default: the imported repshift's).
     """
-    root = Path(repshift.__file__).parent
+    root = Path(root) if root is not None else Path(repshift.__file__).parent
     module, tree, fn = _find_step(root, step)
     defs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)}
     imported = {}  # name bound by a module-level import -> the modules it may be

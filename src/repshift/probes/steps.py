@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from repshift.formats import layout
 from repshift.formats.atomic import atomic_dir, atomic_path
 from repshift.formats.layout import layer_file
 from repshift.runtime import step
@@ -228,7 +229,7 @@ def score_cross_layer(*, input, output, params, wildcards=None, **_):
     pooling = task.get("pooling", "mean")
     weights = input["weights"]
     weights = [weights] if isinstance(weights, str) else list(weights)
-    by_layer = {int(Path(w).name.split("-", 1)[1]): Path(w) for w in weights}
+    by_layer = {layout.layer_of(w): Path(w) for w in weights}
     missing = sorted(set(layers) - set(by_layer))
     if missing:
         raise ValueError(f"no probe weights for layer(s) {missing}; expected folders named layer-<L>")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from repshift.formats import layout
 from repshift.formats.provenance import provenance
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def write_layer_codes(
     layout both encode_sae and the fused extraction path write, so compare_sae reads either."""
     from repshift.formats import codes_h5
 
-    path = Path(out_dir) / f"layer-{int(layer)}.codes.h5"
+    path = layout.codes_file(out_dir, layer)
     codes_h5.write_codes(
         path,
         codes,
@@ -66,15 +67,13 @@ def write_layer_codes(
         path, example_id=example_id, modality=modality, kinds_T=tok.kinds_T, ids_T=tok.ids_T
     )
     table = pd.DataFrame(rows)
-    table.to_csv(
-        Path(out_dir) / f"layer-{int(layer)}.transfer.tsv", sep="\t", index=False, float_format="%.6g"
-    )
+    table.to_csv(layout.transfer_file(out_dir, layer), sep="\t", index=False, float_format="%.6g")
     return table
 
 
 def write_transfer_summary(out_dir, tables: list) -> None:
     pd.concat(tables, ignore_index=True).to_csv(
-        Path(out_dir) / "transfer.tsv", sep="\t", index=False, float_format="%.6g"
+        layout.transfer_summary(out_dir), sep="\t", index=False, float_format="%.6g"
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from repshift.formats import layout
 from repshift.formats.atomic import atomic_dir, atomic_path
 from repshift.formats.layout import layer_file
 from repshift.formats.provenance import provenance
@@ -94,8 +95,8 @@ def compare_sae(*, input, output, params, wildcards=None, **_):
     tables, latent_tables = [], []
     for layer in params["layers"]:
         layer = int(layer)
-        pa = Path(input["base"]) / f"layer-{layer}.codes.h5"
-        pb = Path(input["adapted"]) / f"layer-{layer}.codes.h5"
+        pa = layout.codes_file(input["base"], layer)
+        pb = layout.codes_file(input["adapted"], layer)
         base_codes, meta = codes_h5.read_codes(pa, load_pooled=False)
         adapted_codes, _ = codes_h5.read_codes(pb, load_pooled=False)
         rows_a, rows_b = align_text_tokens(
@@ -169,7 +170,7 @@ SETTING_KEYS = ("c_grid", "inner_folds", "seeds", "max_iter")
 
 
 def _codes_file(codes_dir, layer) -> Path:
-    return Path(codes_dir) / f"layer-{int(layer)}.codes.h5"
+    return layout.codes_file(codes_dir, layer)
 
 
 def _load_image_codes(codes_dir, layer):
