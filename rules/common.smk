@@ -116,6 +116,10 @@ def attribute_tasks():
     return T.attribute_tasks(config)
 
 
+def pixel_baseline_inputs(wc):
+    return T.pixel_baseline_inputs(config, wc.task)
+
+
 def vision_tasks():
     return T.vision_tasks(config)
 

@@ -42,3 +42,26 @@ rule score_cross_layer:
         code=step_hash("score_cross_layer"),
     script:
         "../workflow_scripts/score_cross_layer.py"
+
+
+rule pixel_baseline:
+    """The attribute task's probe on trivial pixel statistics of each variant (the score activations must beat)."""
+    input:
+        unpack(pixel_baseline_inputs),
+    output:
+        results=layout.pixel_baseline_table(RESULTS, "{task}"),
+    log:
+        f"{LOGS}/pixel_baseline/{{task}}.log",
+    benchmark:
+        f"{BENCH}/pixel_baseline/{{task}}.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: config["probes"]["threads"]
+    params:
+        settings=canon(config["probes"]["settings"]),
+        input_size=lambda wc: config["datasets"][
+            config["probes"]["tasks"][wc.task]["dataset"]
+        ].get("input_size"),
+        code=step_hash("pixel_baseline"),
+    script:
+        "../workflow_scripts/pixel_baseline.py"

@@ -346,6 +346,16 @@ def attribute_tasks(cfg: Mapping[str, Any]) -> list[str]:
     return [t for t, d in tasks.items() if cfg["datasets"][d["dataset"]]["modality"] == "attribute"]
 
 
+def pixel_baseline_tables(cfg: Mapping[str, Any]) -> list[str]:
+    """One pixel-statistics baseline per attribute task (what trivial image statistics achieve)."""
+    return [layout.pixel_baseline_table(_results(cfg), t) for t in attribute_tasks(cfg)]
+
+
+def pixel_baseline_inputs(cfg: Mapping[str, Any], task: str) -> dict[str, Any]:
+    dataset = cfg["probes"]["tasks"][task]["dataset"]
+    return {"manifest": manifest(cfg, dataset), "images": dataset_images(cfg, dataset)}
+
+
 def vision_tasks(cfg: Mapping[str, Any]) -> list[str]:
     """Probe tasks that read vision-tower streams only (their layer axis is the tower's blocks)."""
     return [
@@ -470,4 +480,10 @@ def default_targets(cfg: Mapping[str, Any]) -> list[str]:
         layout.figure(_results(cfg), n)
         for n in ("layer_sweep", "probe_tasks", "latent_density", "latents_shift")
     ]
-    return figs + probe_figures(cfg) + sae_feature_targets(cfg) + attribute_contact_sheets(cfg)
+    return (
+        figs
+        + probe_figures(cfg)
+        + pixel_baseline_tables(cfg)
+        + sae_feature_targets(cfg)
+        + attribute_contact_sheets(cfg)
+    )

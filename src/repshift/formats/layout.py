@@ -136,6 +136,11 @@ def cross_layer_table(results: str, task: str) -> str:
     return f"{results}/probes/{task}/cross_modal_layers.tsv"
 
 
+def pixel_baseline_table(results: str, task: str) -> str:
+    """The attribute task's probe on trivial pixel statistics (probes.baselines)."""
+    return f"{results}/probes/{task}/pixel_baseline.tsv"
+
+
 def task_of_probe_table(path: PathLike) -> str:
     """The task of ``.../probes/{task}/layer-L.tsv``."""
     layer_of(path)

@@ -194,15 +194,13 @@ def pixel_baseline(*, input, output, params, threads=1, wildcards=None, **_):
     df, meta = read_manifest(input["manifest"])
     spec = meta.get("spec", {})
     input_size = params.get("input_size", spec.get("input_size")) or baselines.DEFAULT_INPUT_SIZE
-    image_dir = input.get("images") or params.get("image_dir") or meta.get("image_dir")
+    image_dir = input.get("images") or meta.get("image_dir")
     if not image_dir:
-        raise ValueError(
-            f"pixel_baseline: no image folder for {input['manifest']} (pass input images or params image_dir)"
-        )
+        raise ValueError(f"pixel_baseline: no image folder for {input['manifest']} (pass input images)")
     settings = probes_cv.ProbeSettings.from_dict({**params.get("settings", {}), "n_jobs": int(threads)})
     table = baselines.pixel_baseline(df, image_dir, settings=settings, input_size=int(input_size))
     table.insert(0, "layer", -1)
-    table.insert(0, "task", (wildcards or {}).get("task", params.get("name", "")))
+    table.insert(0, "task", (wildcards or {}).get("task", ""))
     table = table.assign(
         transfer="within",
         test_model="pixels",

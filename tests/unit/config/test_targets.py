@@ -160,7 +160,8 @@ def test_demo_default_targets(demo):
         f"demo/results/figs/{n}.pdf"
         for n in ("layer_sweep", "probe_tasks", "latent_density", "latents_shift")
     ]
-    assert len(t) == 4 + 3 + 7 + 1
+    # 4 main figures + 3 probe companions + 2 pixel baselines + 7 SAE-feature targets + 1 contact sheet
+    assert len(t) == 4 + 3 + 2 + 7 + 1
 
 
 def test_demo_wildcard_regexes(demo):
@@ -211,3 +212,15 @@ def test_real_hub_models_have_no_input_folder(real):
         f"results/sae_features/cifar100-paligemma/paligemma2-3b/layer-{i}.class_features.tsv"
         for i in (6, 10, 17)
     ]
+
+
+def test_pixel_baselines_one_per_attribute_task(demo):
+    # demo: two attribute tasks (brightness on the decoder, brightness-vision on the tower), same dataset
+    assert T.pixel_baseline_tables(demo) == [
+        "demo/results/probes/brightness/pixel_baseline.tsv",
+        "demo/results/probes/brightness-vision/pixel_baseline.tsv",
+    ]
+    assert T.pixel_baseline_inputs(demo, "brightness") == {
+        "manifest": "demo/data/datasets/demo-brightness.tsv",
+        "images": "demo/data/coco/val2017",
+    }
