@@ -7,7 +7,7 @@ from snakemake.utils import validate
 from repshift import config as rcfg
 from repshift.formats.provenance import module_code_hash, step_code_hash
 
-validate(config, "config.schema.yaml")
+rcfg.checks.validate_config(config, Path(workflow.basedir, "rules", "config.schema.yaml"))
 rcfg.check_config(config)
 
 DATA = config["paths"]["data"]
