@@ -7,7 +7,9 @@ from snakemake.utils import validate
 from repshift import config as rcfg
 from repshift.formats.provenance import module_code_hash, step_code_hash
 
-rcfg.checks.validate_config(config, Path(workflow.basedir, "rules", "config.schema.yaml"))
+rcfg.checks.validate_config(
+    config, Path(workflow.basedir, "rules", "config.schema.yaml")
+)
 rcfg.check_config(config)
 
 DATA = config["paths"]["data"]
@@ -329,3 +331,10 @@ def sae_feature_targets():
         return []
     tables = all_sae_feature_tables("class_features")
     return [f"{RESULTS}/figs/sae_features.pdf"] + tables
+
+
+onstart:
+    # hub repos the run needs, checked once before the first job (not on dry runs); one message for all
+    from repshift.config.preflight import preflight_hub
+
+    preflight_hub(config)
