@@ -23,7 +23,8 @@ def needed_files(cfg: Mapping[str, Any]) -> dict[str, list[str]]:
     for name in cfg["models"]:
         spec = model_spec(cfg, name)
         if spec.source == "hub" and spec.id:
-            need.setdefault(spec.id, []).append("config.json")
+            if "config.json" not in need.setdefault(spec.id, []):  # a VLM and its vision stream share an id
+                need[spec.id].append("config.json")
     for sae, s in cfg["saes"].items():
         if s.get("source") != "pretrained":
             continue
