@@ -64,7 +64,9 @@ def _properties_with_defaults(base):
 
 
 def _resolve(schema: Any, root: Mapping[str, Any]) -> Any:
-    while isinstance(schema, dict) and isinstance(schema.get("$ref"), str) and schema["$ref"].startswith("#/"):
+    while (
+        isinstance(schema, dict) and isinstance(schema.get("$ref"), str) and schema["$ref"].startswith("#/")
+    ):
         for part in schema["$ref"][2:].split("/"):
             root = root[part]
         schema = root
@@ -276,14 +278,17 @@ def check_config(cfg: Mapping[str, Any]) -> None:
 def _check_curve_layers(cfg: Mapping[str, Any]) -> None:
     """probes.settings.curve_layers: every layer is extracted for at least one probed model (else it never runs)."""
     curve = ((cfg["probes"].get("settings") or {}).get("curve_layers")) or []
-    probed = sorted({m for name in cfg["probes"]["tasks"] for m in task_models(cfg, name) if m in cfg["models"]})
+    probed = sorted(
+        {m for name in cfg["probes"]["tasks"] for m in task_models(cfg, name) if m in cfg["models"]}
+    )
     if not probed:
         return
     extracted = {m: model_layers(cfg, m) for m in probed}
     for layer in curve:
         if not any(layer in layers for layers in extracted.values()):
             have = ", ".join(
-                f"{m} ({model_spec(cfg, m).num_layers} blocks, extracted {_span(extracted[m])})" for m in probed
+                f"{m} ({model_spec(cfg, m).num_layers} blocks, extracted {_span(extracted[m])})"
+                for m in probed
             )
             raise ConfigError(
                 f"probes.settings.curve_layers: layer {layer} is not extracted for any probed model, so its "
