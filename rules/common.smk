@@ -4,14 +4,14 @@ repshift.config.targets (which jobs and inputs exist) and repshift.formats.layou
 
 from pathlib import Path
 
-from snakemake.utils import validate
-
 from repshift import config as rcfg
 from repshift.config import targets as T
 from repshift.formats import layout
 from repshift.formats.provenance import module_code_hash, step_code_hash
 
-validate(config, "config.schema.yaml")
+rcfg.checks.validate_config(
+    config, Path(workflow.basedir, "rules", "config.schema.yaml")
+)
 rcfg.check_config(config)
 
 DATA = config["paths"]["data"]
@@ -162,3 +162,10 @@ def sae_feature_inputs(wc):
 
 def all_sae_feature_tables(kind):
     return T.all_sae_feature_tables(config, kind)
+
+
+onstart:
+    # hub repos the run needs, checked once before the first job (not on dry runs); one message for all
+    from repshift.config.preflight import preflight_hub
+
+    preflight_hub(config)

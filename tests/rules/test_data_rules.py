@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from loopback_http import serve
 from PIL import Image
 
@@ -126,6 +130,43 @@ def test_download_coco_without_a_checksum_is_refused(run, coco_zips, tmp_path):
         del archives["val2017"]["md5"]
         with pytest.raises(ValueError, match="coco.archives.val2017: give the archive's md5 or sha256"):
             _coco_rule(run, tmp_path / "coco", archives)
+
+
+def test_download_coco_under_snakemake_unpacks_into_the_folder_snakemake_created(coco_zips, tmp_path):
+    """A real ``snakemake`` run: Snakemake makes ``coco/annotations/`` before the job starts, and the step must
+    still unpack the annotations archive into it (it used to see the folder and skip extraction)."""
+    src, zips = coco_zips
+    root = Path(__file__).resolve().parents[2]
+    config = yaml.safe_load((root / "config/demo.yaml").read_text())
+    config["paths"] = {"data": str(tmp_path / "data"), "results": str(tmp_path / "results")}
+    with serve() as (base, state):
+        config["coco"] = {
+            "source": "download",
+            "split": "val2017",
+            "archives": _serve_coco(state, base, zips),
+        }
+        (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+        target = tmp_path / "data/coco/annotations/instances_val2017.json"
+        bin_dir = Path(sys.executable).parent
+        proc = subprocess.run(
+            [str(bin_dir / "snakemake"), "-s", str(root / "Snakefile"), "--configfile", "config.yaml"]
+            + ["--directory", str(tmp_path), "--cores", "1", str(target)],
+            cwd=tmp_path,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+        assert (
+            state.count["/zips/annotations_trainval2017.zip"] == 1 and state.count["/zips/val2017.zip"] == 1
+        )
+    coco_dir = tmp_path / "data/coco"
+    for name in ("instances_val2017.json", "captions_val2017.json"):
+        assert (coco_dir / "annotations" / name).read_bytes() == (src / "annotations" / name).read_bytes()
+    assert sorted(p.name for p in (coco_dir / "val2017").glob("*.jpg")) == sorted(
+        p.name for p in (src / "val2017").iterdir()
+    )
 
 
 # ------------------------------------------------------------------------------------------------- CIFAR

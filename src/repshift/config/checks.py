@@ -3,6 +3,7 @@ not have, a dataset its source cannot supply, ... all before any job runs."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,113 @@ from repshift.config.targets import (
     task_models,
 )
 from repshift.models.families import DEMO_LLMS, FAMILIES, demo_archs
+
+NULL_WORDS = ("null", "none", "~")  # what `--config key=null` can pass for None (Snakemake passes the string)
+
+
+def validate_config(config: dict[str, Any], schema_path: str | os.PathLike) -> dict[str, Any]:
+    """Validate ``config`` in place against the JSON Schema at ``schema_path`` and fill its defaults, as
+    Snakemake's ``validate`` does, but report errors a person can read: one line per error (key path, what was
+    expected, the allowed values or keys), never the schema.
+
+    A nullable key (``type: [..., "null"]``) given as the string ``null``/``none``/``~`` — what
+    ``--config extraction.fused_sae=null`` passes — is set to None first. Raises ConfigError.
+    """
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(open(schema_path, encoding="utf-8"))  # noqa: SIM115 (read whole at once)
+    _unset_null_words(config, schema, schema)
+    base = jsonschema.validators.validator_for(schema)
+    validator = jsonschema.validators.extend(base, {"properties": _properties_with_defaults(base)})(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    if errors:
+        lines = [_error_line(e) for e in errors]
+        raise ConfigError(
+            f"the config does not match {schema_path} ({len(lines)} error{'s' * (len(lines) > 1)}):\n  "
+            + "\n  ".join(lines)
+        )
+    return config
+
+
+def _properties_with_defaults(base):
+    """The ``properties`` keyword, filling each missing property's ``default`` first (jsonschema FAQ recipe,
+    as used by snakemake.utils.validate)."""
+    check = base.VALIDATORS["properties"]
+
+    def properties(validator, props, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in props.items():
+                if isinstance(sub, dict) and "default" in sub:
+                    instance.setdefault(key, sub["default"])
+        yield from check(validator, props, instance, schema)
+
+    return properties
+
+
+def _resolve(schema: Any, root: Mapping[str, Any]) -> Any:
+    while (
+        isinstance(schema, dict) and isinstance(schema.get("$ref"), str) and schema["$ref"].startswith("#/")
+    ):
+        for part in schema["$ref"][2:].split("/"):
+            root = root[part]
+        schema = root
+    return schema
+
+
+def _nullable(schema: Any, root: Mapping[str, Any]) -> bool:
+    schema = _resolve(schema, root)
+    if not isinstance(schema, dict):
+        return False
+    kind = schema.get("type")
+    if kind == "null" or (isinstance(kind, list) and "null" in kind) or None in schema.get("enum", ()):
+        return True
+    return any(_nullable(s, root) for k in ("anyOf", "oneOf") for s in schema.get(k, ()))
+
+
+def _unset_null_words(instance: Any, schema: Any, root: Mapping[str, Any]) -> None:
+    """Replace NULL_WORDS strings by None wherever the schema allows null, recursively (in place)."""
+    schema = _resolve(schema, root)
+    if not isinstance(schema, dict):
+        return
+    if isinstance(instance, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for key, value in instance.items():
+            sub = props.get(key, extra if isinstance(extra, dict) else None)
+            if sub is None:
+                continue
+            if isinstance(value, str) and value.strip().lower() in NULL_WORDS and _nullable(sub, root):
+                instance[key] = None
+            else:
+                _unset_null_words(value, sub, root)
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        for value in instance:
+            _unset_null_words(value, schema["items"], root)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error_line(err) -> str:
+    """``key.path: what was expected (allowed values)`` for one jsonschema error, without the schema."""
+    where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+    kind, expected, schema = err.validator, err.validator_value, err.schema
+    if kind == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        unknown = sorted(set(err.instance) - set(allowed))
+        return f"{where}: unknown key {', '.join(map(repr, unknown))} (allowed: {', '.join(allowed)})"
+    if kind == "enum":
+        return f"{where}: {_short(err.instance)} is not allowed (allowed: {', '.join(map(str, expected))})"
+    if kind == "type":
+        wanted = " or ".join(expected) if isinstance(expected, list) else expected
+        return f"{where}: expected {wanted}, got {_short(err.instance)}"
+    if kind in ("anyOf", "oneOf") and err.context:
+        options = "; ".join(sorted({_error_line(e).split(": ", 1)[-1] for e in err.context}))
+        return f"{where}: {_short(err.instance)} matches none of the allowed forms ({options})"
+    return f"{where}: {err.message.replace(repr(err.instance), _short(err.instance))}"
 
 
 def _check_sae_features(cfg: Mapping[str, Any]) -> None:
@@ -50,6 +158,11 @@ def _check_sae_features(cfg: Mapping[str, Any]) -> None:
                     f"{where}.models: {m} is a vision tower; the SAEs read the decoder's residual stream"
                 )
             available = sae_layers(cfg, a["sae"], m)
+            if a.get("layers", "all") != "all":
+                try:
+                    spec.check_layers([int(x) for x in a["layers"]])
+                except ConfigError as err:
+                    raise ConfigError(f"{where}.layers: {err}") from err
             bad = [x for x in sae_feature_layers(cfg, name, m) if x not in available]
             if bad:
                 raise ConfigError(
@@ -133,6 +246,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             raise ConfigError(f"comparisons.{name}: no layer is both extracted and covered by SAE {c['sae']}")
     _check_sae_stage(cfg)
     _check_sae_features(cfg)
+    _check_curve_layers(cfg)
     for name, t in cfg["probes"]["tasks"].items():
         if t["dataset"] not in datasets:
             raise ConfigError(f"probes.tasks.{name}.dataset: unknown dataset {t['dataset']!r}")
@@ -160,6 +274,31 @@ def check_config(cfg: Mapping[str, Any]) -> None:
                 raise ConfigError(f"probes.tasks.{name}.cross_modal: {m} is not a VLM")
             if modality != "paired":
                 raise ConfigError(f"probes.tasks.{name}.cross_modal needs a paired dataset, not {modality}")
+
+
+def _check_curve_layers(cfg: Mapping[str, Any]) -> None:
+    """probes.settings.curve_layers: every layer is extracted for at least one probed model (else it never runs)."""
+    curve = ((cfg["probes"].get("settings") or {}).get("curve_layers")) or []
+    probed = sorted(
+        {m for name in cfg["probes"]["tasks"] for m in task_models(cfg, name) if m in cfg["models"]}
+    )
+    if not probed:
+        return
+    extracted = {m: model_layers(cfg, m) for m in probed}
+    for layer in curve:
+        if not any(layer in layers for layers in extracted.values()):
+            have = ", ".join(
+                f"{m} ({model_spec(cfg, m).num_layers} blocks, extracted {_span(extracted[m])})"
+                for m in probed
+            )
+            raise ConfigError(
+                f"probes.settings.curve_layers: layer {layer} is not extracted for any probed model, so its "
+                f"learning curve would never run; probed: {have}. Remove it or extract it (extraction.layers)"
+            )
+
+
+def _span(layers: list[int]) -> str:
+    return f"{layers[0]}-{layers[-1]}" if layers == list(range(layers[0], layers[-1] + 1)) else str(layers)
 
 
 def _check_sae_stage(cfg: Mapping[str, Any]) -> None:

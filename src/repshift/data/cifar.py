@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from repshift.data.coco import _stable_int
+from repshift.data.coco import _stable_int, check_class_size
 from repshift.data.download import extract_archive, fetch_archive
 from repshift.formats.atomic import atomic_dir
 from repshift.formats.manifest import MANIFEST_COLUMNS, _counts, assign_folds, check_manifest, write_manifest
@@ -327,6 +327,7 @@ def _select(
     seed: int,
     allow_fewer: bool,
     where: str,
+    source: str = "CIFAR-100",
 ) -> tuple[np.ndarray, dict[str, int]]:
     """Indices kept (sorted by label, then index) and the shortfall per class."""
     chosen: list[np.ndarray] = []
@@ -334,17 +335,21 @@ def _select(
     if n_per_class is None:
         absent = [name for k, name in enumerate(names) if not (labels_N == k).any()]
         if absent:
-            log.warning("%s: %d classes have no image: %s", where, len(absent), ", ".join(absent))
+            log.warning("dataset %r: %d classes have no image: %s", where, len(absent), ", ".join(absent))
     for k, name in enumerate(names):
         pool = np.flatnonzero(labels_N == k)  # sorted ids
         if n_per_class is None:
             chosen.append(pool)
             continue
         if pool.size < n_per_class:
-            msg = f"{where}: only {pool.size} images of class {name!r}, {n_per_class} requested"
-            if not allow_fewer:
-                raise ValueError(msg + "; lower n_per_class or set allow_fewer: true")
-            log.warning("%s; continuing (allow_fewer: true)", msg)
+            check_class_size(
+                where,
+                source,
+                f"images of class {name!r}",
+                usable=int(pool.size),
+                wanted=n_per_class,
+                allow_fewer=allow_fewer,
+            )
             shortfall[name] = n_per_class - pool.size
         rng = np.random.default_rng([seed, _stable_int(name)])
         chosen.append(np.sort(pool[rng.permutation(pool.size)[:n_per_class]]))
@@ -420,7 +425,9 @@ def export_cifar100(
     remap = np.full(len(official_names), -1, dtype=np.int64)
     remap[official_ids] = np.arange(len(official_ids))
     labels_N = remap[official_N]  # -1: a class not asked for
-    idx_N, shortfall = _select(labels_N, label_names, n_per_class, seed, allow_fewer, f"dataset {name!r}")
+    idx_N, shortfall = _select(
+        labels_N, label_names, n_per_class, seed, allow_fewer, name, f"CIFAR-100 {split}"
+    )
     if idx_N.size == 0:
         raise ValueError(f"dataset {name!r}: no images selected from {part['file']}")
 

@@ -496,6 +496,41 @@ def _achromatic(spec: DatasetSpec, coco: CocoIndex, ids: Sequence[int], image_di
     return out
 
 
+MIN_PER_CLASS = 2  # a class needs two images to appear in both a training and a test fold
+
+
+def check_class_size(
+    dataset: str,
+    source: str,
+    what: str,
+    *,
+    usable: int,
+    wanted: int,
+    allow_fewer: bool,
+    detail: str = "",
+    size_key: str = "n_per_class",
+) -> None:
+    """Raise ``ValueError`` when a class of ``dataset`` has fewer usable images than asked (or, with
+    ``allow_fewer``, fewer than :data:`MIN_PER_CLASS`); otherwise log the shortfall as a warning."""
+    msg = (
+        f"dataset {dataset!r}: {source} has only {usable} usable {what}"
+        f"{f' ({detail})' if detail else ''}, {wanted} asked (datasets.{dataset}.{size_key})"
+    )
+    if allow_fewer and usable >= MIN_PER_CLASS:
+        logger.warning("%s; continuing (allow_fewer: true)", msg)
+        return
+    if allow_fewer:
+        raise ValueError(
+            f"{msg}: even with allow_fewer: true a class needs at least {MIN_PER_CLASS} images (one per side "
+            "of a train/test split); drop the class, or use another split"
+        )
+    raise ValueError(
+        f"{msg}. Options: lower datasets.{dataset}.{size_key} to at most {usable}; set "
+        f"datasets.{dataset}.allow_fewer: true (keeps the {usable}; classes become unbalanced); or use another "
+        "split (coco.split: train2017, or the CIFAR-100 train split)"
+    )
+
+
 def _take(
     pool: Sequence[int],
     n: int,
@@ -555,14 +590,17 @@ def build_manifest(
         if len(chosen) < n_wanted:
             what = "base images" if spec.modality == "attribute" else f"images of class {lname!r}"
             n_grey = sum(r.startswith(_ACHROMATIC) for r in bad.values())
-            msg = (
-                f"dataset {spec.name!r}: only {len(chosen)} usable {what} ({len(pool)} candidates, "
-                f"{len(bad) - n_grey} invalid files{f', {n_grey} achromatic' if n_grey else ''}), "
-                f"{n_wanted} requested"
+            check_class_size(
+                spec.name,
+                f"COCO {coco.split}",
+                what,
+                usable=len(chosen),
+                wanted=n_wanted,
+                allow_fewer=spec.allow_fewer,
+                detail=f"{len(pool)} candidates, {len(bad) - n_grey} invalid files"
+                + (f", {n_grey} achromatic" if n_grey else ""),
+                size_key="n_base" if spec.modality == "attribute" else "n_per_class",
             )
-            if not spec.allow_fewer:
-                raise ValueError(msg + "; lower n_per_class/n_base or set allow_fewer: true")
-            logger.warning("%s; continuing (allow_fewer: true)", msg)
             shortfall[lname] = n_wanted - len(chosen)
         selected[label] = sorted(chosen)
 

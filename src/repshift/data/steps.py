@@ -36,12 +36,23 @@ def download_coco(*, input, output, params, **_):
                 "in the config. Without network access, point coco.source: path / coco.root at an existing "
                 "copy, or run the offline demo preset (`make demo`)."
             ) from err
+    # Snakemake creates the parent folders of the outputs (coco/annotations/) before the job starts: whether an
+    # archive still needs unpacking is decided by the files it provides, never by its folder.
+    provides = {
+        "annotations_trainval2017": (output["instances"], output["captions"]),
+        split: (output["images"],),
+    }
     for key, members in wanted:
-        if not (root / members).exists():
+        if not all(_unpacked(Path(p)) for p in provides[key]):
             extract_archive(zips[key], root, members_prefix=f"{members}/")
     for key in ("instances", "captions", "images"):
         if not Path(output[key]).exists():
             raise FileNotFoundError(f"{output[key]} missing after extracting the COCO archives")
+
+
+def _unpacked(path: Path) -> bool:
+    """An extracted file, or a non-empty extracted folder."""
+    return path.is_file() or (path.is_dir() and any(path.iterdir()))
 
 
 @step

@@ -1,13 +1,16 @@
-"""Config validation: the schema catches typos, check_config catches bad references."""
+"""Config validation: the schema catches typos (one readable line per error), check_config catches bad
+references and layers a model does not have."""
 
 import copy
 from pathlib import Path
 
 import pytest
 import yaml
-from snakemake.utils import validate
+from snakemake.cli import parse_config
+from snakemake.utils import update_config
 
 from repshift import config as rcfg
+from repshift.config.checks import validate_config
 
 ROOT = Path(__file__).resolve().parents[3]
 SCHEMA = str(ROOT / "rules" / "config.schema.yaml")
@@ -15,7 +18,7 @@ SCHEMA = str(ROOT / "rules" / "config.schema.yaml")
 
 def load(name):
     cfg = yaml.safe_load((ROOT / name).read_text())
-    validate(cfg, SCHEMA)
+    validate_config(cfg, SCHEMA)
     return cfg
 
 
@@ -52,9 +55,84 @@ def test_real_config_is_the_real_experiment():
 def test_schema_rejects_typos_naming_the_key(mutate, needle):
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
     mutate(cfg)
-    with pytest.raises(Exception) as err:
-        validate(cfg, SCHEMA)
+    with pytest.raises(rcfg.ConfigError) as err:
+        validate_config(cfg, SCHEMA)
     assert needle in str(err.value)
+    msg = str(err.value)
+    assert (
+        len(msg.splitlines()) <= 3 and "description" not in msg
+    )  # a line per error (a rename makes two), no schema
+
+
+def test_schema_errors_are_one_line_each_without_the_schema():
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["modles"] = {}
+    cfg["coco"]["source"] = "downlaod"
+    cfg["seed"] = "x"
+    with pytest.raises(rcfg.ConfigError) as err:
+        validate_config(cfg, SCHEMA)
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"the config does not match {SCHEMA} (3 errors):"
+    assert lines[1:] == [
+        "  (top level): unknown key 'modles' (allowed: cifar100, coco, comparisons, datasets, extraction, models, "
+        "paths, probes, sae_features, saes, seed, spliced)",
+        "  coco.source: 'downlaod' is not allowed (allowed: download, path, synthetic)",
+        "  seed: expected integer, got 'x'",
+    ]
+
+
+def test_validate_config_fills_defaults_like_snakemake():
+    cfg = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
+    del cfg["seed"], cfg["coco"]["split"]
+    cfg["extraction"].pop("fused_sae", None)
+    validate_config(cfg, SCHEMA)
+    assert cfg["seed"] == 0 and cfg["coco"]["split"] == "val2017" and cfg["extraction"]["fused_sae"] is None
+
+
+@pytest.mark.parametrize("word", ["null", "None", "~"])
+def test_command_line_null_unsets_a_nullable_key(word):
+    """`--config 'extraction={fused_sae: null}'` passes the string 'null' (Snakemake's own parser below)."""
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    override = parse_config([f"extraction={{fused_sae: {word}}}"])
+    assert override == {"extraction": {"fused_sae": word}}  # what Snakemake hands the workflow
+    update_config(cfg, override)
+    validate_config(cfg, SCHEMA)
+    assert cfg["extraction"]["fused_sae"] is None and cfg["extraction"]["shards"] == 1  # merged, not replaced
+    assert rcfg.fused_pairs(cfg) == []
+
+
+def test_null_word_stays_a_string_where_null_is_not_allowed():
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["coco"]["split"] = "null"
+    with pytest.raises(
+        rcfg.ConfigError, match=r"coco.split: 'null' is not allowed \(allowed: val2017, train2017\)"
+    ):
+        validate_config(cfg, SCHEMA)
+
+
+def test_curve_layer_no_probed_model_has_is_refused():
+    cfg = load("config/demo.yaml")
+    cfg["probes"]["settings"]["curve_layers"] = [2, 9]
+    with pytest.raises(rcfg.ConfigError) as err:
+        rcfg.check_config(cfg)
+    msg = str(err.value)
+    assert msg.startswith("probes.settings.curve_layers: layer 9 is not extracted for any probed model")
+    assert (
+        "demo-llm (6 blocks, extracted 0-5)" in msg
+        and "demo-paligemma-vision (2 blocks, extracted 0-1)" in msg
+    )
+    cfg["probes"]["settings"]["curve_layers"] = [2, 5]
+    rcfg.check_config(cfg)
+
+
+def test_analysis_layer_the_model_does_not_have():
+    cfg = load("config/demo.yaml")
+    cfg["sae_features"]["cifar-demo"]["layers"] = [1, 7]
+    with pytest.raises(
+        rcfg.ConfigError,
+        match=r"sae_features.cifar-demo.layers: layer 7 requested but demo-paligemma has 6 blocks \(0-5\)",
+    ):
+        rcfg.check_config(cfg)
 
 
 def test_layer_the_model_does_not_have():

@@ -22,6 +22,7 @@ from repshift.data.cifar import (
     FINE_LABEL_NAMES,
     CifarFormatError,
     CifarSpec,
+    _select,
     build_cifar100_dataset,
     export_cifar100,
     fetch_cifar100,
@@ -238,10 +239,14 @@ def test_fine_and_coarse_levels(tmp_path, fake):
 
 
 def test_too_few_images_is_an_error_unless_allowed(tmp_path, fake):
-    with pytest.raises(ValueError, match=r"only 5 images of class 'apple', 6 requested"):
+    with pytest.raises(
+        ValueError, match=r"CIFAR-100 test has only 5 usable images of class 'apple', 6 asked"
+    ):
         export_cifar100(fake, tmp_path / "x", split="test", n_per_class=6, seed=0)
     df, meta = export_cifar100(fake, tmp_path / "y", split="test", n_per_class=6, seed=0, allow_fewer=True)
     assert len(df) == N_TEST and meta["shortfall"] == dict.fromkeys(FINE_LABEL_NAMES, 1)
+    with pytest.raises(ValueError, match=r"even with allow_fewer: true a class needs at least 2 images"):
+        _select(np.array([0, 1, 1]), ["apple", "bee"], 2, 0, True, "tiny", "CIFAR-100 test")
     with pytest.raises(ValueError, match=r"at most 3 images per class, fewer than folds=5"):
         export_cifar100(fake, tmp_path / "w", split="test", n_per_class=3, seed=0)
     with pytest.raises(ValueError, match="split must be one of"):

@@ -407,13 +407,28 @@ def test_supercategory_level(coco, coco_dirs):
 
 def test_allow_fewer(coco, coco_dirs, caplog):
     # text pool: cat 10 (8 + 2 with a chair), dog 8 (one has only empty captions), person 10
-    with pytest.raises(ValueError, match=r"only 8 usable images of class 'dog'.*9 requested"):
+    with pytest.raises(ValueError) as err:
         build(coco, coco_dirs, n_per_class=9)
+    msg = str(err.value)
+    # the dataset, the source and split, the class, usable vs asked, and every way out
+    assert "dataset 'test-set': COCO val2017 has only 8 usable images of class 'dog'" in msg
+    assert "9 asked (datasets.test-set.n_per_class)" in msg
+    assert "lower datasets.test-set.n_per_class to at most 8" in msg
+    assert "datasets.test-set.allow_fewer: true" in msg and "coco.split: train2017" in msg
     with caplog.at_level(logging.WARNING, logger="repshift.data.coco"):
         df, meta = build(coco, coco_dirs, n_per_class=9, allow_fewer=True)
     assert df["label_name"].value_counts().to_dict() == {"cat": 9, "person": 9, "dog": 8}
     assert meta["shortfall"] == {"dog": 1}
     assert "only 8 usable images of class 'dog'" in caplog.text
+
+
+def test_allow_fewer_never_lets_a_class_fall_below_two_images(coco, coco_dirs):
+    # every chair image also holds a cat: under the exclusive rule no chair image is usable
+    with pytest.raises(ValueError) as err:
+        build(coco, coco_dirs, classes=["cat", "chair"], n_per_class=5, allow_fewer=True)
+    msg = str(err.value)
+    assert "only 0 usable images of class 'chair'" in msg and "5 asked" in msg
+    assert "even with allow_fewer: true a class needs at least 2 images" in msg
 
 
 def test_caption_modes(coco, coco_dirs):
@@ -720,7 +735,9 @@ def test_builder_skips_and_counts_bad_images(coco, broken_coco):
     assert {b["reason"] for b in meta["invalid_images"]} >= {"empty file"}
     assert meta["skipped"]["invalid_image"] == 3
     # the missing dog file makes the dog class one short: an error naming class and count
-    with pytest.raises(ValueError, match=r"only 8 usable images of class 'dog' \(9 candidates, 1 invalid"):
+    with pytest.raises(
+        ValueError, match=r"only 8 usable images of class 'dog' \(9 candidates, 1 invalid files\), 9 asked"
+    ):
         build_manifest(
             spec(modality="image", classes=["cat", "dog"], n_per_class=9), coco, image_dir=image_dir, seed=0
         )

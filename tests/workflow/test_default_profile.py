@@ -1,0 +1,39 @@
+"""profiles/default: the workflow profile Snakemake uses when none is named, so that a bare
+`snakemake --cores 8 ...` never runs two GPU jobs on one device."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _profile(name: str) -> dict:
+    return yaml.safe_load((ROOT / "profiles" / name / "config.yaml").read_text())
+
+
+def test_default_profile_limits_gpu_jobs_like_the_local_profile():
+    default, local = _profile("default"), _profile("local")
+    assert default["resources"] == ["gpu=1"]
+    local_gpu = {r for r, res in local["set-resources"].items() if "gpu" in res}
+    default_gpu = {r for r, res in default["set-resources"].items() if res.get("gpu") == 1}
+    assert local_gpu == {"extract_activations", "encode_sae", "spliced_loss"}  # guards this test itself
+    assert local_gpu <= default_gpu
+
+
+def test_a_bare_run_uses_the_default_profile_and_gpu_jobs_ask_for_the_gpu(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    cmd = [str(BIN / "snakemake"), "-n", "--cores", "2", "--configfile", str(ROOT / "config/demo.yaml")]
+    proc = subprocess.run(
+        [*cmd, "--directory", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Using workflow specific profile profiles/default" in proc.stdout + proc.stderr
+    jobs = re.findall(r"\nrule (\w+):\n(?:    .*\n)*?    resources: ([^\n]*)", proc.stdout)
+    gpu_rules = {rule for rule, res in jobs if "gpu=1" in res}
+    assert gpu_rules == {"extract_activations", "encode_sae", "spliced_loss"}
