@@ -551,6 +551,20 @@ def _take(
     return chosen, bad
 
 
+def _record_skipped(
+    spec: DatasetSpec, coco: CocoIndex, bad: Mapping[int, str], skips: _Skips, invalid: list[dict[str, str]]
+) -> None:
+    """Count (and log) the images a class draw passed over: achromatic saturation bases, invalid files."""
+    for img_id, reason in sorted(bad.items()):
+        if reason.startswith(_ACHROMATIC):
+            skips.add("achromatic", img_id)
+            logger.info("dataset %s: skipping base image %s: %s", spec.name, coco.files[img_id], reason)
+            continue
+        skips.add("invalid_image", img_id)
+        invalid.append({"image_id": img_id, "file": coco.files[img_id], "reason": reason})
+        logger.warning("dataset %s: skipping image %s: %s", spec.name, coco.files[img_id], reason)
+
+
 def build_manifest(
     spec: DatasetSpec, coco: CocoIndex, *, image_dir: str | os.PathLike, seed: int
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -579,14 +593,7 @@ def build_manifest(
         rng = np.random.default_rng([seed, _stable_int(lname)])
         needs_check = spec.check_images or spec.attribute == "saturation"
         chosen, bad = _take(pool, n_wanted, rng, check if needs_check else None)
-        for img_id, reason in sorted(bad.items()):
-            if reason.startswith(_ACHROMATIC):
-                skips.add("achromatic", img_id)
-                logger.info("dataset %s: skipping base image %s: %s", spec.name, coco.files[img_id], reason)
-                continue
-            skips.add("invalid_image", img_id)
-            invalid.append({"image_id": img_id, "file": coco.files[img_id], "reason": reason})
-            logger.warning("dataset %s: skipping image %s: %s", spec.name, coco.files[img_id], reason)
+        _record_skipped(spec, coco, bad, skips, invalid)
         if len(chosen) < n_wanted:
             what = "base images" if spec.modality == "attribute" else f"images of class {lname!r}"
             n_grey = sum(r.startswith(_ACHROMATIC) for r in bad.values())
