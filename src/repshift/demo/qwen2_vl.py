@@ -88,9 +88,10 @@ def build_demo_qwen2_vl(
         Qwen2Config,
         Qwen2VLConfig,
         Qwen2VLForConditionalGeneration,
-        Qwen2VLProcessor,
     )
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from repshift.models.processors import Qwen2VLImageTextProcessor
 
     merge = 2
     if image_size % (patch_size * merge):
@@ -113,7 +114,7 @@ def build_demo_qwen2_vl(
         merge_size=merge,
         temporal_patch_size=2,
     )
-    processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    processor = Qwen2VLImageTextProcessor(image_processor, tokenizer)
     config = Qwen2VLConfig(
         text_config=text,
         vision_config=dict(

@@ -220,7 +220,7 @@ def load_adapter(
     ``location`` overrides where it is loaded from (default: ``spec.location(data_dir)``).
     """
     import transformers
-    from transformers import AutoConfig, AutoProcessor, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
@@ -234,7 +234,7 @@ def load_adapter(
             location, config=config, dtype=torch_dtype, attn_implementation="eager", **kwargs
         )
         if fam.vlm:
-            processor = AutoProcessor.from_pretrained(location, **kwargs)
+            processor = fam.load_processor(location, **kwargs)
             tokenizer = processor.tokenizer
         else:
             tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)

@@ -1,6 +1,5 @@
 """The family table, and the two families built on it: SmolLM2 -> SmolVLM (Idefics3) and Qwen2 -> Qwen2-VL."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +19,6 @@ ROOT = Path(__file__).resolve().parents[3]
 N_LAYERS = 4
 PERTURB_FROM = 2
 TEXT = "A photo of a cat sitting on a chair."
-# Qwen2VLProcessor needs a video processor, which transformers 5.23 cannot import without torchvision.
-needs_torchvision = pytest.mark.skipif(
-    importlib.util.find_spec("torchvision") is None, reason="Qwen2VLProcessor needs torchvision"
-)
 PAIRS = {"smolvlm": "smollm2", "qwen2-vl": "qwen2"}
 
 
@@ -53,8 +48,6 @@ def built(tmp_path_factory):
     out = {}
     for vlm, llm in PAIRS.items():
         out[llm] = build_demo_llm(llm, root / llm, seed=0, num_hidden_layers=N_LAYERS)
-        if vlm == "qwen2-vl" and importlib.util.find_spec("torchvision") is None:
-            continue
         out[vlm] = build_demo_vlm(root / vlm, base_dir=out[llm], arch=vlm, perturb_from=PERTURB_FROM, seed=0)
     return out
 
@@ -78,11 +71,7 @@ def test_demo_llm_has_no_bos_and_reloads(built, llm):
     assert a.tokenizer.decode(ids) == TEXT
 
 
-def _vlm(vlm):
-    return pytest.param(vlm, marks=needs_torchvision) if vlm == "qwen2-vl" else vlm
-
-
-@pytest.mark.parametrize("vlm", [_vlm("smolvlm"), _vlm("qwen2-vl")])
+@pytest.mark.parametrize("vlm", ["smolvlm", "qwen2-vl"])
 def test_text_ids_identical_and_blocks_before_k_identical(built, vlm):
     llm, v = _adapter(built, PAIRS[vlm]), _adapter(built, vlm)
     assert type(v.model).__name__ in FAMILIES[vlm].model_classes
@@ -97,7 +86,7 @@ def test_text_ids_identical_and_blocks_before_k_identical(built, vlm):
         assert (diff < 1e-5) if layer < PERTURB_FROM else (diff > 1e-3), (layer, diff)
 
 
-@pytest.mark.parametrize("vlm", [_vlm("smolvlm"), _vlm("qwen2-vl")])
+@pytest.mark.parametrize("vlm", ["smolvlm", "qwen2-vl"])
 def test_layer_convention_on_image_input(built, vlm):
     from repshift.models.extract import run_capture
 
@@ -116,7 +105,7 @@ def test_layer_convention_on_image_input(built, vlm):
     assert float((captured[N_LAYERS - 1].float() - hs[-1].float()).abs().max()) > 1e-3
 
 
-@pytest.mark.parametrize("vlm", [_vlm("smolvlm"), _vlm("qwen2-vl")])
+@pytest.mark.parametrize("vlm", ["smolvlm", "qwen2-vl"])
 def test_image_positions_are_the_image_token_ids(built, vlm):
     a = _adapter(built, vlm)
     batch = a.image_batch([_image(0, (40, 50, 3)), _image(1, (64, 30, 3))], "Describe.")
@@ -134,7 +123,7 @@ def test_image_positions_are_the_image_token_ids(built, vlm):
     assert image.sum(1).tolist() == expected
 
 
-@pytest.mark.parametrize("vlm", [_vlm("smolvlm"), _vlm("qwen2-vl")])
+@pytest.mark.parametrize("vlm", ["smolvlm", "qwen2-vl"])
 def test_extract_dataset_writes_every_layer(built, vlm, tmp_path):
     a = _adapter(built, vlm)
     rows = []
