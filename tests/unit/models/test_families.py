@@ -87,6 +87,25 @@ def test_text_ids_identical_and_blocks_before_k_identical(built, vlm):
 
 
 @pytest.mark.parametrize("vlm", ["smolvlm", "qwen2-vl"])
+def test_left_padded_text_batch_matches_llm_before_k(built, vlm):
+    """Batched text comparisons are valid, not only single rows: on a left-padded batch the VLM's real positions
+    equal the LLM's and the row run alone (Qwen2-VL builds its text M-RoPE positions from the attention mask; RoPE
+    being relative, this catches pads leaking into attention or a position scheme other than a shift)."""
+    llm, v = _adapter(built, PAIRS[vlm]), _adapter(built, vlm)
+    short = llm.text_ids("a dog", 64)[0]
+    batch = llm.text_batch([llm.text_ids(TEXT, 64)[0], short])
+    real = batch.inputs["attention_mask"].bool()
+    assert not real[1, 0]  # the short row is left-padded
+    with torch.inference_mode():
+        hl = llm.model(**batch.inputs, output_hidden_states=True).hidden_states
+        hv = v.model(**batch.inputs, output_hidden_states=True).hidden_states
+        alone = v.model(input_ids=torch.tensor([short]), output_hidden_states=True).hidden_states
+    for layer in range(PERTURB_FROM):
+        torch.testing.assert_close(hv[layer + 1][real], hl[layer + 1][real], atol=1e-5, rtol=0)
+        torch.testing.assert_close(hv[layer + 1][1, -len(short) :], alone[layer + 1][0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("vlm", ["smolvlm", "qwen2-vl"])
 def test_layer_convention_on_image_input(built, vlm):
     from repshift.models.extract import run_capture
 
@@ -118,8 +137,12 @@ def test_image_positions_are_the_image_token_ids(built, vlm):
         rows_cols = [(2, 2), (2, 1)]
         expected = [4 * (r * c + 1) for r, c in rows_cols]
     else:
+        # pixel budget 32x32, factor 16 (patch 8 x merge 2), aspect kept (smart_resize): 40x50 -> round to
+        # 32x48 = 1536 > 1024, so scale by sqrt(2000/1024): floor(1.79)=1, floor(2.24)=2 units -> 16x32 pixels;
+        # 64x30 -> 64x32 = 2048 > 1024, scale by sqrt(1920/1024): floor(2.92)=2, floor(1.37)=1 -> 32x16
         grid = batch.inputs["image_grid_thw"].numpy()
-        expected = list(grid.prod(1) // 4)
+        assert grid.tolist() == [[1, 2, 4], [1, 4, 2]]
+        expected = [1 * 2 * 4 // 4, 1 * 4 * 2 // 4]
     assert image.sum(1).tolist() == expected
 
 
