@@ -57,12 +57,12 @@ class TextTokenizer:
 
 def load_tokenizer(spec: ModelSpec, location: str) -> TextTokenizer:
     """The tokenizer a model's text-only inputs go through (a VLM's processor's tokenizer), with its BOS rule."""
-    from transformers import AutoProcessor, AutoTokenizer
+    from transformers import AutoTokenizer
 
     kwargs = {"revision": spec.revision} if spec.source == "hub" else {}
     try:
-        if spec.is_vlm:
-            tokenizer = AutoProcessor.from_pretrained(location, **kwargs).tokenizer
+        if spec.is_vlm:  # the family's processor loader: AutoProcessor cannot load every family here
+            tokenizer = family(spec.family).load_processor(location, **kwargs).tokenizer
         else:
             tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
     except OSError as err:

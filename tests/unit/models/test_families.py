@@ -52,10 +52,13 @@ def built(tmp_path_factory):
     return out
 
 
-def _adapter(built, key):
+def _spec(built, key):
     family = key if key in FAMILIES else "causal-lm"
-    spec = ModelSpec(name=key, family=family, source="local", path=str(built[key]), num_layers=N_LAYERS)
-    return load_adapter(spec, device="cpu")
+    return ModelSpec(name=key, family=family, source="local", path=str(built[key]), num_layers=N_LAYERS)
+
+
+def _adapter(built, key):
+    return load_adapter(_spec(built, key), device="cpu")
 
 
 def _image(seed=0, shape=(40, 50, 3)):
@@ -84,6 +87,15 @@ def test_text_ids_identical_and_blocks_before_k_identical(built, vlm):
     for layer in range(N_LAYERS):
         diff = float((hl[layer + 1] - hv[layer + 1]).abs().max())
         assert (diff < 1e-5) if layer < PERTURB_FROM else (diff > 1e-3), (layer, diff)
+
+
+@pytest.mark.parametrize("vlm", ["smolvlm", "qwen2-vl"])
+def test_token_check_loads_the_vlm_tokenizer_through_its_family(built, vlm):
+    from repshift.models.tokens import check_same_token_ids, load_tokenizer
+
+    toks = {k: load_tokenizer(_spec(built, k), str(built[k])) for k in (PAIRS[vlm], vlm)}
+    assert [t.bos for t in toks.values()] == [False, False]
+    assert check_same_token_ids([TEXT, "a dog"], toks, max_tokens=64) == 2
 
 
 @pytest.mark.parametrize("vlm", ["smolvlm", "qwen2-vl"])
