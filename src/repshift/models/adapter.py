@@ -222,6 +222,8 @@ def load_adapter(
     import transformers
     from transformers import AutoConfig, AutoTokenizer
 
+    from repshift.models.processors import load_processor
+
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     location = location or spec.location(data_dir)
@@ -234,7 +236,7 @@ def load_adapter(
             location, config=config, dtype=torch_dtype, attn_implementation="eager", **kwargs
         )
         if fam.vlm:
-            processor = fam.load_processor(location, **kwargs)
+            processor = load_processor(fam, location, **kwargs)
             tokenizer = processor.tokenizer
         else:
             tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)

@@ -61,8 +61,9 @@ class Family:
     demo_base: str | None = None
     #: ``"module:function"`` building the demo model: ``(out_dir, *, base_dir, perturb_from, ...)`` for VLMs
     demo_builder: str | None = None
-    #: ``"module:function"`` loading the processor ``(location, **from_pretrained_kwargs)`` of a VLM whose
-    #: ``AutoProcessor`` cannot load here (None: ``AutoProcessor``)
+    #: name of a function in :mod:`repshift.models.processors` loading the processor
+    #: ``(location, **from_pretrained_kwargs)`` of a VLM whose ``AutoProcessor`` cannot load here (None:
+    #: ``AutoProcessor``); one module, imported by name where models load, so the code hashes see it
     processor_loader: str | None = None
 
     def __post_init__(self) -> None:
@@ -70,6 +71,8 @@ class Family:
             raise ValueError(f"family {self.name}: bos {self.bos!r} is not one of {BOS_RULES}")
         if self.vision_stream and not self.vision_blocks:
             raise ValueError(f"family {self.name}: vision_stream needs vision_blocks")
+        if self.processor_loader is not None and not self.vlm:
+            raise ValueError(f"family {self.name}: a processor_loader needs vlm=True")
 
     def image_text(self, image_token: str, prompt: str) -> str:
         """The text given to the processor with one image (unchanged when it already holds the token)."""
@@ -82,16 +85,6 @@ class Family:
         if self.demo_builder is None:
             raise ValueError(f"family {self.name} has no demo builder; demo LLMs: {', '.join(DEMO_LLMS)}")
         return _resolve(self.demo_builder)
-
-    def load_processor(self, location: Any, **kwargs: Any) -> Any:
-        """The VLM's processor: the row's ``processor_loader`` or else ``AutoProcessor`` (same kwargs)."""
-        if not self.vlm:
-            raise ValueError(f"family {self.name} is text-only: it has a tokenizer, no processor")
-        if self.processor_loader is not None:
-            return _resolve(self.processor_loader)(location, **kwargs)
-        from transformers import AutoProcessor
-
-        return AutoProcessor.from_pretrained(location, **kwargs)
 
 
 def _resolve(target: str) -> Callable[..., Any]:
@@ -169,7 +162,7 @@ FAMILIES: dict[str, Family] = {
             demo_base="qwen2",
             demo_builder="repshift.demo.qwen2_vl:build_demo_qwen2_vl",
             # AutoProcessor wants a video processor, i.e. torchvision: load image processor + tokenizer alone
-            processor_loader="repshift.models.processors:load_qwen2_vl_processor",
+            processor_loader="load_qwen2_vl_processor",
         ),
         Family(
             name="smolvlm",

@@ -1,5 +1,5 @@
-"""Processors that the transformers Auto classes cannot build here, loaded the same way for hub, local and demo
-folders.
+"""Loading a VLM's processor: :func:`load_processor` (``AutoProcessor``, or the family row's
+``processor_loader``, a function of this module), the same way for hub, local and demo folders.
 
 Qwen2-VL: in transformers 5.23 ``Qwen2VLProcessor`` always declares a video processor, whose base class needs
 torchvision, and ``ProcessorMixin`` type-checks every declared sub-processor (``video_processor=None`` fails too),
@@ -16,8 +16,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from transformers import AutoTokenizer, Qwen2VLProcessor
+from transformers import AutoProcessor, AutoTokenizer, Qwen2VLProcessor
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from repshift.models.families import Family
 
 #: the class name written to processor_config.json / tokenizer_config.json, so that a saved folder reads like a
 #: hub Qwen2-VL folder (``AutoProcessor`` loads it where torchvision is installed)
@@ -48,3 +50,17 @@ def load_qwen2_vl_processor(location: str | os.PathLike, **kwargs: Any) -> Qwen2
     tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
     image_processor = Qwen2VLImageProcessorPil.from_pretrained(location, **kwargs)
     return Qwen2VLImageTextProcessor(image_processor, tokenizer, chat_template=tokenizer.chat_template)
+
+
+def load_processor(fam: Family, location: str | os.PathLike, **kwargs: Any) -> Any:
+    """The processor of a VLM of family ``fam`` (``kwargs``: ``revision`` and other ``from_pretrained`` options)."""
+    if not fam.vlm:
+        raise ValueError(f"family {fam.name} is text-only: it has a tokenizer, no processor")
+    if fam.processor_loader is None:
+        return AutoProcessor.from_pretrained(location, **kwargs)
+    loader = globals().get(fam.processor_loader)
+    if not callable(loader):
+        raise ValueError(
+            f"family {fam.name}: processor_loader {fam.processor_loader!r} is not a function of {__name__}"
+        )
+    return loader(location, **kwargs)

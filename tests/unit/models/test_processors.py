@@ -2,6 +2,7 @@
 expands ``<|image_pad|>`` as Qwen2-VL documents (grid_t * grid_h * grid_w / merge_size**2 per image)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ from PIL import Image
 
 from repshift.demo.qwen2_vl import build_demo_qwen2_tokenizer
 from repshift.models.families import FAMILIES
-from repshift.models.processors import Qwen2VLImageTextProcessor
+from repshift.models.processors import Qwen2VLImageTextProcessor, load_processor
 
 #: preprocessor_config.json as the hub Qwen2-VL-2B-Instruct repository lays it out (legacy keys min/max_pixels)
 HUB_PREPROCESSOR = {
@@ -34,7 +35,7 @@ def hub_folder(tmp_path_factory):
 
 
 def test_hub_layout_loads_without_torchvision_and_expands_image_pad(hub_folder):
-    processor = FAMILIES["qwen2-vl"].load_processor(hub_folder)
+    processor = load_processor(FAMILIES["qwen2-vl"], hub_folder)
     assert isinstance(processor, Qwen2VLImageTextProcessor)
     ip = processor.image_processor
     assert (ip.patch_size, ip.merge_size, ip.size["shortest_edge"], ip.size["longest_edge"]) == (
@@ -62,11 +63,11 @@ def test_hub_layout_loads_without_torchvision_and_expands_image_pad(hub_folder):
 
 
 def test_saved_processor_reads_as_a_hub_qwen2_vl_processor(hub_folder, tmp_path):
-    FAMILIES["qwen2-vl"].load_processor(hub_folder).save_pretrained(tmp_path)
+    load_processor(FAMILIES["qwen2-vl"], hub_folder).save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "processor_config.json").read_text())
     assert saved["processor_class"] == "Qwen2VLProcessor"
     assert saved["image_processor"]["image_processor_type"] == "Qwen2VLImageProcessor"
-    again = FAMILIES["qwen2-vl"].load_processor(tmp_path)
+    again = load_processor(FAMILIES["qwen2-vl"], tmp_path)
     assert again.image_processor.size["longest_edge"] == 12845056
 
 
@@ -79,4 +80,30 @@ def test_processor_needs_the_pil_image_processor():
 
 def test_text_only_family_has_no_processor():
     with pytest.raises(ValueError, match="causal-lm is text-only"):
-        FAMILIES["causal-lm"].load_processor("anywhere")
+        load_processor(FAMILIES["causal-lm"], "anywhere")
+
+
+def test_every_processor_loader_is_a_function_of_the_processors_module():
+    from repshift.models import processors
+
+    loaders = {f.name: f.processor_loader for f in FAMILIES.values() if f.processor_loader}
+    assert loaders == {"qwen2-vl": "load_qwen2_vl_processor"}
+    for name in loaders.values():
+        assert callable(getattr(processors, name))
+
+
+def test_editing_the_processors_module_reruns_extraction_not_probes(tmp_path):
+    import shutil
+
+    import repshift
+    from repshift.formats.provenance import step_code_hash
+
+    root = tmp_path / "repshift"
+    shutil.copytree(Path(repshift.__file__).parent, root, ignore=shutil.ignore_patterns("__pycache__"))
+    steps = ("extract_activations", "train_probe")
+    before = {s: step_code_hash(s, root) for s in steps}
+    with open(root / "models/processors.py", "a") as f:
+        f.write("\n# an edit\n")
+    after = {s: step_code_hash(s, root) for s in steps}
+    assert after["extract_activations"] != before["extract_activations"]
+    assert after["train_probe"] == before["train_probe"]
