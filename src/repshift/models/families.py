@@ -3,7 +3,9 @@
 The adapter, the config checks, :data:`repshift.config.VLM_FAMILIES`, the schema's ``family`` enum (pinned by a
 test) and the demo preset all read :data:`FAMILIES`. Adding a family means one row here, a demo builder and its
 tests. This module imports neither torch nor transformers (the Snakefile's config checks read it); demo builders
-are named as ``"module:function"`` and imported only when called.
+are named as ``"module:function"`` and imported only when called; processor loaders (for VLMs whose
+``AutoProcessor`` cannot load here, e.g. Qwen2-VL without torchvision) are functions of
+:mod:`repshift.models.processors`, named by the row.
 
 Attribute paths were read off the transformers 5.23 classes (and are pinned by the unit tests):
 
