@@ -79,18 +79,20 @@ def build_demo_qwen2_vl(
     base_dir: Path, *, image_size: int, patch_size: int, vision_layers: int, vision_hidden_size: int
 ) -> VlmParts:
     """``Qwen2VLForConditionalGeneration`` parts: a Qwen2-VL vision transformer (``model.visual.blocks``, patches
-    merged 2x2 into one token each), a ``Qwen2VLProcessor`` with the base LLM's tokenizer (same vocabulary) and
-    an image processor that resizes every image to ``image_size`` square, so an image gives
-    ``(image_size / patch_size / 2) ** 2`` ``<|image_pad|>`` tokens between ``<|vision_start|>`` and
-    ``<|vision_end|>``."""
+    merged 2x2 into one token each), a :class:`repshift.models.processors.Qwen2VLImageTextProcessor` (no video
+    processor, so no torchvision) with the base LLM's tokenizer (same vocabulary) and a PIL image processor with a
+    pixel budget of ``image_size ** 2``: like the hub one it keeps the aspect ratio (``smart_resize`` to multiples
+    of ``2 * patch_size``), so a square image gives ``(image_size / patch_size / 2) ** 2`` ``<|image_pad|>`` tokens
+    between ``<|vision_start|>`` and ``<|vision_end|>`` and others fewer (a 40x50 image: 16x32 pixels, 2)."""
     from transformers import (
         AutoTokenizer,
         Qwen2Config,
         Qwen2VLConfig,
         Qwen2VLForConditionalGeneration,
-        Qwen2VLProcessor,
     )
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from repshift.models.processors import Qwen2VLImageTextProcessor
 
     merge = 2
     if image_size % (patch_size * merge):
@@ -113,7 +115,7 @@ def build_demo_qwen2_vl(
         merge_size=merge,
         temporal_patch_size=2,
     )
-    processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    processor = Qwen2VLImageTextProcessor(image_processor, tokenizer)
     config = Qwen2VLConfig(
         text_config=text,
         vision_config=dict(

@@ -220,7 +220,9 @@ def load_adapter(
     ``location`` overrides where it is loaded from (default: ``spec.location(data_dir)``).
     """
     import transformers
-    from transformers import AutoConfig, AutoProcessor, AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
+
+    from repshift.models.processors import load_processor
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
@@ -234,7 +236,7 @@ def load_adapter(
             location, config=config, dtype=torch_dtype, attn_implementation="eager", **kwargs
         )
         if fam.vlm:
-            processor = AutoProcessor.from_pretrained(location, **kwargs)
+            processor = load_processor(fam, location, **kwargs)
             tokenizer = processor.tokenizer
         else:
             tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)

@@ -3,7 +3,9 @@
 The adapter, the config checks, :data:`repshift.config.VLM_FAMILIES`, the schema's ``family`` enum (pinned by a
 test) and the demo preset all read :data:`FAMILIES`. Adding a family means one row here, a demo builder and its
 tests. This module imports neither torch nor transformers (the Snakefile's config checks read it); demo builders
-are named as ``"module:function"`` and imported only when called.
+are named as ``"module:function"`` and imported only when called; processor loaders (for VLMs whose
+``AutoProcessor`` cannot load here, e.g. Qwen2-VL without torchvision) are functions of
+:mod:`repshift.models.processors`, named by the row.
 
 Attribute paths were read off the transformers 5.23 classes (and are pinned by the unit tests):
 
@@ -61,12 +63,18 @@ class Family:
     demo_base: str | None = None
     #: ``"module:function"`` building the demo model: ``(out_dir, *, base_dir, perturb_from, ...)`` for VLMs
     demo_builder: str | None = None
+    #: name of a function in :mod:`repshift.models.processors` loading the processor
+    #: ``(location, **from_pretrained_kwargs)`` of a VLM whose ``AutoProcessor`` cannot load here (None:
+    #: ``AutoProcessor``); one module, imported by name where models load, so the code hashes see it
+    processor_loader: str | None = None
 
     def __post_init__(self) -> None:
         if self.bos not in BOS_RULES:
             raise ValueError(f"family {self.name}: bos {self.bos!r} is not one of {BOS_RULES}")
         if self.vision_stream and not self.vision_blocks:
             raise ValueError(f"family {self.name}: vision_stream needs vision_blocks")
+        if self.processor_loader is not None and not self.vlm:
+            raise ValueError(f"family {self.name}: a processor_loader needs vlm=True")
 
     def image_text(self, image_token: str, prompt: str) -> str:
         """The text given to the processor with one image (unchanged when it already holds the token)."""
@@ -155,6 +163,8 @@ FAMILIES: dict[str, Family] = {
             image_inputs=("image_grid_thw",),  # multimodal rotary positions are computed from it
             demo_base="qwen2",
             demo_builder="repshift.demo.qwen2_vl:build_demo_qwen2_vl",
+            # AutoProcessor wants a video processor, i.e. torchvision: load image processor + tokenizer alone
+            processor_loader="load_qwen2_vl_processor",
         ),
         Family(
             name="smolvlm",

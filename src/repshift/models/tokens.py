@@ -57,12 +57,14 @@ class TextTokenizer:
 
 def load_tokenizer(spec: ModelSpec, location: str) -> TextTokenizer:
     """The tokenizer a model's text-only inputs go through (a VLM's processor's tokenizer), with its BOS rule."""
-    from transformers import AutoProcessor, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from repshift.models.processors import load_processor
 
     kwargs = {"revision": spec.revision} if spec.source == "hub" else {}
     try:
-        if spec.is_vlm:
-            tokenizer = AutoProcessor.from_pretrained(location, **kwargs).tokenizer
+        if spec.is_vlm:  # the family's processor loader: AutoProcessor cannot load every family here
+            tokenizer = load_processor(family(spec.family), location, **kwargs).tokenizer
         else:
             tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
     except OSError as err:

@@ -1,6 +1,5 @@
 """The family table, and the two families built on it: SmolLM2 -> SmolVLM (Idefics3) and Qwen2 -> Qwen2-VL."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +19,6 @@ ROOT = Path(__file__).resolve().parents[3]
 N_LAYERS = 4
 PERTURB_FROM = 2
 TEXT = "A photo of a cat sitting on a chair."
-# Qwen2VLProcessor needs a video processor, which transformers 5.23 cannot import without torchvision.
-needs_torchvision = pytest.mark.skipif(
-    importlib.util.find_spec("torchvision") is None, reason="Qwen2VLProcessor needs torchvision"
-)
 PAIRS = {"smolvlm": "smollm2", "qwen2-vl": "qwen2"}
 
 
@@ -53,16 +48,17 @@ def built(tmp_path_factory):
     out = {}
     for vlm, llm in PAIRS.items():
         out[llm] = build_demo_llm(llm, root / llm, seed=0, num_hidden_layers=N_LAYERS)
-        if vlm == "qwen2-vl" and importlib.util.find_spec("torchvision") is None:
-            continue
         out[vlm] = build_demo_vlm(root / vlm, base_dir=out[llm], arch=vlm, perturb_from=PERTURB_FROM, seed=0)
     return out
 
 
-def _adapter(built, key):
+def _spec(built, key):
     family = key if key in FAMILIES else "causal-lm"
-    spec = ModelSpec(name=key, family=family, source="local", path=str(built[key]), num_layers=N_LAYERS)
-    return load_adapter(spec, device="cpu")
+    return ModelSpec(name=key, family=family, source="local", path=str(built[key]), num_layers=N_LAYERS)
+
+
+def _adapter(built, key):
+    return load_adapter(_spec(built, key), device="cpu")
 
 
 def _image(seed=0, shape=(40, 50, 3)):
@@ -78,11 +74,7 @@ def test_demo_llm_has_no_bos_and_reloads(built, llm):
     assert a.tokenizer.decode(ids) == TEXT
 
 
-def _vlm(vlm):
-    return pytest.param(vlm, marks=needs_torchvision) if vlm == "qwen2-vl" else vlm
-
-
-@pytest.mark.parametrize("vlm", [_vlm("smolvlm"), _vlm("qwen2-vl")])
+@pytest.mark.parametrize("vlm", ["smolvlm", "qwen2-vl"])
 def test_text_ids_identical_and_blocks_before_k_identical(built, vlm):
     llm, v = _adapter(built, PAIRS[vlm]), _adapter(built, vlm)
     assert type(v.model).__name__ in FAMILIES[vlm].model_classes
@@ -97,7 +89,35 @@ def test_text_ids_identical_and_blocks_before_k_identical(built, vlm):
         assert (diff < 1e-5) if layer < PERTURB_FROM else (diff > 1e-3), (layer, diff)
 
 
-@pytest.mark.parametrize("vlm", [_vlm("smolvlm"), _vlm("qwen2-vl")])
+@pytest.mark.parametrize("vlm", ["smolvlm", "qwen2-vl"])
+def test_token_check_loads_the_vlm_tokenizer_through_its_family(built, vlm):
+    from repshift.models.tokens import check_same_token_ids, load_tokenizer
+
+    toks = {k: load_tokenizer(_spec(built, k), str(built[k])) for k in (PAIRS[vlm], vlm)}
+    assert [t.bos for t in toks.values()] == [False, False]
+    assert check_same_token_ids([TEXT, "a dog"], toks, max_tokens=64) == 2
+
+
+@pytest.mark.parametrize("vlm", ["smolvlm", "qwen2-vl"])
+def test_left_padded_text_batch_matches_llm_before_k(built, vlm):
+    """Batched text comparisons are valid, not only single rows: on a left-padded batch the VLM's real positions
+    equal the LLM's and the row run alone (Qwen2-VL builds its text M-RoPE positions from the attention mask; RoPE
+    being relative, this catches pads leaking into attention or a position scheme other than a shift)."""
+    llm, v = _adapter(built, PAIRS[vlm]), _adapter(built, vlm)
+    short = llm.text_ids("a dog", 64)[0]
+    batch = llm.text_batch([llm.text_ids(TEXT, 64)[0], short])
+    real = batch.inputs["attention_mask"].bool()
+    assert not real[1, 0]  # the short row is left-padded
+    with torch.inference_mode():
+        hl = llm.model(**batch.inputs, output_hidden_states=True).hidden_states
+        hv = v.model(**batch.inputs, output_hidden_states=True).hidden_states
+        alone = v.model(input_ids=torch.tensor([short]), output_hidden_states=True).hidden_states
+    for layer in range(PERTURB_FROM):
+        torch.testing.assert_close(hv[layer + 1][real], hl[layer + 1][real], atol=1e-5, rtol=0)
+        torch.testing.assert_close(hv[layer + 1][1, -len(short) :], alone[layer + 1][0], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("vlm", ["smolvlm", "qwen2-vl"])
 def test_layer_convention_on_image_input(built, vlm):
     from repshift.models.extract import run_capture
 
@@ -116,7 +136,7 @@ def test_layer_convention_on_image_input(built, vlm):
     assert float((captured[N_LAYERS - 1].float() - hs[-1].float()).abs().max()) > 1e-3
 
 
-@pytest.mark.parametrize("vlm", [_vlm("smolvlm"), _vlm("qwen2-vl")])
+@pytest.mark.parametrize("vlm", ["smolvlm", "qwen2-vl"])
 def test_image_positions_are_the_image_token_ids(built, vlm):
     a = _adapter(built, vlm)
     batch = a.image_batch([_image(0, (40, 50, 3)), _image(1, (64, 30, 3))], "Describe.")
@@ -129,12 +149,16 @@ def test_image_positions_are_the_image_token_ids(built, vlm):
         rows_cols = [(2, 2), (2, 1)]
         expected = [4 * (r * c + 1) for r, c in rows_cols]
     else:
+        # pixel budget 32x32, factor 16 (patch 8 x merge 2), aspect kept (smart_resize): 40x50 -> round to
+        # 32x48 = 1536 > 1024, so scale by sqrt(2000/1024): floor(1.79)=1, floor(2.24)=2 units -> 16x32 pixels;
+        # 64x30 -> 64x32 = 2048 > 1024, scale by sqrt(1920/1024): floor(2.92)=2, floor(1.37)=1 -> 32x16
         grid = batch.inputs["image_grid_thw"].numpy()
-        expected = list(grid.prod(1) // 4)
+        assert grid.tolist() == [[1, 2, 4], [1, 4, 2]]
+        expected = [1 * 2 * 4 // 4, 1 * 4 * 2 // 4]
     assert image.sum(1).tolist() == expected
 
 
-@pytest.mark.parametrize("vlm", [_vlm("smolvlm"), _vlm("qwen2-vl")])
+@pytest.mark.parametrize("vlm", ["smolvlm", "qwen2-vl"])
 def test_extract_dataset_writes_every_layer(built, vlm, tmp_path):
     a = _adapter(built, vlm)
     rows = []
