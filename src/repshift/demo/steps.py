@@ -70,7 +70,9 @@ log = logging.getLogger(__name__)
 @step
 def make_demo_model(*, input, output, params, wildcards=None, **_):
     """Generate a tiny random-weight demo model (Gemma2 LLM, or a VLM whose decoder copies the demo LLM)."""
+    # The family table names demo builders by string; importing their modules here puts them in this step's hash.
     from repshift.demo import models as demo_models
+    from repshift.demo import qwen2_vl, smolvlm  # noqa: F401
     from repshift.models.families import DEMO_LLMS, build_demo_llm
 
     spec = params["spec"]

@@ -65,6 +65,7 @@ def test_editing_class_features_reruns_sae_feature_probe_only(package):
     after = _hashes(package)
     assert after["sae_feature_probe"] != before["sae_feature_probe"]
     assert after["train_probe"] == before["train_probe"]
+    assert after["extract_activations"] == before["extract_activations"]
 
 
 def test_a_new_helper_counts_only_once_the_step_calls_it(package):
@@ -89,3 +90,22 @@ def test_unknown_step_names_the_folder():
 def test_module_code_hash_follows_imports():
     assert module_code_hash("sae.encode") != module_code_hash("probes.cv")
     assert len(module_code_hash("formats.layout")) == 16
+
+
+def test_lazy_module_references_count_as_imports(tmp_path):
+    # the family table names demo builders as "repshift.demo.qwen2_vl:build_demo_qwen2_vl" strings, imported at run
+    # time: editing such a builder must still rerun make_demo_model, but never a real run's extraction
+    import shutil
+
+    import repshift
+    from repshift.formats.provenance import step_code_hash
+
+    copy = tmp_path / "repshift"
+    shutil.copytree(Path(repshift.__file__).parent, copy)
+    before = {s: step_code_hash(s, root=copy) for s in ("make_demo_model", "train_probe", "extract_activations")}
+    builder = copy / "demo" / "qwen2_vl.py"
+    builder.write_text(builder.read_text() + "\n# edited\n")
+    after = {s: step_code_hash(s, root=copy) for s in ("make_demo_model", "train_probe", "extract_activations")}
+    assert after["make_demo_model"] != before["make_demo_model"]
+    assert after["train_probe"] == before["train_probe"]
+    assert after["extract_activations"] == before["extract_activations"]
