@@ -28,7 +28,12 @@ average is printed at the start and end and per round.
 prompts, batch size 64, pooled vectors only (``--tokens`` adds token-level rows, which then time the disk: 4.6 KB
 per token per layer), and targets 35% of the bf16 matmul throughput measured in the same run.
 
-The last line is ``speedup_sweep=... speedup_middle=... mfu=... mem_ratio=...``.
+Beside the original, the all-layer sweep is timed against what a user would write or use today (see
+``benchmarks/peers.py``: HF batched with and without the LM head, nnsight, TransformerLens), interleaved in the
+same rounds, with peak memory per call and the pooled means checked against repshift's.
+
+The last line is ``speedup_sweep=... speedup_middle=... mfu=... mem_ratio=... vs_hf=... vs_hf_trimmed=...
+vs_nnsight=... vs_tlens=...`` (``vs_*``: repshift examples/s over the peer's; a skipped peer has no pair).
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ import h5py
 import numpy as np
 import pandas as pd
 import torch
+from peers import make_peers, measured
+from peers import report as report_peers
+from peers import targets as peer_targets  # benchmarks/ is on sys.path when run as a script
 
 from repshift.config import ModelSpec
 from repshift.models.adapter import Adapter
@@ -430,6 +438,11 @@ def parse_args(argv=None):
     tok = ap.add_mutually_exclusive_group()
     tok.add_argument("--tokens", dest="tokens", action="store_true", default=None, help="token-level rows on")
     tok.add_argument("--no-tokens", dest="tokens", action="store_false", help="pooled vectors only")
+    ap.add_argument(
+        "--peers",
+        default="hf,hf-trimmed,nnsight,tlens",
+        help="comma-separated peers timed beside repshift's sweep: hf, hf-trimmed, nnsight, tlens ('' for none)",
+    )
     ap.add_argument("--skip-mem", action="store_true", help="skip the 1x / 10x memory subprocesses")
     ap.add_argument("--mem-layers", default="0,1", help="layers extracted in the memory runs (default 0,1)")
     ap.add_argument("--mem-scale", type=int, default=10)
@@ -510,13 +523,30 @@ def main(argv=None) -> None:
     sweep_rows = np.linspace(0, n - 1, args.orig_sweep).round().astype(int).tolist()
     mid_rows = np.linspace(0, n - 1, args.orig_middle).round().astype(int).tolist()
     t = {k: [] for k in ("mm", "sweep", "middle", "fwd", "orig_sweep", "orig_middle")}
+    peers, skipped = make_peers(model, [x for x in args.peers.split(",") if x])
+    for name, why in skipped.items():
+        print(f"# peer {name} skipped: {why}")
+    for fn in peers.values():  # warm-up (nnsight's and TransformerLens' first calls set things up)
+        fn(ids[:bs], all_layers, bs)
+    t.update({f"peer_{name}": [] for name in peers})
+    peak_mem = {name: [] for name in ("repshift", *peers)}
+    peer_out = {}
     for r in range(args.rounds):
         keep = r == args.rounds - 1  # the last round's outputs are checked
         t["mm"].append(matmul_gflops(*ref_shape, device, dtype))
-        s, sweep_paths = timed_extract(
-            adapter, manifest, all_layers, tmp / f"sweep{r}", tokens=args.tokens, batch_size=bs
+        _, peak, (s, sweep_paths) = measured(
+            lambda r=r: timed_extract(
+                adapter, manifest, all_layers, tmp / f"sweep{r}", tokens=args.tokens, batch_size=bs
+            ),
+            device,
         )
+        peak_mem["repshift"].append(peak)
         t["sweep"].append(s)
+        for name, fn in peers.items():  # same ids, layers, batch size, dtype, threads; side by side
+            s, peak, pooled = measured(lambda fn=fn: fn(ids, all_layers, bs), device)
+            t[f"peer_{name}"].append(s)
+            peak_mem[name].append(peak)
+            peer_out[name] = pooled
         orig_out_sweep, s = original_procedure(model, [ids[i] for i in sweep_rows], all_layers, device)
         t["orig_sweep"].append(s / len(sweep_rows))
         s, middle_paths = timed_extract(
@@ -532,7 +562,9 @@ def main(argv=None) -> None:
         print(
             f"#   round {r + 1}: matmul {t['mm'][-1]:.0f} GFLOP/s; sweep {t['sweep'][-1]:.2f} s vs original "
             f"{t['orig_sweep'][-1]:.3f} s/example; middle {t['middle'][-1]:.2f} s vs "
-            f"{t['orig_middle'][-1]:.4f} s/example; load {loadavg()}"
+            f"{t['orig_middle'][-1]:.4f} s/example; "
+            + "".join(f"{k} {t['peer_' + k][-1]:.2f} s; " for k in peers)
+            + f"load {loadavg()}"
         )
     t["mm"].append(matmul_gflops(*ref_shape, device, dtype))
     mm_ref = max(t["mm"])
@@ -620,6 +652,23 @@ def main(argv=None) -> None:
         f"{max(0.0, 1 - best['fwd'] / best['sweep']):.0%} of repshift's sweep)"
     )
 
+    repshift_mean = {}
+    for layer in all_layers:
+        with h5py.File(sweep_paths[layer], "r") as f:
+            repshift_mean[layer] = f["pooled/mean"][...].astype(np.float32)
+    vs = report_peers(
+        n=n,
+        n_layers=n_layers,
+        need_flops=need_sweep,
+        mm_ref=mm_ref,
+        best=best,
+        peak_mem=peak_mem,
+        peer_out=peer_out,
+        repshift_mean=repshift_mean,
+        tol=tol_pool,
+        dtype_name=args.dtype,
+    )
+
     mem_ratio = float("nan")
     if not args.skip_mem:
         # the allocator's state makes one run's extraction peak vary by +-10-15 MiB around a ~70 MiB working set:
@@ -667,15 +716,17 @@ def main(argv=None) -> None:
         "all-layer sweep >= 20x": speedup_sweep >= 20,
         "middle layer >= 3x": speedup_middle >= 3,
         f"matmul share >= {mfu_target:.0%}": mfu >= mfu_target,
-        "memory 10x <= 1.5 x 1x": mem_ratio <= 1.5,
+        **({} if args.skip_mem else {"memory 10x <= 1.5 x 1x": mem_ratio <= 1.5}),
         "same activations": same,
+        **peer_targets(vs),
     }
     print("\ntargets: " + "; ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in targets.items()))
     print(f"# load average at end: {loadavg()}")
     tmp_ctx.cleanup()
     print(
         f"speedup_sweep={speedup_sweep:.1f} speedup_middle={speedup_middle:.2f} mfu={mfu:.2f} "
-        f"mem_ratio={mem_ratio:.2f}"
+        f"mem_ratio={mem_ratio:.2f} "
+        + " ".join(f"vs_{k.replace('-', '_')}={v['speed']:.2f}" for k, v in vs.items())
     )
 
 

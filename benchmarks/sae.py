@@ -10,7 +10,11 @@ per example) and reports the bytes per stored token, sparse vs dense (:func:`rep
     .venv/bin/python benchmarks/sae.py            # ~75 s on 2 cores (3 interleaved rounds of 8192 tokens)
     .venv/bin/python benchmarks/sae.py --quick    # ~40 s (2 rounds of 4096 tokens)
 
-The last line is ``tokens_per_s=... gflops=... mfu=... l0=... bytes_sparse=... bytes_dense=... storage_ratio=...``.
+Then (``benchmarks/fused.py``) fused extract+encode (``extraction.fused_sae``) against the two-step path (extract
+token rows to HDF5, then the encode_sae step) on the same model, prompts and SAEs: time and bytes written.
+
+The last line is ``tokens_per_s=... gflops=... mfu=... l0=... bytes_sparse=... bytes_dense=... storage_ratio=...
+fused_speedup=... fused_bytes_ratio=... fused_same=...``.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import fused as fused_bench  # benchmarks/ is on sys.path when run as a script
 import numpy as np
 import torch
 from extract import loadavg, sync
 from extract import matmul_gflops as _matmul_gflops  # benchmarks/ is on sys.path when run as a script
+from peers import import_package
 from scipy.stats import norm
 
 from repshift.formats import codes_h5
@@ -34,12 +40,25 @@ from repshift.sae import codes as sae_codes
 D_IN, D_SAE, TARGET_L0 = 2304, 16384, 100
 
 
-def build_sae(seed: int = 0, d_in: int = D_IN, d_sae: int = D_SAE, target_l0: float = TARGET_L0):
+def build_sae(
+    seed: int = 0,
+    d_in: int = D_IN,
+    d_sae: int = D_SAE,
+    target_l0: float = TARGET_L0,
+    hook_name: str = "blocks.12.hook_resid_post",
+):
     """A Gemma Scope-shaped JumpReLU SAE with random weights; L0 ~ target_l0 on N(0, I) inputs."""
     from sae_lens import JumpReLUSAE, JumpReLUSAEConfig
+    from sae_lens.saes.sae import SAEMetadata
 
     sae = JumpReLUSAE(
-        JumpReLUSAEConfig(d_in=d_in, d_sae=d_sae, apply_b_dec_to_input=False, normalize_activations="none")
+        JumpReLUSAEConfig(
+            d_in=d_in,
+            d_sae=d_sae,
+            apply_b_dec_to_input=False,
+            normalize_activations="none",
+            metadata=SAEMetadata(hook_name=hook_name),
+        )
     )
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -72,13 +91,46 @@ def main() -> None:
         "--tokens-per-example", type=int, default=36, help="for the per-example offsets and pooling"
     )
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (the fused comparison then runs in bf16)")
+    ap.add_argument("--tmp", default=None, help="folder for the HDF5 files (default: system temp)")
+    ap.add_argument("--skip-encode", action="store_true", help="only the fused vs two-step comparison")
+    ap.add_argument("--skip-fused", action="store_true", help="only the encode throughput and storage tables")
+    ap.add_argument("--fused-examples", type=int, default=None, help="prompts (default 128; --quick 48)")
+    ap.add_argument("--fused-preset", default="small", help="benchmarks/extract.py model preset (small | 2b)")
+    ap.add_argument("--fused-layers", default="3,7,11,15", help="layers with an SAE (default 3,7,11,15)")
+    ap.add_argument("--fused-d-sae", type=int, default=None, help="SAE width (default 8 x d_model)")
+    ap.add_argument("--fused-l0", type=float, default=TARGET_L0, help="target mean L0 of the SAEs")
+    ap.add_argument("--fused-batch-size", type=int, default=16, help="extraction batch size (the config's)")
     args = ap.parse_args()
+    args.fused_examples = args.fused_examples or (48 if args.quick else 128)
+    args.rounds = args.rounds or (2 if args.quick else 3)
     torch.set_num_threads(args.threads)
-    n = args.n_tokens or (4096 if args.quick else 8192)
-    rounds = args.rounds or (2 if args.quick else 3)
-
+    import_package(
+        "sae_lens"
+    )  # before benchmarks/datasets.py can shadow the `datasets` that sae-lens imports
     print(f"# load average at start: {loadavg()}")
+    last = {} if args.skip_encode else encode_section(args)
+    if not args.skip_fused:
+        res = fused_bench.run(args, build_sae, loadavg)
+        last.update(
+            fused_speedup=f"{res['speedup']:.2f}",
+            fused_bytes_ratio=f"{res['bytes_ratio']:.1f}",
+            fused_same="yes" if res["same"] else "no",
+        )
+        targets = {
+            "fused >= 1.3x faster end to end": res["speedup"] >= 1.3,
+            "fused >= 10x fewer bytes": res["bytes_ratio"] >= 10,
+            "same pooled codes": res["same"],
+        }
+        print("targets: " + "; ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in targets.items()))
+    print(f"# load average at end: {loadavg()}")
+    print(" ".join(f"{k}={v}" for k, v in last.items()))
+
+
+def encode_section(args) -> dict:
+    """SAE encode throughput (Gemma Scope-sized) and code storage; returns the last line's pairs."""
+    n = args.n_tokens or (4096 if args.quick else 8192)
+    rounds = args.rounds
     sae = build_sae().to(args.device)
     rng = np.random.default_rng(0)
     acts = rng.standard_normal((n, D_IN), dtype=np.float32)
@@ -172,10 +224,14 @@ def main() -> None:
         )
     pipeline = rows[0][1]
     print(f"\ntarget: >= 40% of matmul throughput: {'met' if mfu >= 0.40 else 'MISSED'}")
-    print(f"# load average at end: {loadavg()}")
-    print(
-        f"tokens_per_s={tokens_per_s:.0f} gflops={gflops:.1f} mfu={mfu:.2f} l0={l0:.1f} "
-        f"bytes_sparse={pipeline['file']:.0f} bytes_dense={dense16:.0f} storage_ratio={pipeline['file_ratio']:.4f}"
+    return dict(
+        tokens_per_s=f"{tokens_per_s:.0f}",
+        gflops=f"{gflops:.1f}",
+        mfu=f"{mfu:.2f}",
+        l0=f"{l0:.1f}",
+        bytes_sparse=f"{pipeline['file']:.0f}",
+        bytes_dense=f"{dense16:.0f}",
+        storage_ratio=f"{pipeline['file_ratio']:.4f}",
     )
 
 
