@@ -19,29 +19,12 @@ whose entry has the final norm applied: the plain HF peers are compared with rep
 from __future__ import annotations
 
 import importlib
-import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
 PAD = 0
-
-
-def import_package(name: str):
-    """Import ``name`` with benchmarks/ off sys.path: benchmarks/datasets.py would shadow Hugging Face's
-    ``datasets``, which TransformerLens imports."""
-    here = Path(__file__).resolve().parent
-    saved = sys.path[:]
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != here]
-    shadow = sys.modules.get("datasets")
-    if shadow is not None and Path(getattr(shadow, "__file__", "") or "").resolve().parent == here:
-        del sys.modules["datasets"]
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path[:] = saved
 
 
 def length_sorted_batches(ids: Sequence[Sequence[int]], batch_size: int) -> list[np.ndarray]:
@@ -101,7 +84,7 @@ def hf_batched(model, ids, layers, batch_size: int, *, trimmed: bool) -> NumpyPo
 
 def nnsight_extract(model, ids, layers, batch_size: int) -> NumpyPool:
     """nnsight tracing the HF model (LM head included, as ``LanguageModel`` runs it), saving every block's output."""
-    NNsight = import_package("nnsight").NNsight
+    NNsight = importlib.import_module("nnsight").NNsight
 
     device = next(model.parameters()).device
     traced = NNsight(model)
@@ -127,9 +110,9 @@ def build_hooked_transformer(hf_model):
     The config is TransformerLens' own Gemma-2 recipe (``convert_hf_model_config``'s gemma-2 branch) filled from
     the HF config object, so no hub call is made; the weights go through TransformerLens' Gemma converter.
     """
-    tlens = import_package("transformer_lens")
+    tlens = importlib.import_module("transformer_lens")
     HookedTransformer, HookedTransformerConfig = tlens.HookedTransformer, tlens.HookedTransformerConfig
-    convert_gemma_weights = import_package(
+    convert_gemma_weights = importlib.import_module(
         "transformer_lens.pretrained.weight_conversions.gemma"
     ).convert_gemma_weights
 
@@ -209,7 +192,7 @@ def make_peers(model, names: Sequence[str]) -> tuple[dict[str, Callable], dict[s
             elif name == "hf-trimmed":
                 runnable[name] = lambda ids, layers, bs: hf_batched(model, ids, layers, bs, trimmed=True)
             elif name == "nnsight":
-                import_package("nnsight")
+                importlib.import_module("nnsight")
 
                 runnable[name] = lambda ids, layers, bs: nnsight_extract(model, ids, layers, bs)
             elif name == "tlens":

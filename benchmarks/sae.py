@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from extract import loadavg, sync
 from extract import matmul_gflops as _matmul_gflops  # benchmarks/ is on sys.path when run as a script
-from peers import import_package
 from scipy.stats import norm
 
 from repshift.formats import codes_h5
@@ -105,9 +104,6 @@ def main() -> None:
     args.fused_examples = args.fused_examples or (48 if args.quick else 128)
     args.rounds = args.rounds or (2 if args.quick else 3)
     torch.set_num_threads(args.threads)
-    import_package(
-        "sae_lens"
-    )  # before benchmarks/datasets.py can shadow the `datasets` that sae-lens imports
     print(f"# load average at start: {loadavg()}")
     last = {} if args.skip_encode else encode_section(args)
     if not args.skip_fused:

@@ -13,8 +13,8 @@ Real val2017 images are ~640x480 JPEGs, larger than the synthetic ones (``--imag
 validation decodes at reduced size (JPEG draft mode), so its cost grows less than the pixel count; the JSON part
 (``load_coco_s``) is independent of it.
 
-    .venv/bin/python benchmarks/datasets.py                  # ~1.5 min on 2 cores
-    .venv/bin/python benchmarks/datasets.py --image-size 256 # closer to real image sizes, slower to generate
+    .venv/bin/python benchmarks/build_datasets.py                  # ~1.5 min on 2 cores
+    .venv/bin/python benchmarks/build_datasets.py --image-size 256 # closer to real image sizes, slower to generate
 
 The last line is ``n_images=... generate_s=... load_coco_s=... <dataset>_s=... total_build_s=...``.
 """
