@@ -36,10 +36,16 @@ def all_steps() -> dict[str, Callable[..., Any]]:
     return STEPS
 
 
+def _not_file_only(record: logging.LogRecord) -> bool:
+    return not getattr(record, "file_only", False)
+
+
 def configure_logging(log_file: str | os.PathLike | None = None, level: int = logging.INFO) -> None:
     """Everything to ``log_file`` when given (progress bars too), only warnings to stderr; else all to stderr."""
     console = logging.StreamHandler(sys.__stderr__)
     console.setLevel(logging.WARNING if log_file else level)
+    if log_file:
+        console.addFilter(_not_file_only)  # a failure's traceback goes to the log only
     handlers: list[logging.Handler] = [console]
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +101,7 @@ def run_step(
             wildcards=dict(wildcards or {}),
         )
     except Exception:
-        log.exception("step %s failed", step.__name__)
+        log.error("step %s failed", step.__name__, exc_info=True, extra={"file_only": bool(log_file)})
         raise
     finally:
         if stderr:
@@ -106,13 +112,27 @@ def run_step(
 
 
 def run_rule(smk: Any, step: Callable[..., Any]) -> Any:
-    """Entry point of every workflow script: ``run_rule(snakemake, steps.extract_activations)``."""
-    return run_step(
-        step,
-        input=_plain(smk.input),
-        output=_plain(smk.output),
-        params=_plain(smk.params),
-        threads=smk.threads,
-        wildcards=_plain(smk.wildcards),
-        log_file=smk.log[0] if len(smk.log) else None,
-    )
+    """Entry point of every workflow script: ``run_rule(snakemake, extract_activations)``.
+
+    A failing step prints one short message (the error and where the full traceback is) and exits with status
+    1; the traceback goes to the rule's log only, so a hub or config error is read once, not inside 200 lines.
+    """
+    log_file = smk.log[0] if len(smk.log) else None
+    try:
+        return run_step(
+            step,
+            input=_plain(smk.input),
+            output=_plain(smk.output),
+            params=_plain(smk.params),
+            threads=smk.threads,
+            wildcards=_plain(smk.wildcards),
+            log_file=log_file,
+        )
+    except Exception as err:
+        if not log_file:
+            raise
+        print(
+            f"repshift: {step.__name__} failed: {type(err).__name__}: {err}\n(full traceback in {log_file})",
+            file=sys.__stderr__,
+        )
+        raise SystemExit(1) from None
