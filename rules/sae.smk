@@ -119,18 +119,26 @@ rule plot_latent_density:
     input:
         codes=all_code_dirs(),
     output:
-        pdf=report(
-            f"{RESULTS}/figs/latent_density.pdf",
+        pdf=f"{RESULTS}/figs/latent_density.pdf",
+        png=report(
+            f"{RESULTS}/figs/latent_density.png",
             caption="../report/latent_density.rst",
             category="SAE",
+            labels=figure_labels("latent_density", "figure (PNG)"),
         ),
-        png=f"{RESULTS}/figs/latent_density.png",
-        tsv=f"{RESULTS}/figs/latent_density.tsv",
+        tsv=report(
+            f"{RESULTS}/figs/latent_density.tsv",
+            caption="../report/table.rst",
+            category="SAE",
+            labels=figure_labels("latent_density", "numbers (TSV)"),
+        ),
     log:
         f"{LOGS}/plot_latent_density/latent_density.log",
     conda:
         "../envs/plot.yaml"
     params:
+        palette=palette(),
+        n=figure_n("latent_density"),
         code=step_hash("plot_latent_density"),
     script:
         "../workflow_scripts/plot_latent_density.py"
@@ -141,18 +149,26 @@ rule plot_latents_shift:
     input:
         latents=all_shift_tables(latents=True),
     output:
-        pdf=report(
-            f"{RESULTS}/figs/latents_shift.pdf",
+        pdf=f"{RESULTS}/figs/latents_shift.pdf",
+        png=report(
+            f"{RESULTS}/figs/latents_shift.png",
             caption="../report/latents_shift.rst",
             category="SAE",
+            labels=figure_labels("latents_shift", "figure (PNG)"),
         ),
-        png=f"{RESULTS}/figs/latents_shift.png",
-        tsv=f"{RESULTS}/figs/latents_shift.tsv",
+        tsv=report(
+            f"{RESULTS}/figs/latents_shift.tsv",
+            caption="../report/table.rst",
+            category="SAE",
+            labels=figure_labels("latents_shift", "numbers (TSV)"),
+        ),
     log:
         f"{LOGS}/plot_latents_shift/latents_shift.log",
     conda:
         "../envs/plot.yaml"
     params:
+        palette=palette(),
+        n=figure_n("latents_shift"),
         code=step_hash("plot_latents_shift"),
     script:
         "../workflow_scripts/plot_latents_shift.py"

@@ -47,18 +47,26 @@ rule plot_sae_features:
     input:
         probes=all_sae_feature_tables("probe"),
     output:
-        pdf=report(
-            f"{RESULTS}/figs/sae_features.pdf",
+        pdf=f"{RESULTS}/figs/sae_features.pdf",
+        png=report(
+            f"{RESULTS}/figs/sae_features.png",
             caption="../report/sae_features.rst",
             category="SAE features",
+            labels=figure_labels("sae_features", "figure (PNG)"),
         ),
-        png=f"{RESULTS}/figs/sae_features.png",
-        tsv=f"{RESULTS}/figs/sae_features.tsv",
+        tsv=report(
+            f"{RESULTS}/figs/sae_features.tsv",
+            caption="../report/table.rst",
+            category="SAE features",
+            labels=figure_labels("sae_features", "numbers (TSV)"),
+        ),
     log:
         f"{LOGS}/plot_sae_features/sae_features.log",
     conda:
         "../envs/plot.yaml"
     params:
+        palette=palette(),
+        n=figure_n("sae_features"),
         code=step_hash("plot_sae_features"),
     script:
         "../workflow_scripts/plot_sae_features.py"

@@ -49,6 +49,7 @@ def plot_probe_tasks(*, input, output, params, **_):
         out_png=output["png"],
         out_tsv=output["tsv"],
         vision_tasks=params.get("vision_tasks", []),
+        tasks=params.get("tasks", []),
         palette=Palette.from_params(params.get("palette")),
     )
 
