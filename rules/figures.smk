@@ -32,6 +32,8 @@ rule plot_layer_sweep:
         comparisons=canon(config["comparisons"]),
         main_tasks=rcfg.main_probe_tasks(config),
         code=step_hash("plot_layer_sweep"),
+    message:
+        "Drawing the layer sweep (shift, SAE transfer, probes)"
     script:
         "../workflow_scripts/plot_layer_sweep.py"
 
@@ -64,6 +66,8 @@ rule plot_probe_tasks:
         vision_tasks=vision_tasks(),
         tasks=list(config["probes"]["tasks"]),
         code=step_hash("plot_probe_tasks"),
+    message:
+        "Drawing probe accuracy per task"
     script:
         "../workflow_scripts/plot_probe_tasks.py"
 
@@ -95,6 +99,8 @@ rule plot_attribute_probes:
         n=figure_n("attribute_probes"),
         vision_tasks=vision_tasks(),
         code=step_hash("plot_attribute_probes"),
+    message:
+        "Drawing the image-attribute probes"
     script:
         "../workflow_scripts/plot_attribute_probes.py"
 
@@ -125,6 +131,8 @@ rule plot_cross_modal_matrix:
         palette=palette(),
         n=figure_n("cross_modal_matrix"),
         code=step_hash("plot_cross_modal_matrix"),
+    message:
+        "Drawing the layer x layer cross-modal matrices"
     script:
         "../workflow_scripts/plot_cross_modal_matrix.py"
 
@@ -155,5 +163,7 @@ rule plot_learning_curves:
         palette=palette(),
         n=figure_n("learning_curves"),
         code=step_hash("plot_learning_curves"),
+    message:
+        "Drawing the probes' learning curves"
     script:
         "../workflow_scripts/plot_learning_curves.py"

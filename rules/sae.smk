@@ -17,6 +17,8 @@ rule fetch_sae:
         release=lambda wc: config["saes"][wc.sae]["release"],
         sae_id=lambda wc: config["saes"][wc.sae]["id_template"].format(layer=wc.layer),
         code=step_hash("fetch_sae"),
+    message:
+        "Fetching SAE {wildcards.sae} for layer {wildcards.layer}"
     script:
         "../workflow_scripts/fetch_sae.py"
 
@@ -40,6 +42,8 @@ rule train_demo_sae:
         ),
         seed=config["seed"],
         code=step_hash("train_demo_sae"),
+    message:
+        "Fitting the demo SAE family {wildcards.sae}"
     script:
         "../workflow_scripts/train_demo_sae.py"
 
@@ -62,6 +66,8 @@ rule encode_sae:
         sae_dirs=lambda wc: sae_dirs(wc.sae, wc.model),
         device=config["extraction"]["device"],
         code=step_hash("encode_sae"),
+    message:
+        "Encoding {wildcards.model} on {wildcards.dataset} with SAE {wildcards.sae}"
     script:
         "../workflow_scripts/encode_sae.py"
 
@@ -82,6 +88,8 @@ rule compare_sae:
         comparison=lambda wc: canon(config["comparisons"][wc.comparison]),
         layers=lambda wc: rcfg.comparison_layers(config, wc.comparison),
         code=step_hash("compare_sae"),
+    message:
+        "Comparing SAE codes for {wildcards.comparison}"
     script:
         "../workflow_scripts/compare_sae.py"
 
@@ -110,6 +118,8 @@ rule spliced_loss:
         },
         seed=config["seed"],
         code=step_hash("spliced_loss"),
+    message:
+        "Spliced CE loss of {wildcards.model} on {wildcards.dataset} with SAE {wildcards.sae}"
     script:
         "../workflow_scripts/spliced_loss.py"
 
@@ -140,6 +150,8 @@ rule plot_latent_density:
         palette=palette(),
         n=figure_n("latent_density"),
         code=step_hash("plot_latent_density"),
+    message:
+        "Drawing SAE latent density"
     script:
         "../workflow_scripts/plot_latent_density.py"
 
@@ -170,5 +182,7 @@ rule plot_latents_shift:
         palette=palette(),
         n=figure_n("latents_shift"),
         code=step_hash("plot_latents_shift"),
+    message:
+        "Drawing latents gained and lost"
     script:
         "../workflow_scripts/plot_latents_shift.py"

@@ -16,6 +16,8 @@ rule class_features:
     params:
         analysis=lambda wc: sae_feature_params(wc.analysis, CLASS_FEATURE_KEYS),
         code=step_hash("class_features"),
+    message:
+        "Class features of {wildcards.model} at layer {wildcards.layer} ({wildcards.analysis})"
     script:
         "../workflow_scripts/class_features.py"
 
@@ -38,6 +40,8 @@ rule sae_feature_probe:
     params:
         analysis=lambda wc: sae_feature_params(wc.analysis, FEATURE_PROBE_KEYS),
         code=step_hash("sae_feature_probe"),
+    message:
+        "SAE-feature classification of {wildcards.model} at layer {wildcards.layer} ({wildcards.analysis})"
     script:
         "../workflow_scripts/sae_feature_probe.py"
 
@@ -68,5 +72,7 @@ rule plot_sae_features:
         palette=palette(),
         n=figure_n("sae_features"),
         code=step_hash("plot_sae_features"),
+    message:
+        "Drawing SAE-feature classification"
     script:
         "../workflow_scripts/plot_sae_features.py"
