@@ -56,7 +56,6 @@ def sae_feature_n(cfg: Mapping[str, Any]) -> str:
 
 def figure_n(cfg: Mapping[str, Any], figure: str) -> str:
     """The sentence a figure's caption gives for its n."""
-    tasks = list(cfg["probes"]["tasks"])
     if figure == "layer_sweep":
         return f"Shift and transfer: {comparison_n(cfg)}. Probes: {probe_n(cfg, T.main_probe_tasks(cfg))}."
     if figure in ("latent_density", "latents_shift"):
@@ -64,7 +63,7 @@ def figure_n(cfg: Mapping[str, Any], figure: str) -> str:
     if figure == "sae_features":
         return f"{sae_feature_n(cfg)}."
     chosen = {
-        "probe_tasks": tasks,
+        "probe_tasks": list(cfg["probes"]["tasks"]),
         "attribute_probes": T.attribute_tasks(cfg),
         "cross_modal_matrix": T.cross_modal_tasks(cfg),
         "learning_curves": T.curve_tasks(cfg),
