@@ -287,7 +287,7 @@ def figure_legend(target, axes, **kw) -> None:
                 handles[label] = h
                 labels.append(label)
     if handles:
-        target.legend([handles[x] for x in labels], labels, **kw)
+        target.legend([handles[x] for x in labels], labels, **{"handlelength": 3.0, **kw})
 
 
 def save(fig, out_pdf, out_png) -> None:
