@@ -1,5 +1,6 @@
 """The report: its workflow-level description (report/workflow.rst, rendered from the config) and one-line
-wrappers binding ``config`` to repshift.figures.captions (the palette of every figure, the n of each caption)."""
+wrappers binding ``config`` to repshift.figures.captions (the palette of every figure, the n of each caption).
+"""
 
 from repshift.figures import captions as FC
 
