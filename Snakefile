@@ -19,6 +19,7 @@ if not workflow.overwrite_configfiles:
 
 
 include: "rules/common.smk"
+include: "rules/report.smk"
 
 
 # Every wildcard's constraint, in one place (repshift.config.targets.wildcard_regexes); rules only narrow them.

@@ -17,6 +17,8 @@ rule make_demo_model:
         spec=lambda wc: canon(config["models"][wc.model]),
         seed=config["seed"],
         code=step_hash("make_demo_model"),
+    message:
+        "Generating the tiny demo model {wildcards.model}"
     script:
         "../workflow_scripts/make_demo_model.py"
 
@@ -51,6 +53,8 @@ rule extract_activations:
         fused=lambda wc: fused_params(wc.model, wc.dataset),
         fused_code=lambda wc: fused_code_hash(wc.model, wc.dataset),
         code=step_hash("extract_activations"),
+    message:
+        "Extracting activations of {wildcards.model} on {wildcards.dataset}"
     script:
         "../workflow_scripts/extract_activations.py"
 
@@ -73,5 +77,7 @@ if SHARDS > 1:
         params:
             layers=lambda wc: rcfg.model_layers(config, wc.model),
             code=step_hash("merge_activations"),
+        message:
+            "Merging extraction shards of {wildcards.model} on {wildcards.dataset}"
         script:
             "../workflow_scripts/merge_activations.py"

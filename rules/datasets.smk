@@ -21,6 +21,8 @@ rule build_dataset:
         split=SPLIT,
         seed=config["seed"],
         code=step_hash("build_dataset"),
+    message:
+        "Building dataset {wildcards.dataset} from COCO"
     script:
         "../workflow_scripts/build_dataset.py"
 
@@ -44,6 +46,8 @@ rule build_cifar100_dataset:
         archive=canon(config["cifar100"].get("archive") or {}),
         seed=config["seed"],
         code=step_hash("build_cifar100_dataset"),
+    message:
+        "Building dataset {wildcards.dataset} from CIFAR-100"
     script:
         "../workflow_scripts/build_cifar100_dataset.py"
 
@@ -65,6 +69,8 @@ rule build_prompt_dataset:
         spec=lambda wc: canon(config["datasets"][wc.dataset]),
         seed=config["seed"],
         code=step_hash("build_prompt_dataset"),
+    message:
+        "Building prompt set {wildcards.dataset}"
     script:
         "../workflow_scripts/build_prompt_dataset.py"
 
@@ -89,5 +95,7 @@ rule plot_contact_sheet:
     params:
         n=8,
         code=step_hash("plot_contact_sheet"),
+    message:
+        "Drawing the contact sheet of {wildcards.dataset}"
     script:
         "../workflow_scripts/plot_contact_sheet.py"

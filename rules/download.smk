@@ -22,6 +22,8 @@ if config["coco"]["source"] == "download":
                 for k in (SPLIT, "annotations_trainval2017")
             },
             code=step_hash("download_coco"),
+        message:
+            "Downloading COCO annotations and images"
         script:
             "../workflow_scripts/download_coco.py"
 
@@ -45,6 +47,8 @@ if config["coco"]["source"] == "synthetic":
             n_images=config["coco"]["synthetic"]["n_images"],
             image_size=config["coco"]["synthetic"]["image_size"],
             code=step_hash("make_synthetic_coco"),
+        message:
+            "Generating the synthetic COCO-format demo set"
         script:
             "../workflow_scripts/make_synthetic_coco.py"
 
@@ -65,6 +69,8 @@ if config["cifar100"]["source"] == "download":
             root=lambda wc, output: str(Path(output.folder).parent),
             archive=canon(config["cifar100"].get("archive") or {}),
             code=step_hash("download_cifar100"),
+        message:
+            "Downloading CIFAR-100"
         script:
             "../workflow_scripts/download_cifar100.py"
 
@@ -84,5 +90,7 @@ if config["cifar100"]["source"] == "synthetic":
             seed=config["seed"],
             synthetic=canon(config["cifar100"].get("synthetic") or {}),
             code=step_hash("make_fake_cifar100"),
+        message:
+            "Generating the CIFAR-100-format demo archive"
         script:
             "../workflow_scripts/make_fake_cifar100.py"

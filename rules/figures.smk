@@ -14,16 +14,26 @@ rule plot_layer_sweep:
             f"{RESULTS}/figs/layer_sweep.png",
             caption="../report/layer_sweep.rst",
             category="Layer sweep",
+            labels=figure_labels("layer_sweep", "figure (PNG)"),
         ),
-        tsv=f"{RESULTS}/figs/layer_sweep.tsv",
+        tsv=report(
+            f"{RESULTS}/figs/layer_sweep.tsv",
+            caption="../report/table.rst",
+            category="Layer sweep",
+            labels=figure_labels("layer_sweep", "numbers (TSV)"),
+        ),
     log:
         f"{LOGS}/plot_layer_sweep/layer_sweep.log",
     conda:
         "../envs/plot.yaml"
     params:
+        palette=palette(),
+        n=figure_n("layer_sweep"),
         comparisons=canon(config["comparisons"]),
         main_tasks=rcfg.main_probe_tasks(config),
         code=step_hash("plot_layer_sweep"),
+    message:
+        "Drawing the layer sweep (shift, SAE transfer, probes)"
     script:
         "../workflow_scripts/plot_layer_sweep.py"
 
@@ -38,15 +48,26 @@ rule plot_probe_tasks:
             f"{RESULTS}/figs/probe_tasks.png",
             caption="../report/probe_tasks.rst",
             category="Probes",
+            labels=figure_labels("probe_tasks", "figure (PNG)"),
         ),
-        tsv=f"{RESULTS}/figs/probe_tasks.tsv",
+        tsv=report(
+            f"{RESULTS}/figs/probe_tasks.tsv",
+            caption="../report/table.rst",
+            category="Probes",
+            labels=figure_labels("probe_tasks", "numbers (TSV)"),
+        ),
     log:
         f"{LOGS}/plot_probe_tasks/probe_tasks.log",
     conda:
         "../envs/plot.yaml"
     params:
+        palette=palette(),
+        n=figure_n("probe_tasks"),
         vision_tasks=vision_tasks(),
+        tasks=list(config["probes"]["tasks"]),
         code=step_hash("plot_probe_tasks"),
+    message:
+        "Drawing probe accuracy per task"
     script:
         "../workflow_scripts/plot_probe_tasks.py"
 
@@ -61,15 +82,25 @@ rule plot_attribute_probes:
             f"{RESULTS}/figs/attribute_probes.png",
             caption="../report/attribute_probes.rst",
             category="Probes",
+            labels=figure_labels("attribute_probes", "figure (PNG)"),
         ),
-        tsv=f"{RESULTS}/figs/attribute_probes.tsv",
+        tsv=report(
+            f"{RESULTS}/figs/attribute_probes.tsv",
+            caption="../report/table.rst",
+            category="Probes",
+            labels=figure_labels("attribute_probes", "numbers (TSV)"),
+        ),
     log:
         f"{LOGS}/plot_attribute_probes/attribute_probes.log",
     conda:
         "../envs/plot.yaml"
     params:
+        palette=palette(),
+        n=figure_n("attribute_probes"),
         vision_tasks=vision_tasks(),
         code=step_hash("plot_attribute_probes"),
+    message:
+        "Drawing the image-attribute probes"
     script:
         "../workflow_scripts/plot_attribute_probes.py"
 
@@ -84,14 +115,24 @@ rule plot_cross_modal_matrix:
             f"{RESULTS}/figs/cross_modal_matrix.png",
             caption="../report/cross_modal_matrix.rst",
             category="Probes",
+            labels=figure_labels("cross_modal_matrix", "figure (PNG)"),
         ),
-        tsv=f"{RESULTS}/figs/cross_modal_matrix.tsv",
+        tsv=report(
+            f"{RESULTS}/figs/cross_modal_matrix.tsv",
+            caption="../report/table.rst",
+            category="Probes",
+            labels=figure_labels("cross_modal_matrix", "numbers (TSV)"),
+        ),
     log:
         f"{LOGS}/plot_cross_modal_matrix/cross_modal_matrix.log",
     conda:
         "../envs/plot.yaml"
     params:
+        palette=palette(),
+        n=figure_n("cross_modal_matrix"),
         code=step_hash("plot_cross_modal_matrix"),
+    message:
+        "Drawing the layer x layer cross-modal matrices"
     script:
         "../workflow_scripts/plot_cross_modal_matrix.py"
 
@@ -106,13 +147,23 @@ rule plot_learning_curves:
             f"{RESULTS}/figs/learning_curves.png",
             caption="../report/learning_curves.rst",
             category="Probes",
+            labels=figure_labels("learning_curves", "figure (PNG)"),
         ),
-        tsv=f"{RESULTS}/figs/learning_curves.tsv",
+        tsv=report(
+            f"{RESULTS}/figs/learning_curves.tsv",
+            caption="../report/table.rst",
+            category="Probes",
+            labels=figure_labels("learning_curves", "numbers (TSV)"),
+        ),
     log:
         f"{LOGS}/plot_learning_curves/learning_curves.log",
     conda:
         "../envs/plot.yaml"
     params:
+        palette=palette(),
+        n=figure_n("learning_curves"),
         code=step_hash("plot_learning_curves"),
+    message:
+        "Drawing the probes' learning curves"
     script:
         "../workflow_scripts/plot_learning_curves.py"

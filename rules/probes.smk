@@ -20,6 +20,8 @@ rule train_probe:
         settings=canon(config["probes"]["settings"]),
         seed=config["seed"],
         code=step_hash("train_probe"),
+    message:
+        "Fitting probes for task {wildcards.task} at layer {wildcards.layer}"
     script:
         "../workflow_scripts/train_probe.py"
 
@@ -40,6 +42,8 @@ rule score_cross_layer:
         task=lambda wc: canon(config["probes"]["tasks"][wc.task]),
         layers=lambda wc: rcfg.probe_layers(config, wc.task),
         code=step_hash("score_cross_layer"),
+    message:
+        "Scoring cross-modal probes layer x layer for task {wildcards.task}"
     script:
         "../workflow_scripts/score_cross_layer.py"
 

@@ -17,6 +17,8 @@ rule fetch_sae:
         release=lambda wc: config["saes"][wc.sae]["release"],
         sae_id=lambda wc: config["saes"][wc.sae]["id_template"].format(layer=wc.layer),
         code=step_hash("fetch_sae"),
+    message:
+        "Fetching SAE {wildcards.sae} for layer {wildcards.layer}"
     script:
         "../workflow_scripts/fetch_sae.py"
 
@@ -40,6 +42,8 @@ rule train_demo_sae:
         ),
         seed=config["seed"],
         code=step_hash("train_demo_sae"),
+    message:
+        "Fitting the demo SAE family {wildcards.sae}"
     script:
         "../workflow_scripts/train_demo_sae.py"
 
@@ -62,6 +66,8 @@ rule encode_sae:
         sae_dirs=lambda wc: sae_dirs(wc.sae, wc.model),
         device=config["extraction"]["device"],
         code=step_hash("encode_sae"),
+    message:
+        "Encoding {wildcards.model} on {wildcards.dataset} with SAE {wildcards.sae}"
     script:
         "../workflow_scripts/encode_sae.py"
 
@@ -82,6 +88,8 @@ rule compare_sae:
         comparison=lambda wc: canon(config["comparisons"][wc.comparison]),
         layers=lambda wc: rcfg.comparison_layers(config, wc.comparison),
         code=step_hash("compare_sae"),
+    message:
+        "Comparing SAE codes for {wildcards.comparison}"
     script:
         "../workflow_scripts/compare_sae.py"
 
@@ -110,6 +118,8 @@ rule spliced_loss:
         },
         seed=config["seed"],
         code=step_hash("spliced_loss"),
+    message:
+        "Spliced CE loss of {wildcards.model} on {wildcards.dataset} with SAE {wildcards.sae}"
     script:
         "../workflow_scripts/spliced_loss.py"
 
@@ -119,19 +129,29 @@ rule plot_latent_density:
     input:
         codes=all_code_dirs(),
     output:
-        pdf=report(
-            f"{RESULTS}/figs/latent_density.pdf",
+        pdf=f"{RESULTS}/figs/latent_density.pdf",
+        png=report(
+            f"{RESULTS}/figs/latent_density.png",
             caption="../report/latent_density.rst",
             category="SAE",
+            labels=figure_labels("latent_density", "figure (PNG)"),
         ),
-        png=f"{RESULTS}/figs/latent_density.png",
-        tsv=f"{RESULTS}/figs/latent_density.tsv",
+        tsv=report(
+            f"{RESULTS}/figs/latent_density.tsv",
+            caption="../report/table.rst",
+            category="SAE",
+            labels=figure_labels("latent_density", "numbers (TSV)"),
+        ),
     log:
         f"{LOGS}/plot_latent_density/latent_density.log",
     conda:
         "../envs/plot.yaml"
     params:
+        palette=palette(),
+        n=figure_n("latent_density"),
         code=step_hash("plot_latent_density"),
+    message:
+        "Drawing SAE latent density"
     script:
         "../workflow_scripts/plot_latent_density.py"
 
@@ -141,18 +161,28 @@ rule plot_latents_shift:
     input:
         latents=all_shift_tables(latents=True),
     output:
-        pdf=report(
-            f"{RESULTS}/figs/latents_shift.pdf",
+        pdf=f"{RESULTS}/figs/latents_shift.pdf",
+        png=report(
+            f"{RESULTS}/figs/latents_shift.png",
             caption="../report/latents_shift.rst",
             category="SAE",
+            labels=figure_labels("latents_shift", "figure (PNG)"),
         ),
-        png=f"{RESULTS}/figs/latents_shift.png",
-        tsv=f"{RESULTS}/figs/latents_shift.tsv",
+        tsv=report(
+            f"{RESULTS}/figs/latents_shift.tsv",
+            caption="../report/table.rst",
+            category="SAE",
+            labels=figure_labels("latents_shift", "numbers (TSV)"),
+        ),
     log:
         f"{LOGS}/plot_latents_shift/latents_shift.log",
     conda:
         "../envs/plot.yaml"
     params:
+        palette=palette(),
+        n=figure_n("latents_shift"),
         code=step_hash("plot_latents_shift"),
+    message:
+        "Drawing latents gained and lost"
     script:
         "../workflow_scripts/plot_latents_shift.py"

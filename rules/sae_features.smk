@@ -16,6 +16,8 @@ rule class_features:
     params:
         analysis=lambda wc: sae_feature_params(wc.analysis, CLASS_FEATURE_KEYS),
         code=step_hash("class_features"),
+    message:
+        "Class features of {wildcards.model} at layer {wildcards.layer} ({wildcards.analysis})"
     script:
         "../workflow_scripts/class_features.py"
 
@@ -38,6 +40,8 @@ rule sae_feature_probe:
     params:
         analysis=lambda wc: sae_feature_params(wc.analysis, FEATURE_PROBE_KEYS),
         code=step_hash("sae_feature_probe"),
+    message:
+        "SAE-feature classification of {wildcards.model} at layer {wildcards.layer} ({wildcards.analysis})"
     script:
         "../workflow_scripts/sae_feature_probe.py"
 
@@ -47,18 +51,28 @@ rule plot_sae_features:
     input:
         probes=all_sae_feature_tables("probe"),
     output:
-        pdf=report(
-            f"{RESULTS}/figs/sae_features.pdf",
+        pdf=f"{RESULTS}/figs/sae_features.pdf",
+        png=report(
+            f"{RESULTS}/figs/sae_features.png",
             caption="../report/sae_features.rst",
             category="SAE features",
+            labels=figure_labels("sae_features", "figure (PNG)"),
         ),
-        png=f"{RESULTS}/figs/sae_features.png",
-        tsv=f"{RESULTS}/figs/sae_features.tsv",
+        tsv=report(
+            f"{RESULTS}/figs/sae_features.tsv",
+            caption="../report/table.rst",
+            category="SAE features",
+            labels=figure_labels("sae_features", "numbers (TSV)"),
+        ),
     log:
         f"{LOGS}/plot_sae_features/sae_features.log",
     conda:
         "../envs/plot.yaml"
     params:
+        palette=palette(),
+        n=figure_n("sae_features"),
         code=step_hash("plot_sae_features"),
+    message:
+        "Drawing SAE-feature classification"
     script:
         "../workflow_scripts/plot_sae_features.py"

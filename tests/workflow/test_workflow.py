@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -213,12 +214,20 @@ def test_demo_end_to_end_and_probe_only_rerun(tmp_path):
     def registered(path):
         return f'"{path.relative_to(tmp_path)}": {{"name": "{path.name}"' in html
 
-    missing = [
-        p.name
-        for p in sorted(figs.rglob("*.png"))
-        if not (registered(p) or registered(p.with_suffix(".pdf")))
-    ]
-    assert not missing, f"figures not in the report: {missing}"
+    missing = [p.name for p in sorted(figs.rglob("*.png")) if not registered(p)]
+    assert not missing, f"figures not registered as PNG in the report: {missing}"
+    tables = [p.name for p in sorted(figs.glob("*.tsv")) if not registered(p)]
+    assert not tables, f"figure tables not attached to the report: {tables}"
+    # the workflow-level description is rendered from the config: every model and comparison is named
+    for name in [*cfg["models"], *cfg["comparisons"]]:
+        assert name in html, f"{name} missing from the report's description"
+    assert "output of decoder block L" in html
+    # the zipped report holds the files themselves
+    snakemake(*demo, "--cores", "1", "--report", str(tmp_path / "report.zip"), cwd=tmp_path)
+    with zipfile.ZipFile(tmp_path / "report.zip") as z:
+        names = z.namelist()
+    for p in [*figs.glob("*.png"), *figs.glob("*.tsv")]:
+        assert any(n.endswith(p.name) for n in names), f"{p.name} not in report.zip"
 
     # change a probe setting: only probe and figure jobs are planned, never extraction or SAE jobs
     cfg["probes"]["settings"]["c_grid"] = [0.1, 1.0]

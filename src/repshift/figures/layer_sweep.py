@@ -10,11 +10,19 @@ import pandas as pd
 
 from repshift.figures.style import (
     CONTROL_SERIES,
+    LAYER_LABEL,
     MAJORITY_SERIES,
+    PAGE_WIDTH,
     TABLE_COLUMNS,
+    Palette,
     _interval,
     _read,
-    plot_panels,
+    _style,
+    draw_layer_panel,
+    figure_legend,
+    fixed_limits,
+    save,
+    with_colors,
     write_table,
 )
 
@@ -40,6 +48,34 @@ PROBE_PANELS = {
     "within": "Probe accuracy: within model (95% CI)",
     "transfer": "Probe accuracy: cross-model / cross-modal (95% CI)",
 }
+
+
+#: Probe facets of the layer sweep (one kind of probe per panel, so that bands do not pile up): (transfer,
+#: train modality, test modality) -> panel title. Cross-model probes are one facet whatever the modality.
+PROBE_FACETS = {
+    ("within", "text", "text"): "Probe accuracy: within model, text",
+    ("within", "image", "image"): "Probe accuracy: within model, image",
+    ("cross-model", None, None): "Probe accuracy: cross-model (train -> test model)",
+    ("cross-modal", "text", "image"): "Probe accuracy: cross-modal, text -> image",
+    ("cross-modal", "image", "text"): "Probe accuracy: cross-modal, image -> text",
+}
+
+
+#: The questions the layer sweep's rows answer, each with its panels (in order) and reference lines.
+GROUPS = (
+    ("Does the adapted decoder move? (base SAE's codes of identical text tokens)", "shift"),
+    ("Does the base model's SAE still fit? (text tokens of text-only inputs)", "transfer"),
+    ("What can a linear probe read? (mean over seeds x folds, 95% CI)", "probes"),
+)
+
+
+def probe_facet(r: Mapping) -> str:
+    if r["transfer"] == "cross-model":
+        return PROBE_FACETS[("cross-model", None, None)]
+    key = (r["transfer"], r["train_modality"], r["test_modality"])
+    return PROBE_FACETS.get(
+        key, f"Probe accuracy: {r['transfer']}, {r['train_modality']} -> {r['test_modality']}"
+    )
 
 
 def shift_rows(shift: pd.DataFrame) -> pd.DataFrame:
@@ -77,7 +113,7 @@ def probe_series_name(r: Mapping) -> str:
     return f"{r['train_model']} [{r['train_modality']} -> {r['test_modality']}]"
 
 
-def probe_rows(probes: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+def probe_rows(probes: pd.DataFrame, metric: str = "accuracy", *, faceted: bool = False) -> pd.DataFrame:
     """Per series and layer: mean over folds x seeds with its 95% corrected repeated-CV interval (full training
     folds only; learning-curve rows are left out); the shuffled-label control and majority lines per panel."""
     rows = []
@@ -87,7 +123,10 @@ def probe_rows(probes: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     if "train_fraction" in sub:
         sub = sub[np.isclose(sub["train_fraction"], 1.0)]
     sub["series"] = [probe_series_name(r) for r in sub.to_dict("records")]
-    sub["panel"] = np.where(sub["transfer"] == "within", PROBE_PANELS["within"], PROBE_PANELS["transfer"])
+    if faceted:
+        sub["panel"] = [probe_facet(r) for r in sub.to_dict("records")]
+    else:
+        sub["panel"] = np.where(sub["transfer"] == "within", PROBE_PANELS["within"], PROBE_PANELS["transfer"])
     for (panel, probe, series, layer), g in sub.groupby(["panel", "probe", "series", "layer"]):
         if probe not in ("control", "majority"):
             name = series if probe == "logreg" else f"{series} [{probe}]"
@@ -108,23 +147,70 @@ def layer_sweep_table(shift_paths: Sequence, transfer_paths: Sequence, probe_pat
     if transfer_paths:
         parts.append(transfer_rows(_read(transfer_paths)))
     if probe_paths:
-        parts.append(probe_rows(_read(probe_paths)))
+        parts.append(probe_rows(_read(probe_paths), faceted=True))
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=TABLE_COLUMNS)
     return table.sort_values(["panel", "series", "layer"], kind="stable").reset_index(drop=True)
 
 
+def group_panels(table: pd.DataFrame) -> list[tuple[str, list[str]]]:
+    """(question, panels) per row of the figure: every configured panel of the group, none empty."""
+    present = set(table["panel"])
+    candidates = {
+        "shift": list(SHIFT_PANELS.values()),
+        "transfer": list(TRANSFER_PANELS.values()),
+        "probes": list(PROBE_FACETS.values()) + sorted(p for p in present if p.startswith("Probe accuracy:")),
+    }
+    out = []
+    for question, key in GROUPS:
+        panels = [p for p in dict.fromkeys(candidates[key]) if p in present]
+        if panels:
+            out.append((question, panels))
+    return out
+
+
+def _refs(panel: str) -> list[float]:
+    """Reference lines: 0 and 1 for spliced-loss recovered (zero-ablation and clean), 0 for FVU."""
+    if "recovered" in panel:
+        return [0.0, 1.0]
+    if "FVU" in panel:
+        return [0.0, 1.0]
+    return [0.0] if "L0" in panel else []
+
+
+def plot_layer_sweep(table: pd.DataFrame, out_pdf, out_png, *, palette: Palette, title: str) -> None:
+    """Rows grouped by question (shift; transfer quality; probes), one legend per row naming each series once."""
+    plt = _style()
+    groups = group_panels(table) or [("nothing configured", [])]
+    ncols = max(1, max(len(p) for _, p in groups))
+    fig = plt.figure(figsize=(PAGE_WIDTH, 2.35 * len(groups) + 0.3), layout="constrained")
+    subfigs = np.atleast_1d(fig.subfigures(len(groups), 1))
+    for subfig, (question, panels) in zip(subfigs, groups, strict=True):
+        axes = np.atleast_1d(subfig.subplots(1, max(1, len(panels)), squeeze=False)[0])
+        for ax, panel in zip(axes, panels, strict=True):
+            ax.set_title(panel.split(": ", 1)[-1].replace(" (text-only inputs)", ""), fontsize=7)
+            ax.set_xlabel("layer L")
+            draw_layer_panel(
+                ax, table[table["panel"] == panel], palette, ylim=fixed_limits(panel), refs=_refs(panel)
+            )
+        axes[0].set_ylabel("accuracy" if panels and "accuracy" in panels[0] else "value")
+        subfig.suptitle(question, fontsize=8, fontweight="bold", ha="left", x=0.01)
+        figure_legend(subfig, axes, loc="outside lower center", ncol=min(4, 6 if ncols > 4 else 4))
+    fig.suptitle(title, fontsize=8.5)
+    save(fig, out_pdf, out_png)
+    plt.close(fig)
+
+
 def layer_sweep(
-    shift_paths, transfer_paths, probe_paths, *, out_pdf, out_png, out_tsv, title=None
+    shift_paths, transfer_paths, probe_paths, *, out_pdf, out_png, out_tsv, title=None, palette=None
 ) -> pd.DataFrame:
-    table = layer_sweep_table(shift_paths, transfer_paths, probe_paths)
-    panels = list(SHIFT_PANELS.values()) + list(TRANSFER_PANELS.values()) + list(PROBE_PANELS.values())
-    plot_panels(
+    palette = palette or Palette()
+    table = with_colors(layer_sweep_table(shift_paths, transfer_paths, probe_paths), palette)
+    plot_layer_sweep(
         table,
-        panels,
         out_pdf,
         out_png,
-        ncols=4,
-        title=title or "repshift layer sweep: base LLM vs adapted decoder",
+        palette=palette,
+        title=title or f"Layer sweep: base LLM vs adapted decoders; {LAYER_LABEL}",
     )
     write_table(table, out_tsv)
     return table

@@ -18,7 +18,22 @@ from repshift.figures.layer_sweep import (
     probe_rows,
     probe_series_name,
 )
-from repshift.figures.style import TABLE_COLUMNS, _interval, _read, _style, plot_panels, write_table
+from repshift.figures.style import (
+    CONTROL_STYLE,
+    LAYER_LABEL,
+    MAJORITY_STYLE,
+    PAGE_WIDTH,
+    TABLE_COLUMNS,
+    Palette,
+    _interval,
+    _read,
+    _style,
+    layer_color,
+    plot_panels,
+    save,
+    with_colors,
+    write_table,
+)
 from repshift.formats.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -39,11 +54,33 @@ def probe_tasks_table(probe_paths: Sequence) -> pd.DataFrame:
     return table.sort_values(["panel", "series", "layer"], kind="stable").reset_index(drop=True)
 
 
+def task_panel_order(
+    panels: Collection[str], vision_tasks: Collection[str], tasks: Sequence[str] = ()
+) -> list[str]:
+    """Decoder tasks before vision-tower tasks, then config order (``tasks``; else by name), and per task
+    within-model ("1 ...") before transfer ("2 ...")."""
+
+    def key(panel: str):
+        task = panel.split(": ", 1)[0]
+        rank = list(tasks).index(task) if task in tasks else len(tasks)
+        return (task in set(vision_tasks), rank, task, panel)
+
+    return sorted(panels, key=key)
+
+
 def probe_tasks(
-    probe_paths, *, out_pdf, out_png, out_tsv, vision_tasks: Collection[str] = ()
+    probe_paths,
+    *,
+    out_pdf,
+    out_png,
+    out_tsv,
+    vision_tasks: Collection[str] = (),
+    tasks: Sequence[str] = (),
+    palette: Palette | None = None,
 ) -> pd.DataFrame:
-    table = probe_tasks_table(probe_paths)
-    order = sorted(table["panel"].unique())  # per task: within-model ("1 ...") before transfer ("2 ...")
+    palette = palette or Palette()
+    table = with_colors(probe_tasks_table(probe_paths), palette)
+    order = task_panel_order(table["panel"].unique(), vision_tasks, tasks)
     table["panel"] = table["panel"].str.replace(r": [12] ", ": ", regex=True)
     panels = [re.sub(r": [12] ", ": ", p) for p in order]
     plot_panels(
@@ -51,9 +88,10 @@ def probe_tasks(
         panels,
         out_pdf,
         out_png,
-        ncols=min(3, max(1, len(panels))),
-        title="repshift probes by task (accuracy per layer; dashed: shuffled-label control, dotted: majority)",
+        ncols=2,
+        title="Probes by task: accuracy per layer (95% CI; grey dashed: shuffled-label control; dotted: majority)",
         vision_panels={p for p in panels if p.split(": ", 1)[0] in set(vision_tasks)},
+        palette=palette,
     )
     write_table(table, out_tsv)
     return table
@@ -76,10 +114,17 @@ def attribute_probes_table(probe_paths: Sequence) -> pd.DataFrame:
 
 
 def attribute_probes(
-    probe_paths, *, out_pdf, out_png, out_tsv, vision_tasks: Collection[str] = ()
+    probe_paths,
+    *,
+    out_pdf,
+    out_png,
+    out_tsv,
+    vision_tasks: Collection[str] = (),
+    palette: Palette | None = None,
 ) -> pd.DataFrame:
     """Image-attribute probes (brightness, redness, ...): decoder streams first, then vision towers."""
-    table = attribute_probes_table(probe_paths)
+    palette = palette or Palette()
+    table = with_colors(attribute_probes_table(probe_paths), palette)
     vision = {f"{t}: accuracy" for t in vision_tasks}
     panels = sorted(table["panel"].unique(), key=lambda p: (p in vision, p))
     plot_panels(
@@ -88,15 +133,16 @@ def attribute_probes(
         out_pdf,
         out_png,
         ncols=min(3, max(1, len(panels))),
-        title="Image-attribute probes (accuracy per layer, 95% CI; dashed: shuffled-label control, dotted: majority)",
+        title="Image-attribute probes: accuracy per layer (95% CI; grey dashed: shuffled-label control; dotted: majority)",
         vision_panels=vision,
+        palette=palette,
     )
     write_table(table, out_tsv)
     return table
 
 
 # -------------------------------------------------------------------------------------- cross-modal matrix
-MATRIX_COLUMNS = ["panel", "train_layer", "test_layer", "value", "lo", "hi", "n", "majority"]
+MATRIX_COLUMNS = ["panel", "train_layer", "test_layer", "value", "lo", "hi", "n", "majority", "color"]
 
 
 def cross_modal_matrix_table(paths: Sequence) -> pd.DataFrame:
@@ -117,13 +163,14 @@ def cross_modal_matrix_table(paths: Sequence) -> pd.DataFrame:
         ["panel", "train_layer", "test_layer"]
     ):
         rows.append((panel, int(i), int(j), *_interval(g), len(g), float(majority.get(panel, math.nan))))
-    table = pd.DataFrame(rows, columns=MATRIX_COLUMNS)
+    table = pd.DataFrame(rows, columns=MATRIX_COLUMNS[:-1])
     return table.sort_values(["panel", "train_layer", "test_layer"], kind="stable").reset_index(drop=True)
 
 
-def cross_modal_matrix(paths, *, out_pdf, out_png, out_tsv) -> pd.DataFrame:
-    """Heatmaps (rows: train layer, columns: test layer) of cross-modal probe transfer, one per panel."""
-    table = cross_modal_matrix_table(paths)
+def cross_modal_matrix(paths, *, out_pdf, out_png, out_tsv, palette: Palette | None = None) -> pd.DataFrame:
+    """Heatmaps (rows: train layer, columns: test layer) of cross-modal probe transfer, one per panel; the TSV's
+    ``color`` is the model's colour (the panel titles carry it)."""
+    table = with_colors(cross_modal_matrix_table(paths), palette or Palette(), column="panel")
     panels = list(dict.fromkeys(table["panel"]))
     plt = _style()
     ncols = min(2, max(1, len(panels)))
@@ -146,7 +193,8 @@ def cross_modal_matrix(paths, *, out_pdf, out_png, out_tsv) -> pd.DataFrame:
         ax.set_xlabel("test layer L (output of decoder block L, 0-based)")
         ax.set_ylabel("train layer L (output of decoder block L, 0-based)")
         chance = float(sub["majority"].iloc[0])
-        ax.set_title(f"{panel}\n(majority baseline {chance:.2f}; diagonal outlined)", fontsize=9)
+        ax.set_title(f"{panel}\n(majority baseline {chance:.2f}; diagonal outlined)", fontsize=9,
+                     color=sub["color"].iloc[0])  # fmt: skip
         for k in range(min(len(train), len(test))):
             ax.add_patch(plt.Rectangle((k - 0.5, k - 0.5), 1, 1, fill=False, ec="white", lw=1.2))
         if len(train) * len(test) <= 196:
@@ -181,7 +229,7 @@ def cross_modal_matrix(paths, *, out_pdf, out_png, out_tsv) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------------------- learning curves
-CURVE_COLUMNS = ["panel", "series", "layer", "train_fraction", "n_train", "value", "lo", "hi"]
+CURVE_COLUMNS = ["panel", "series", "layer", "train_fraction", "n_train", "value", "lo", "hi", "color"]
 
 
 def learning_curve_table(probe_paths: Sequence, metric: str = "accuracy") -> pd.DataFrame:
@@ -213,7 +261,13 @@ def learning_curve_table(probe_paths: Sequence, metric: str = "accuracy") -> pd.
         v = float(g["value"].mean())
         name = CONTROL_SERIES if probe == "control" else MAJORITY_SERIES
         rows.append((panel, name, -1, 1.0, float(g["n_train"].mean()), v, v, v))
-    table = pd.DataFrame(rows, columns=CURVE_COLUMNS)
+    table = pd.DataFrame(rows, columns=CURVE_COLUMNS[:-1])
+    n_layers = int(probes["layer"].max()) + 1
+    refs = {CONTROL_SERIES: CONTROL_STYLE.color, MAJORITY_SERIES: MAJORITY_STYLE.color}
+    table["color"] = [
+        refs.get(s) or layer_color(int(ly), n_layers)
+        for s, ly in zip(table["series"], table["layer"], strict=True)
+    ]
     return table.sort_values(["panel", "layer", "train_fraction"], kind="stable").reset_index(drop=True)
 
 
@@ -224,10 +278,8 @@ def learning_curves(probe_paths, *, out_pdf, out_png, out_tsv) -> pd.DataFrame:
     plt = _style()
     ncols = min(3, max(1, len(panels)))
     nrows = max(1, int(np.ceil(len(panels) / ncols)))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.9 * nrows), squeeze=False)
-    layers = sorted(x for x in table["layer"].unique() if x >= 0)
-    cmap = plt.get_cmap("viridis")
-    color = {layer: cmap(0.85 * k / max(1, len(layers) - 1)) for k, layer in enumerate(layers)}
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE_WIDTH, 2.3 * nrows + 0.4), squeeze=False)
+    color = dict(zip(table["layer"], table["color"], strict=True))
     for ax, panel in zip(axes.flat, panels, strict=False):
         sub = table[table["panel"] == panel]
         for layer, g in sub[sub["layer"] >= 0].groupby("layer"):
@@ -239,7 +291,7 @@ def learning_curves(probe_paths, *, out_pdf, out_png, out_tsv) -> pd.DataFrame:
                 ms=3,
                 lw=1.5,
                 color=color[layer],
-                label=f"block {layer} output",
+                label=f"layer {layer}",
             )
             if (g["hi"] > g["lo"]).any():
                 ax.fill_between(g["train_fraction"], g["lo"], g["hi"], color=color[layer], alpha=0.15, lw=0)
@@ -258,7 +310,7 @@ def learning_curves(probe_paths, *, out_pdf, out_png, out_tsv) -> pd.DataFrame:
         ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
         ax.minorticks_off()
         ax.set_ylim(0, 1.02)
-        ax.set_title(panel, fontsize=9)
+        ax.set_title(panel)
         ax.set_xlabel("fraction of the training folds used (log scale)")
         ax.set_ylabel("accuracy (held-out fold)")
     for ax in list(axes.flat)[len(panels) :]:
@@ -271,13 +323,13 @@ def learning_curves(probe_paths, *, out_pdf, out_png, out_tsv) -> pd.DataFrame:
                 labels.append(label)
     if not panels:
         axes.flat[0].text(0.5, 0.5, "no learning curves configured", ha="center", va="center", color="grey")
-    fig.suptitle("Learning curves of the within-model probes (mean over seeds x folds, 95% CI)", fontsize=11)
+    fig.suptitle(
+        f"Learning curves of the within-model probes (mean over seeds x folds, 95% CI; {LAYER_LABEL})"
+    )
     fig.tight_layout()
     if handles:
-        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    for out in (out_pdf, out_png):
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, format=Path(out).suffix.lstrip("."), bbox_inches="tight")
+        fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    save(fig, out_pdf, out_png)
     plt.close(fig)
     write_table(table, out_tsv)
     return table

@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from repshift.figures.style import LAYER_LABEL, _style, write_table
+from repshift.figures.style import LAYER_LABEL, PAGE_WIDTH, Palette, _style, layer_color, save, write_table
 from repshift.formats import layout
-from repshift.formats.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -106,46 +105,54 @@ def _pick_layers(layers: Sequence[int], k: int = 6) -> list[int]:
 
 
 def _save(fig, out_pdf, out_png) -> None:
-    for out in (out_pdf, out_png):
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, format=Path(out).suffix.lstrip("."))
+    save(fig, out_pdf, out_png)
 
 
-def plot_latent_density(code_dirs, *, out_pdf, out_png, out_tsv, kind: str = "text") -> pd.DataFrame:
-    """Figure: one panel per (sae, model, dataset) for ``kind`` tokens, one line per layer (a subset of at most
-    six layers when there are more; the TSV has them all), dead latents in the legend."""
+def plot_latent_density(
+    code_dirs, *, out_pdf, out_png, out_tsv, kind: str = "text", palette: Palette | None = None
+) -> pd.DataFrame:
+    """Figure: one panel per (sae, model, dataset) for ``kind`` tokens on shared axes, one line per layer (a
+    subset of at most six layers when there are more; the TSV has them all; colour: the layer, as in every
+    per-layer figure), dead latents in the legend; panel titles in the model's colour."""
+    palette = palette or Palette()
     table = latent_density_table(code_dirs)
+    n_layers = int(table["layer"].max()) + 1 if len(table) else 1
+    table["color"] = [layer_color(int(x), n_layers) for x in table["layer"]]
     plt = _style()
     sub = table[table["position_kind"] == kind]
     keys = sorted(sub.groupby(["sae", "model", "dataset"]).groups) if len(sub) else []
+    order = {m: i for i, m in enumerate(palette.models)}
+    keys = sorted(keys, key=lambda k: (order.get(k[1], 99), k))
     ncols = min(3, max(1, len(keys)))
     nrows = max(1, int(np.ceil(len(keys) / ncols)))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.6 * nrows), squeeze=False)
-    cmap = plt.get_cmap("viridis")
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE_WIDTH, 2.0 * nrows + 0.4), squeeze=False,
+                             sharex=True, sharey=True)  # fmt: skip
     for ax, key in zip(axes.flat, keys, strict=False):
         g = sub[(sub["sae"] == key[0]) & (sub["model"] == key[1]) & (sub["dataset"] == key[2])]
         layers = _pick_layers(g["layer"].unique())
-        for i, layer in enumerate(layers):
+        for layer in layers:
             h = g[g["layer"] == layer]
             live = h[h["bin"] != "dead"]
             dead = int(h.loc[h["bin"] == "dead", "count"].sum())
             n_lat = int(h["n_latents"].iloc[0])
             x = np.append(live["bin_lo"].to_numpy(), live["bin_hi"].iloc[-1])
             y = np.append(live["count"].to_numpy(), live["count"].iloc[-1]) / n_lat
-            ax.step(x, y, where="post", color=cmap(i / max(1, len(layers) - 1)), lw=1.4,
+            ax.step(x, y, where="post", color=h["color"].iloc[0], lw=1.2,
                     label=f"layer {layer} (dead {dead}/{n_lat})")  # fmt: skip
         n_tok = int(g["n_tokens"].max())
         ax.axvline(np.log10(1.0 / max(n_tok, 1)), color="grey", ls=":", lw=1)
         ax.set_xlim(max(DENSITY_EDGES[0], np.floor(np.log10(1.0 / max(n_tok, 1))) - 0.5), 0)
-        ax.set_title(f"{key[1]} on {key[2]} ({key[0]})")
-        ax.set_xlabel(f"log10 firing frequency over {kind} tokens (dotted: 1 token)")
+        ax.set_title(f"{key[1]} on {key[2]} ({key[0]}, n={n_tok} tokens)", color=palette.model_color(key[1]))
+        ax.legend(fontsize=5.5, handlelength=1.2)
+    for ax in axes[-1]:
+        ax.set_xlabel(f"log10 firing frequency ({kind} tokens)")
+    for ax in axes[:, 0]:
         ax.set_ylabel("fraction of latents")
-        ax.legend(fontsize=6.5)
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     if not keys:
         axes.flat[0].text(0.5, 0.5, "no SAE codes configured", ha="center", va="center", color="grey")
-    fig.suptitle("SAE latent density per layer (dead latents counted apart)", fontsize=11)
+    fig.suptitle("SAE latent density per layer (dead latents counted apart; dotted: one token)")
     fig.tight_layout()
     _save(fig, out_pdf, out_png)
     plt.close(fig)
@@ -195,28 +202,37 @@ def _first_comparison(latent_paths) -> str | None:
     return None
 
 
-def plot_latents_shift(latent_paths, *, out_pdf, out_png, out_tsv, n_show: int = 3) -> pd.DataFrame:
+def plot_latents_shift(
+    latent_paths, *, out_pdf, out_png, out_tsv, n_show: int = 3, palette: Palette | None = None
+) -> pd.DataFrame:
     """Figure: (left) per layer, the biggest firing-frequency gains (>0) and losses (<0) per comparison,
     top-1 solid and top-10 mean dashed; (right) the top ``n_show`` gained and lost latents of up to four layers
     of the first comparison. The TSV lists every latent (with its Neuronpedia link)."""
+    palette = palette or Palette()
     table = latents_shift_table(latent_paths)
+    table["color"] = [palette.color(c) for c in table["comparison"]]
     summary = latents_shift_summary(table)
     plt = _style()
-    fig, (ax, ax_t) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [1, 1.25]})
-    colors = plt.get_cmap("tab10")
-    for i, comparison in enumerate(sorted(summary["comparison"].unique()) if len(summary) else []):
+    fig, (ax, ax_t) = plt.subplots(1, 2, figsize=(PAGE_WIDTH, 3.2), gridspec_kw={"width_ratios": [1, 1.3]})
+    for comparison in list(dict.fromkeys(table["comparison"])):
         s = summary[summary["comparison"] == comparison]
-        for direction, sign in (("freq_gained", "gained"), ("freq_lost", "lost")):
+        style = palette.style(comparison)
+        for direction in ("freq_gained", "freq_lost"):
             g = s[s["direction"] == direction].sort_values("layer")
-            ax.plot(g["layer"], g["top1"], "-o", ms=3, color=colors(i % 10),
-                    label=f"{comparison}: top-1 {sign}" if direction == "freq_gained" else None)  # fmt: skip
-            ax.plot(g["layer"], g["top10_mean"], "--", lw=1, color=colors(i % 10),
-                    label=f"{comparison}: top-10 mean" if direction == "freq_gained" else None)  # fmt: skip
+            ax.plot(g["layer"], g["top1"], ls=style.ls, marker="o", ms=3, color=style.color,
+                    label=comparison if direction == "freq_gained" else None)  # fmt: skip
+            ax.plot(g["layer"], g["top10_mean"], ls=style.ls, marker="x", ms=3, lw=0.6, color=style.color,
+                    alpha=0.6)  # fmt: skip
     ax.axhline(0, color="black", lw=0.8)
+    if len(summary):
+        ax.set_xticks(sorted(summary["layer"].unique()))
+    ax.xaxis.set_major_formatter("{x:.0f}")
+    ax.plot([], [], "o", color="grey", label="top-1 latent")
+    ax.plot([], [], "x", color="grey", lw=0.6, label="mean of top 10")
     ax.set_xlabel(LAYER_LABEL)
-    ax.set_ylabel("Δ firing frequency (adapted − base); >0 gained, <0 lost")
+    ax.set_ylabel("Δ firing frequency (adapted − base)\n>0 gained, <0 lost")
     ax.set_title("Latents gained and lost per layer")
-    ax.legend(fontsize=6.5)
+    ax.legend(fontsize=5.5)
     ax_t.axis("off")
     if len(table):
         first = _first_comparison(latent_paths) or sorted(table["comparison"].unique())[0]
@@ -227,17 +243,18 @@ def plot_latents_shift(latent_paths, *, out_pdf, out_png, out_tsv, n_show: int =
                 for _, r in t[
                     (t["layer"] == layer) & (t["direction"] == direction) & (t["rank"] <= n_show)
                 ].iterrows():
-                    cells.append([int(layer), direction.replace("freq_", ""), int(r["latent"]),
+                    cells.append([str(int(layer)), direction.replace("freq_", ""), str(int(r["latent"])),
                                   f"{r['freq_a']:.3f}", f"{r['freq_b']:.3f}", f"{r['delta_freq']:+.3f}",
-                                  f"{r['delta_mean']:+.3g}"])  # fmt: skip
+                                  f"{r['delta_mean']:+.3f}"])  # fmt: skip
         if cells:
-            tab = ax_t.table(cellText=cells, colLabels=["layer", "", "latent", "freq base", "freq adapted", "Δfreq",
-                                                         "Δmean"], loc="center", cellLoc="right")  # fmt: skip
+            tab = ax_t.table(cellText=cells, colLabels=["layer", "change", "latent", "freq base", "freq adapted",
+                                                         "Δfreq", "Δmean"], loc="center", cellLoc="right")  # fmt: skip
             tab.auto_set_font_size(False)
-            tab.set_fontsize(6.5)
-            tab.scale(1, 1.0)
-        ax_t.set_title(f"{first}: top {n_show} gained / lost latents (all with links: {Path(out_tsv).name})")
-    fig.suptitle("SAE latents gained and lost: base LLM → adapted decoder (text tokens)", fontsize=11)
+            tab.set_fontsize(6)
+            tab.scale(1, 0.9)
+        ax_t.set_title(f"{first}: top {n_show} gained / lost latents\n(all, with links: {Path(out_tsv).name})",
+                       color=palette.color(first))  # fmt: skip
+    fig.suptitle("SAE latents gained and lost: base LLM → adapted decoder (text tokens)")
     fig.tight_layout()
     _save(fig, out_pdf, out_png)
     plt.close(fig)

@@ -14,7 +14,21 @@ import pandas as pd
 
 from repshift.sae.class_features import RAW, summarize_rows
 
-FIGURE_COLUMNS = ["panel", "series", "train_fraction", "value", "lo", "hi", "analysis", "model", "layer"]
+FIGURE_COLUMNS = [
+    "panel",
+    "series",
+    "train_fraction",
+    "value",
+    "lo",
+    "hi",
+    "analysis",
+    "model",
+    "layer",
+    "color",
+]
+
+#: Colours of the SAE-feature variants (poolings in order of appearance; raw activations black).
+VARIANT_COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9")
 
 
 def figure_table(rows: pd.DataFrame, metric: str = "macro_f1") -> pd.DataFrame:
@@ -39,17 +53,29 @@ def figure_table(rows: pd.DataFrame, metric: str = "macro_f1") -> pd.DataFrame:
             "layer": s["layer"].astype(int).to_numpy(),
         }
     )
+    table["color"] = [_series_style(x, _poolings(table))["color"] for x in table["series"]]
     return table.sort_values(
         ["analysis", "model", "layer", "series", "train_fraction"], kind="stable"
     ).reset_index(drop=True)[FIGURE_COLUMNS]
 
 
-def _series_style(series: str, poolings: list[str], cmap) -> dict[str, Any]:
+def _poolings(table: pd.DataFrame) -> list[str]:
+    return sorted({s.removesuffix(" >0") for s in table["series"] if s != RAW})
+
+
+def with_colors(table: pd.DataFrame, palette) -> pd.DataFrame:
+    """``table`` with its panel titles' model colour (``model_color``); the ``color`` column is the variant's."""
+    if not len(table):
+        return table
+    return table.assign(model_color=[palette.model_color(m) for m in table["model"]])
+
+
+def _series_style(series: str, poolings: list[str]) -> dict[str, Any]:
     if series == RAW:
-        return {"color": "black", "ls": "-", "marker": "s", "lw": 2.0}
+        return {"color": "#000000", "ls": "-", "marker": "s", "lw": 2.0}
     base = series.removesuffix(" >0")
     return {
-        "color": cmap(poolings.index(base) % 10),
+        "color": VARIANT_COLORS[poolings.index(base) % len(VARIANT_COLORS)],
         "ls": "--" if series.endswith(" >0") else "-",
         "marker": "o" if not series.endswith(" >0") else "^",
         "lw": 1.5,
@@ -67,17 +93,15 @@ def plot_figure(table: pd.DataFrame, *, out_pdf, out_png, metric_label: str = "m
     panels = list(dict.fromkeys(table["panel"])) or ["no SAE-feature analysis configured"]
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    legend_h, title_h = 0.7, 0.45
-    height = 3.5 * nrows + legend_h + title_h
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, height), squeeze=False)
-    cmap = plt.get_cmap("tab10")
-    poolings = sorted({s.removesuffix(" >0") for s in table["series"] if s != RAW})
+    legend_h, title_h = 0.5, 0.35
+    height = 2.1 * nrows + legend_h + title_h
+    fig, axes = plt.subplots(nrows, ncols, figsize=(7.2, height), squeeze=False, sharex=True, sharey=True)
+    poolings = _poolings(table)
     handles = {}
     for ax, panel in zip(axes.flat, panels, strict=False):
         sub = table[table["panel"] == panel]
-        ax.set_title(panel)
-        ax.set_xlabel("training fraction (of each class's training rows)")
-        ax.set_ylabel(metric_label)
+        color = sub["model_color"].iloc[0] if "model_color" in sub and len(sub) else "black"
+        ax.set_title(panel, color=color)
         ax.set_ylim(0, 1.02)
         if sub.empty:
             ax.text(
@@ -89,8 +113,9 @@ def plot_figure(table: pd.DataFrame, *, out_pdf, out_png, metric_label: str = "m
         step = float(np.diff(xs).min()) if xs.size > 1 else 0.1
         for i, name in enumerate(series):
             g = sub[sub["series"] == name].sort_values("train_fraction")
-            style = _series_style(name, poolings, cmap)
-            x = g["train_fraction"].to_numpy() + (i - (len(series) - 1) / 2) * 0.5 * step / len(series)
+            style = _series_style(name, poolings)
+            # a small sideways dodge (at most a tenth of the gap between fractions) keeps bars apart
+            x = g["train_fraction"].to_numpy() + (i - (len(series) - 1) / 2) * 0.1 * step / len(series)
             y = g["value"].to_numpy()
             err = np.vstack([y - g["lo"].to_numpy(), g["hi"].to_numpy() - y])
             err = np.where(np.isfinite(err), np.clip(err, 0, None), 0)
@@ -99,19 +124,23 @@ def plot_figure(table: pd.DataFrame, *, out_pdf, out_png, metric_label: str = "m
         ax.set_xticks(xs)
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("training fraction (per class)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel(metric_label)
     if handles:
         fig.legend(
             list(handles.values()),
             list(handles),
             loc="lower center",
             ncol=min(len(handles), 5),
-            fontsize=7.5,
+            fontsize=6.5,
             bbox_to_anchor=(0.5, 0.01),
         )
     fig.suptitle(
         "SAE-feature vs raw-activation classification on image tokens "
         "(dashed: binarised; black: raw activations; bars: 95% CI)",
-        fontsize=10.5,
+        fontsize=8,
     )
     fig.tight_layout(rect=(0, legend_h / height, 1, 1 - 0.1 / height))
     for out in (out_pdf, out_png):

@@ -6,6 +6,7 @@ import logging
 
 import pandas as pd
 
+from repshift.figures.style import Palette
 from repshift.formats import layout
 from repshift.formats.atomic import atomic_path
 from repshift.runtime import step
@@ -33,6 +34,7 @@ def plot_layer_sweep(*, input, output, params, **_):
         out_pdf=output["pdf"],
         out_png=output["png"],
         out_tsv=output["tsv"],
+        palette=Palette.from_params(params.get("palette")),
     )
 
 
@@ -47,6 +49,8 @@ def plot_probe_tasks(*, input, output, params, **_):
         out_png=output["png"],
         out_tsv=output["tsv"],
         vision_tasks=params.get("vision_tasks", []),
+        tasks=params.get("tasks", []),
+        palette=Palette.from_params(params.get("palette")),
     )
 
 
@@ -66,6 +70,7 @@ def plot_attribute_probes(*, input, output, params, **_):
         out_png=output["png"],
         out_tsv=output["tsv"],
         vision_tasks=params.get("vision_tasks", []),
+        palette=Palette.from_params(params.get("palette")),
     )
 
 
@@ -75,7 +80,11 @@ def plot_cross_modal_matrix(*, input, output, params, **_):
     from repshift.figures import probes as figures_probes
 
     figures_probes.cross_modal_matrix(
-        _paths(input, "tables"), out_pdf=output["pdf"], out_png=output["png"], out_tsv=output["tsv"]
+        _paths(input, "tables"),
+        out_pdf=output["pdf"],
+        out_png=output["png"],
+        out_tsv=output["tsv"],
+        palette=Palette.from_params(params.get("palette")),
     )
 
 
@@ -113,7 +122,11 @@ def plot_latent_density(*, input, output, params, **_):
     from repshift.figures import sae as figures_sae
 
     figures_sae.plot_latent_density(
-        _as_list(input.get("codes", [])), out_pdf=output["pdf"], out_png=output["png"], out_tsv=output["tsv"]
+        _as_list(input.get("codes", [])),
+        out_pdf=output["pdf"],
+        out_png=output["png"],
+        out_tsv=output["tsv"],
+        palette=Palette.from_params(params.get("palette")),
     )
 
 
@@ -127,6 +140,7 @@ def plot_latents_shift(*, input, output, params, **_):
         out_pdf=output["pdf"],
         out_png=output["png"],
         out_tsv=output["tsv"],
+        palette=Palette.from_params(params.get("palette")),
     )
 
 
@@ -146,5 +160,7 @@ def plot_sae_features(*, input, output, params, **_):
     table = (
         sae_features.figure_table(rows) if len(rows) else pd.DataFrame(columns=sae_features.FIGURE_COLUMNS)
     )
+    palette = Palette.from_params(params.get("palette"))
+    table = sae_features.with_colors(table, palette)
     sae_features.plot_figure(table, out_pdf=output["pdf"], out_png=output["png"])
     write_table(table, output["tsv"])

@@ -79,7 +79,7 @@ def test_plot_latent_density_writes_figure_and_table(tmp_path):
         [_codes_dir(tmp_path)], out_pdf=out["pdf"], out_png=out["png"], out_tsv=out["tsv"]
     )
     assert out["png"].stat().st_size > 5000
-    assert set(pd.read_csv(out["tsv"], sep="\t").columns) == set(figures_sae.DENSITY_COLUMNS)
+    assert set(pd.read_csv(out["tsv"], sep="\t").columns) == {*figures_sae.DENSITY_COLUMNS, "color"}
 
 
 def _latents(tmp_path, comparison="cmp"):
