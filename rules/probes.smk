@@ -67,5 +67,7 @@ rule pixel_baseline:
             config["probes"]["tasks"][wc.task]["dataset"]
         ].get("input_size"),
         code=step_hash("pixel_baseline"),
+    message:
+        "Fitting the pixel-statistics baseline of task {wildcards.task}"
     script:
         "../workflow_scripts/pixel_baseline.py"

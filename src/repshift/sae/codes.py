@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 if TYPE_CHECKING:
     from sae_lens import SAE
@@ -165,7 +166,8 @@ def encode(sae: SAE, acts_ND: np.ndarray | torch.Tensor, *, batch_size: int = 40
         raise ValueError(f"acts_ND must have shape (N, {sae.cfg.d_in}), got {tuple(acts_ND.shape)}")
     parts: list[SparseCodes] = []
     with torch.inference_mode():
-        for start in range(0, n, batch_size):
+        starts = range(0, n, batch_size)
+        for start in tqdm(starts, desc="sae.encode", unit="batch", mininterval=5, disable=len(starts) < 2):
             x_BD = _rows(acts_ND, start, start + batch_size)
             z_BF = sae.encode(x_BD.to(device=sae.device, dtype=sae.dtype))
             rows, cols = torch.nonzero(z_BF, as_tuple=True)

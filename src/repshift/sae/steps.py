@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from repshift.formats import layout
 from repshift.formats.atomic import atomic_dir, atomic_path
@@ -46,7 +47,7 @@ def encode_sae(*, input, output, params, wildcards=None, **_):
     sae_dirs = {int(k): v for k, v in params["sae_dirs"].items()}
     tables = []
     with atomic_dir(output["codes"]) as tmp:
-        for layer in params["layers"]:
+        for layer in tqdm(params["layers"], desc="encode_sae", unit="layer", mininterval=5):
             layer = int(layer)
             acts = read_activations(layer_file(input["acts"], layer))
             tok = acts.tokens()
