@@ -214,7 +214,6 @@ def fit_sae(
     inference SAE (raw units), the constant s (√d / E‖x‖) and the training curve. Deterministic for
     ``spec.seed`` given the same batches (the global torch RNG is left untouched).
     """
-    import sae_lens
     from sae_lens.training.activation_scaler import ActivationScaler
 
     scaler = ActivationScaler()
