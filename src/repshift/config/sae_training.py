@@ -14,7 +14,9 @@ VLM_SAE_FIGURES = ("vlm_sae", "dictionary_match", "modality_sharing", "sparse_pr
 def trained_jobs(cfg: Mapping[str, Any]) -> list[tuple[str, int]]:
     """(model, layer) of every SAE to train, in config order of models."""
     section = cfg.get("sae_training") or {}
-    return [(m, int(layer)) for m, entry in (section.get("models") or {}).items() for layer in entry["layers"]]
+    return [
+        (m, int(layer)) for m, entry in (section.get("models") or {}).items() for layer in entry["layers"]
+    ]
 
 
 def all_vlm_sae_tables(cfg: Mapping[str, Any], kind: str) -> list[str]:

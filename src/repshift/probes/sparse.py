@@ -52,7 +52,9 @@ def sparse_probe_table(
             g = None if groups_N is None else np.asarray(groups_N)[tr]
             for k in ks:
                 keep = select_latents(codes_NF[tr], y[tr], k)
-                pipe, info = fit_probe_pipeline(codes_NF[tr][:, keep], y[tr], settings=settings, seed=seed, groups_N=g)
+                pipe, info = fit_probe_pipeline(
+                    codes_NF[tr][:, keep], y[tr], settings=settings, seed=seed, groups_N=g
+                )
                 rows.append(
                     {"probe": "sae-sparse", "k": int(k), "seed": seed, "fold": int(fold), "metric": "accuracy",
                      "value": _accuracy(pipe, codes_NF[te][:, keep], y[te]), "C": info["C"],

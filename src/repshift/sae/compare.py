@@ -67,7 +67,9 @@ def code_correlation(codes_a_NF: np.ndarray, codes_b_NG: np.ndarray) -> np.ndarr
     a = np.asarray(codes_a_NF, dtype=np.float64)
     b = np.asarray(codes_b_NG, dtype=np.float64)
     if a.shape[0] != b.shape[0]:
-        raise ValueError(f"codes on different tokens ({a.shape[0]} vs {b.shape[0]} rows): encode the same tokens")
+        raise ValueError(
+            f"codes on different tokens ({a.shape[0]} vs {b.shape[0]} rows): encode the same tokens"
+        )
     a = a - a.mean(0)
     b = b - b.mean(0)
     na, nb = np.linalg.norm(a, axis=0), np.linalg.norm(b, axis=0)

@@ -66,7 +66,11 @@ def sharing_summary(
     metrics = {f"frac_{c}": float((cls == c).sum() / n_live) for c in CLASSES[:3]}
     metrics["frac_dead"] = float((~live).mean())
     shared = cls == "shared"
-    metrics["coactivation_shared"] = float(np.nanmean(co[shared])) if np.isfinite(co[shared]).any() else np.nan
+    metrics["coactivation_shared"] = (
+        float(np.nanmean(co[shared])) if np.isfinite(co[shared]).any() else np.nan
+    )
     metrics["coactivation_all"] = float(np.nanmean(co)) if np.isfinite(co).any() else np.nan
-    latents = pd.DataFrame({"latent": np.arange(len(share)), "image_share": share, "class": cls, "coactivation": co})
+    latents = pd.DataFrame(
+        {"latent": np.arange(len(share)), "image_share": share, "class": cls, "coactivation": co}
+    )
     return metrics, latents

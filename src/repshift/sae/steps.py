@@ -313,7 +313,13 @@ def train_vlm_sae(*, input, output, params, wildcards=None, **_):
     sae, scale, curve = sae_train.fit_sae(
         batches, tspec, d_in=adapter.d_model, layer=layer, model_name=name, device=str(adapter.device)
     )
-    info = {"layer": layer, "model": name, "input_scale": scale, "train": tspec.to_dict(), **provenance(params)}
+    info = {
+        "layer": layer,
+        "model": name,
+        "input_scale": scale,
+        "train": tspec.to_dict(),
+        **provenance(params),
+    }
     sae_train.save_trained_sae(sae, output["sae"], info=info)
     sae_train.write_curve(curve.assign(model=name, layer=layer), output["curve"])
 
@@ -349,16 +355,25 @@ def evaluate_vlm_sae(*, input, output, params, wildcards=None, **_):
     ce = ev.spliced_ce_by_span(
         adapter, saes, manifest[held], layer, image_dir=params["image_dir"], batch_size=ext["batch_size"]
     )
-    _write_tsv(pd.concat([ev.modality_metric_rows(saes, tokens), ev.ce_rows(ce)]).assign(**common), output["eval"])
+    _write_tsv(
+        pd.concat([ev.modality_metric_rows(saes, tokens), ev.ce_rows(ce)]).assign(**common), output["eval"]
+    )
     W = {k: s.W_dec.detach().float().cpu().numpy() for k, s in saes.items()}
     metrics, _ = sae_compare.compare_dictionaries(
-        W["trained"], W["base"], thresholds=tr["compare"]["thresholds"], max_latents=tr["compare"]["max_latents"]
+        W["trained"],
+        W["base"],
+        thresholds=tr["compare"]["thresholds"],
+        max_latents=tr["compare"]["max_latents"],
     )
     codes = {k: s.encode(tokens["caption"]).detach().float().numpy() for k, s in saes.items()}
     corr = sae_compare.code_correlation(codes["trained"], codes["base"])
     metrics["code_corr_mean"] = float(np.nanmean(corr)) if np.isfinite(corr).any() else float("nan")
-    _write_tsv(pd.DataFrame([{**common, "metric": k, "value": v} for k, v in metrics.items()]), output["compare"])
-    _write_tsv(_sharing_rows(saes["trained"], manifest, per_row, tr["sharing"]).assign(**common), output["sharing"])
+    _write_tsv(
+        pd.DataFrame([{**common, "metric": k, "value": v} for k, v in metrics.items()]), output["compare"]
+    )
+    _write_tsv(
+        _sharing_rows(saes["trained"], manifest, per_row, tr["sharing"]).assign(**common), output["sharing"]
+    )
     pooled = _pooled(saes["trained"], per_row, adapter.d_model)
     settings = ProbeSettings.from_dict(tr["sparse_probes"]["settings"])
     tables = []

@@ -65,7 +65,9 @@ class TrainSpec:
     decoder_init_norm: float = 0.1
     buffer_tokens: int = 262_144
     norm_batches: int = 100
-    token_mix: Mapping[str, float] = field(default_factory=lambda: {"image": 0.5, "caption": 0.25, "prompt": 0.25})
+    token_mix: Mapping[str, float] = field(
+        default_factory=lambda: {"image": 0.5, "caption": 0.25, "prompt": 0.25}
+    )
     log_every: int = 100
     seed: int = 0
 
@@ -80,7 +82,9 @@ class TrainSpec:
                 f"sae_training.train.token_mix must weight some of {TOKEN_KINDS} (> 0), got {dict(self.token_mix)}"
             )
         if self.tokens < self.batch_size:
-            raise ValueError(f"sae_training.train.tokens ({self.tokens}) is below one batch ({self.batch_size})")
+            raise ValueError(
+                f"sae_training.train.tokens ({self.tokens}) is below one batch ({self.batch_size})"
+            )
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainSpec:
@@ -95,7 +99,9 @@ class TrainSpec:
         return self.tokens // self.batch_size
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (dict(v) if isinstance(v := getattr(self, f.name), Mapping) else v) for f in fields(self)}
+        return {
+            f.name: (dict(v) if isinstance(v := getattr(self, f.name), Mapping) else v) for f in fields(self)
+        }
 
 
 def make_training_sae(spec: TrainSpec, d_in: int, *, hook_name: str, model_name: str, device: str = "cpu"):
@@ -124,7 +130,10 @@ def make_training_sae(spec: TrainSpec, d_in: int, *, hook_name: str, model_name:
     if spec.architecture == "batchtopk":
         return sae_lens.BatchTopKTrainingSAE(sae_lens.BatchTopKTrainingSAEConfig(**common, k=float(spec.k)))
     cfg = sae_lens.JumpReLUTrainingSAEConfig(
-        **common, l0_coefficient=spec.l0_coefficient, l0_warm_up_steps=warm, jumprelu_sparsity_loss_mode="tanh"
+        **common,
+        l0_coefficient=spec.l0_coefficient,
+        l0_warm_up_steps=warm,
+        jumprelu_sparsity_loss_mode="tanh",
     )
     return sae_lens.JumpReLUTrainingSAE(cfg)
 
@@ -217,10 +226,14 @@ def fit_sae(
     from sae_lens.training.activation_scaler import ActivationScaler
 
     scaler = ActivationScaler()
-    scaler.estimate_scaling_factor(d_in=d_in, data_provider=batches, n_batches_for_norm_estimate=spec.norm_batches)
+    scaler.estimate_scaling_factor(
+        d_in=d_in, data_provider=batches, n_batches_for_norm_estimate=spec.norm_batches
+    )
     scale = float(scaler.scaling_factor)
     if not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"layer {layer}: activations have mean norm 0 or non-finite; cannot scale (s={scale})")
+        raise ValueError(
+            f"layer {layer}: activations have mean norm 0 or non-finite; cannot scale (s={scale})"
+        )
     log.info("layer %d: scaling constant s = sqrt(d)/E|x| = %.6g (d=%d)", layer, scale, d_in)
     trainer_cls = _curve_trainer_class()
     with torch.random.fork_rng(devices=[]):
@@ -231,10 +244,14 @@ def fit_sae(
         trainer = trainer_cls(cfg=trainer_config(spec, device), sae=train_sae, data_provider=batches)
         trainer.log_every = max(1, int(spec.log_every))
         trainer.curve = []
-        trainer.activation_scaler = scaler  # fit() skips its own estimate and folds s into the weights at the end
+        trainer.activation_scaler = (
+            scaler  # fit() skips its own estimate and folds s into the weights at the end
+        )
         train_sae = trainer.fit()
     if trainer.activation_scaler.scaling_factor is not None:
-        raise RuntimeError("sae-lens did not fold the scaling constant into the SAE: check the sae-lens version")
+        raise RuntimeError(
+            "sae-lens did not fold the scaling constant into the SAE: check the sae-lens version"
+        )
     sae = _to_inference(train_sae)
     return sae, scale, pd.DataFrame(trainer.curve, columns=list(CURVE_COLUMNS))
 
@@ -357,8 +374,9 @@ def model_batches(
                 batch = adapter.text_batch([adapter.text_ids(str(t), max_tokens)[0] for t in chunk["text"]])
             hidden_BTD = run_capture(adapter, batch, [layer])[layer].float().cpu()
             masks = split_kinds(batch.kinds_BT, is_image)
-            yield {k: hidden_BTD[torch.from_numpy(m)] for k, m in masks.items() if k in kinds}, int(
-                sum(m.sum() for m in masks.values())
+            yield (
+                {k: hidden_BTD[torch.from_numpy(m)] for k, m in masks.items() if k in kinds},
+                int(sum(m.sum() for m in masks.values())),
             )
 
 

@@ -89,7 +89,9 @@ def test_token_mixer_holds_the_ratio_and_caps_surplus():
 def test_split_kinds_separates_prompt_from_caption():
     from repshift.formats.activations_h5 import POSITION_KINDS as K
 
-    kinds = np.array([[K["image"], K["bos"], K["text"], K["pad"]], [K["pad"], K["bos"], K["text"], K["text"]]])
+    kinds = np.array(
+        [[K["image"], K["bos"], K["text"], K["pad"]], [K["pad"], K["bos"], K["text"], K["text"]]]
+    )
     m = split_kinds(kinds, np.array([True, False]))
     assert m["image"].sum() == 1 and m["image"][0, 0]
     assert m["prompt"].sum() == 1 and m["prompt"][0, 2]
