@@ -12,6 +12,12 @@ def trained_base_sae_dir(wc):
     return sae_dir(base, wc.layer)
 
 
+def trained_base_sae_input(wc):
+    """What the base SAE's layer folder comes from: the demo family's folder (one job) or the layer folder."""
+    base = config["sae_training"]["models"][wc.model]["base_sae"]
+    return sae_inputs(base, wc.model)
+
+
 def training_manifest():
     return manifest(config["sae_training"]["dataset"])
 
@@ -53,7 +59,7 @@ rule evaluate_vlm_sae:
         model=lambda wc: model_dir(wc.model),
         images=ancient(training_images()),
         sae=layout.trained_sae_dir(DATA, "{model}", "{layer}"),
-        base=trained_base_sae_dir,
+        base=trained_base_sae_input,
     output:
         eval=layout.vlm_sae_table(RESULTS, "{model}", "{layer}", "eval"),
         compare=layout.vlm_sae_table(RESULTS, "{model}", "{layer}", "compare"),
