@@ -158,3 +158,14 @@ def figure(results: str, name: str, ext: str = "pdf") -> str:
 
 def contact_sheet(results: str, dataset: str) -> str:
     return f"{results}/figs/datasets/{dataset}.png"
+
+
+# -- SAEs trained on the VLM itself (sae_training) -------------------------------------------------------
+def trained_sae_dir(data: str, model: str, layer: int | str) -> str:
+    """A trained SAE (SAE.save_model layout + repshift_source.json): ``{data}/saes/trained/{model}/layer-L``."""
+    return f"{data}/saes/trained/{model}/{layer_name(layer)}"
+
+
+def vlm_sae_table(results: str, model: str, layer: int | str, kind: str) -> str:
+    """kind: curve, eval, compare, sharing or sparse."""
+    return f"{results}/vlm_sae/{model}/{layer_name(layer, f'.{kind}.tsv')}"

@@ -284,3 +284,164 @@ def sae_feature_probe(*, input, output, params, threads=1, wildcards=None, **_):
     table = table.assign(**common)[list(common) + list(class_features.ROW_COLUMNS)]
     with atomic_path(output["results"]) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+
+
+# -- SAEs trained on the VLM itself (sae_training) -----------------------------------------------------------
+@step
+def train_vlm_sae(*, input, output, params, wildcards=None, **_):
+    """Train one layer's SAE on the model's own residual stream (streamed, mixed, shuffled; sae-lens trainer)."""
+    from repshift.config import ModelSpec
+    from repshift.formats import manifest as formats_manifest
+    from repshift.models.adapter import load_adapter
+    from repshift.sae import train as sae_train
+
+    wc = wildcards or {}
+    name = wc.get("model") or params["model"]
+    layer = int(wc.get("layer", params.get("layer", 0)))
+    spec = ModelSpec.from_dict(name, params["spec"])
+    tr = params["training"]
+    tspec = sae_train.TrainSpec.from_dict({**tr["train"], "seed": int(params.get("seed", 0))})
+    ext = params["extraction"]
+    manifest, _ = formats_manifest.read_manifest(input["manifest"])
+    rows = manifest[~manifest["fold"].isin(tr["heldout_folds"])].reset_index(drop=True)
+    location = spec.id if spec.source == "hub" else str(input["model"])
+    adapter = load_adapter(spec, location=location, dtype=ext["dtype"], device=ext["device"])
+    source = sae_train.model_batches(
+        adapter, rows, layer, image_dir=params["image_dir"], batch_size=ext["batch_size"],
+        max_tokens=ext["max_tokens"], seed=tspec.seed, kinds=[k for k, v in tspec.token_mix.items() if v > 0],
+    )  # fmt: skip
+    batches = sae_train.mixed_stream(source, tspec, chunk=min(1024, tspec.batch_size))
+    sae, scale, curve = sae_train.fit_sae(
+        batches, tspec, d_in=adapter.d_model, layer=layer, model_name=name, device=str(adapter.device)
+    )
+    info = {
+        "layer": layer,
+        "model": name,
+        "input_scale": scale,
+        "train": tspec.to_dict(),
+        **provenance(params),
+    }
+    sae_train.save_trained_sae(sae, output["sae"], info=info)
+    sae_train.write_curve(curve.assign(model=name, layer=layer), output["curve"])
+
+
+@step
+def evaluate_vlm_sae(*, input, output, params, wildcards=None, **_):
+    """The trained SAE beside the base model's on held-out tokens: metrics by modality, spliced CE, dictionary
+    match, modality sharing and k-sparse probes (one pass of the model)."""
+    from repshift.config import ModelSpec
+    from repshift.formats import manifest as formats_manifest
+    from repshift.models.adapter import load_adapter
+    from repshift.probes.cv import ProbeSettings
+    from repshift.probes.sparse import sparse_probe_table
+    from repshift.sae import compare as sae_compare
+    from repshift.sae import evaluate_vlm as ev
+    from repshift.sae import load as sae_load
+
+    wc = wildcards or {}
+    name, layer = wc.get("model") or params["model"], int(wc.get("layer", params.get("layer", 0)))
+    spec = ModelSpec.from_dict(name, params["spec"])
+    tr, ext = params["training"], params["extraction"]
+    manifest, _ = formats_manifest.read_manifest(input["manifest"])
+    location = spec.id if spec.source == "hub" else str(input["model"])
+    adapter = load_adapter(spec, location=location, dtype=ext["dtype"], device=ext["device"])
+    saes = {"trained": sae_load.load_sae(input["sae"]), "base": sae_load.load_sae(params["base_sae_dir"])}
+    per_row = ev.encode_rows(
+        adapter, manifest, layer, image_dir=params["image_dir"], batch_size=ext["batch_size"],
+        max_tokens=ext["max_tokens"],
+    )  # fmt: skip
+    held = manifest["fold"].isin(tr["heldout_folds"]).to_numpy()
+    tokens = _kind_tokens([r for r, h in zip(per_row, held, strict=True) if h], adapter.d_model)
+    common = {"model": name, "layer": layer}
+    ce = ev.spliced_ce_by_span(
+        adapter, saes, manifest[held], layer, image_dir=params["image_dir"], batch_size=ext["batch_size"]
+    )
+    _write_tsv(
+        pd.concat([ev.modality_metric_rows(saes, tokens), ev.ce_rows(ce)]).assign(**common), output["eval"]
+    )
+    W = {k: s.W_dec.detach().float().cpu().numpy() for k, s in saes.items()}
+    metrics, _ = sae_compare.compare_dictionaries(
+        W["trained"],
+        W["base"],
+        thresholds=tr["compare"]["thresholds"],
+        max_latents=tr["compare"]["max_latents"],
+    )
+    codes = {k: s.encode(tokens["caption"]).detach().float().numpy() for k, s in saes.items()}
+    corr = sae_compare.code_correlation(codes["trained"], codes["base"])
+    metrics["code_corr_mean"] = float(np.nanmean(corr)) if np.isfinite(corr).any() else float("nan")
+    _write_tsv(
+        pd.DataFrame([{**common, "metric": k, "value": v} for k, v in metrics.items()]), output["compare"]
+    )
+    _write_tsv(
+        _sharing_rows(saes["trained"], manifest, per_row, tr["sharing"]).assign(**common), output["sharing"]
+    )
+    pooled = _pooled(saes["trained"], per_row, adapter.d_model)
+    settings = ProbeSettings.from_dict(tr["sparse_probes"]["settings"])
+    tables = []
+    for modality in ("image", "text"):
+        m = (manifest["modality"] == modality).to_numpy()
+        if m.sum() < 4 or manifest.loc[m, "label"].nunique() < 2:
+            continue
+        t = sparse_probe_table(
+            pooled["codes"][m], pooled["acts"][m], manifest.loc[m, "label"].to_numpy(),
+            manifest.loc[m, "fold"].to_numpy(), ks=tr["sparse_probes"]["k"], settings=settings,
+        )  # fmt: skip
+        tables.append(t.assign(modality=modality))
+    _write_tsv(pd.concat(tables, ignore_index=True).assign(**common), output["sparse"])
+
+
+def _write_tsv(df: pd.DataFrame, path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+
+
+def _kind_tokens(per_row, d: int):
+    import torch
+
+    out = {}
+    for kind in ("image", "prompt", "caption"):
+        parts = [r[kind] for r in per_row if kind in r]
+        out[kind] = torch.cat(parts) if parts else torch.zeros(0, d)
+    return out
+
+
+def _pooled(sae, per_row, d: int) -> dict[str, np.ndarray]:
+    """Per row: mean over its image tokens (image rows) or caption tokens (text rows) of codes and activations."""
+    import torch
+
+    codes, acts = [], []
+    with torch.no_grad():
+        for r in per_row:
+            x = r.get("image", r.get("caption", torch.zeros(1, d)))
+            acts.append(x.mean(0).numpy())
+            codes.append(sae.encode(x).float().mean(0).numpy())
+    return {"codes": np.stack(codes), "acts": np.stack(acts)}
+
+
+def _sharing_rows(sae, manifest: pd.DataFrame, per_row, thresholds) -> pd.DataFrame:
+    """Modality sharing over pairs (image row, caption row with the same pair_id)."""
+    import torch
+
+    from repshift.sae import sharing
+
+    d_sae = int(sae.cfg.d_sae)
+    mass_i, mass_t, n_i, n_t = np.zeros(d_sae), np.zeros(d_sae), 0, 0
+    act_i, act_t = [], []
+    by_pair: dict = {}
+    for i, row in manifest.iterrows():
+        by_pair.setdefault(row.get("pair_id", row["group"]), {}).setdefault(row["modality"], i)
+    with torch.no_grad():
+        for pair in by_pair.values():
+            if "image" not in pair or "text" not in pair:
+                continue
+            zi = sae.encode(per_row[pair["image"]]["image"]).float().numpy()
+            zt = sae.encode(per_row[pair["text"]]["caption"]).float().numpy()
+            mass_i, mass_t, n_i, n_t = mass_i + zi.sum(0), mass_t + zt.sum(0), n_i + len(zi), n_t + len(zt)
+            act_i.append((zi > 0).any(0))
+            act_t.append((zt > 0).any(0))
+    if not act_i:
+        raise ValueError("modality sharing needs paired image/caption rows (a dataset with modality: paired)")
+    metrics, _ = sharing.sharing_summary(
+        mass_i, n_i, mass_t, n_t, np.array(act_i), np.array(act_t), thresholds=thresholds
+    )
+    return pd.DataFrame([{"metric": k, "value": v} for k, v in metrics.items()])

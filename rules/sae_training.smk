@@ -1,0 +1,110 @@
+"""SAEs trained on a VLM's own residual stream: train, evaluate beside the base model's SAE, draw."""
+
+from repshift.config import sae_training as ST
+
+
+def vlm_sae_training():
+    return canon(config["sae_training"])
+
+
+def trained_base_sae_dir(wc):
+    base = config["sae_training"]["models"][wc.model]["base_sae"]
+    return sae_dir(base, wc.layer)
+
+
+def trained_base_sae_input(wc):
+    """What the base SAE's layer folder comes from: the demo family's folder (one job) or the layer folder."""
+    base = config["sae_training"]["models"][wc.model]["base_sae"]
+    return sae_inputs(base, wc.model)
+
+
+def training_manifest():
+    return manifest(config["sae_training"]["dataset"])
+
+
+def training_images():
+    return dataset_images(config["sae_training"]["dataset"])
+
+
+rule train_vlm_sae:
+    """Train one layer's SAE on the model's own residual stream (sae-lens SAETrainer; nothing dense on disk)."""
+    input:
+        manifest=training_manifest(),
+        model=lambda wc: model_dir(wc.model),
+        images=ancient(training_images()),
+    output:
+        sae=directory(layout.trained_sae_dir(DATA, "{model}", "{layer}")),
+        curve=layout.vlm_sae_table(RESULTS, "{model}", "{layer}", "curve"),
+    log:
+        f"{LOGS}/train_vlm_sae/{{model}}/layer-{{layer}}.log",
+    benchmark:
+        f"{BENCH}/train_vlm_sae/{{model}}/layer-{{layer}}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    params:
+        spec=lambda wc: canon(config["models"][wc.model]),
+        training=vlm_sae_training(),
+        extraction=canon(config["extraction"]),
+        image_dir=training_images() or None,
+        seed=config["seed"],
+        code=step_hash("train_vlm_sae"),
+    script:
+        "../workflow_scripts/train_vlm_sae.py"
+
+
+rule evaluate_vlm_sae:
+    """Trained vs base SAE on held-out tokens: metrics by modality, spliced CE, dictionary match, sharing, probes."""
+    input:
+        manifest=training_manifest(),
+        model=lambda wc: model_dir(wc.model),
+        images=ancient(training_images()),
+        sae=layout.trained_sae_dir(DATA, "{model}", "{layer}"),
+        base=trained_base_sae_input,
+    output:
+        eval=layout.vlm_sae_table(RESULTS, "{model}", "{layer}", "eval"),
+        compare=layout.vlm_sae_table(RESULTS, "{model}", "{layer}", "compare"),
+        sharing=layout.vlm_sae_table(RESULTS, "{model}", "{layer}", "sharing"),
+        sparse=layout.vlm_sae_table(RESULTS, "{model}", "{layer}", "sparse"),
+    log:
+        f"{LOGS}/evaluate_vlm_sae/{{model}}/layer-{{layer}}.log",
+    benchmark:
+        f"{BENCH}/evaluate_vlm_sae/{{model}}/layer-{{layer}}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    params:
+        spec=lambda wc: canon(config["models"][wc.model]),
+        training=vlm_sae_training(),
+        extraction=canon(config["extraction"]),
+        image_dir=training_images() or None,
+        base_sae_dir=trained_base_sae_dir,
+        code=step_hash("evaluate_vlm_sae"),
+    script:
+        "../workflow_scripts/evaluate_vlm_sae.py"
+
+
+rule plot_vlm_sae:
+    """Trained-SAE figures: quality by modality, dictionary match, modality sharing, sparse probes (PDF, PNG, TSV)."""
+    input:
+        **{kind: ST.all_vlm_sae_tables(config, kind) for kind in ST.VLM_SAE_TABLES},
+    output:
+        **{
+            f"{name}_{ext}": (
+                report(
+                    layout.figure(RESULTS, name, ext),
+                    caption=f"../report/{name}.rst",
+                    category="Trained SAEs",
+                )
+                if ext == "pdf"
+                else layout.figure(RESULTS, name, ext)
+            )
+            for name in ST.VLM_SAE_FIGURES
+            for ext in ("pdf", "png", "tsv")
+        },
+    log:
+        f"{LOGS}/plot_vlm_sae/vlm_sae.log",
+    conda:
+        "../envs/plot.yaml"
+    params:
+        code=step_hash("plot_vlm_sae"),
+    script:
+        "../workflow_scripts/plot_vlm_sae.py"

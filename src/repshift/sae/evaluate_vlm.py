@@ -1,0 +1,142 @@
+"""Evaluation of an SAE trained on a VLM, by modality, beside the base model's SAE on the same tokens.
+
+One pass of the VLM over held-out rows collects layer L's tokens by kind (image / prompt / caption, as in
+:mod:`repshift.sae.train`); :func:`repshift.sae.metrics.transfer_metrics` gives FVU, L0, dead and dense
+fractions per kind for each SAE. CE loss recovered (:mod:`repshift.sae.spliced`'s hooks and definition) is
+measured on image inputs whose text is ``image_prompt + " " + caption``: the SAE's reconstruction (or zeros)
+replaces block L's output on the *text* positions, on the *image* positions, or on *all* content positions
+(BOS, pads, specials never); targets are the text positions after the image (tokens predicted from t-1).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from repshift.formats.activations_h5 import POSITION_KINDS
+from repshift.sae.spliced import SplicedCE, replace_block_output, sae_splice, zero_splice
+
+log = logging.getLogger(__name__)
+
+SPLICE_SPANS = ("text", "image", "all")
+
+
+def _targets(kinds_BT: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(kinds_BT == POSITION_KINDS["text"])
+
+
+def _ce(logits_BTV: torch.Tensor, ids_BT: torch.Tensor, target_BT: torch.Tensor) -> tuple[float, int]:
+    valid = target_BT[:, 1:].to(logits_BTV.device)
+    logits = logits_BTV[:, :-1][valid].float()
+    targets = ids_BT[:, 1:].to(logits_BTV.device)[valid]
+    if targets.numel() == 0:
+        return 0.0, 0
+    return float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum")), int(targets.numel())
+
+
+def _logits(adapter, batch) -> torch.Tensor:
+    dtype = next(adapter.model.parameters()).dtype
+    inputs = {
+        k: (v.to(adapter.device).to(dtype) if v.is_floating_point() else v.to(adapter.device))
+        for k, v in batch.inputs.items()
+    }
+    return adapter.model(**inputs, use_cache=False).logits
+
+
+def spliced_ce_by_span(
+    adapter, saes: Mapping[str, object], rows: pd.DataFrame, layer: int, *, image_dir, batch_size: int
+) -> dict[tuple[str, str], SplicedCE]:
+    """{(sae name, span): SplicedCE} on the image rows of ``rows`` (text = image prompt + caption)."""
+    from repshift.data.images import load_example_image
+
+    img = rows[rows["modality"] == "image"]
+    caps = img["captions"].astype(str).str.split(" ||| ", regex=False).str[0]
+    block = adapter.layers[layer]
+    sums = {(s, span): [0.0, 0.0] for s in saes for span in SPLICE_SPANS}
+    clean, n_t = 0.0, 0
+    with torch.inference_mode():
+        for s in range(0, len(img), batch_size):
+            chunk = img.iloc[s : s + batch_size]
+            images = [load_example_image(r, image_dir) for _, r in chunk.iterrows()]
+            texts = [f"{adapter.spec.image_prompt} {c}".strip() for c in caps.iloc[s : s + batch_size]]
+            batch = _image_text_batch(adapter, images, texts)
+            ids = batch.inputs["input_ids"]
+            tgt = _targets(batch.kinds_BT)
+            c, n = _ce(_logits(adapter, batch), ids, tgt)
+            clean, n_t = clean + c, n_t + n
+            masks = {
+                "text": torch.from_numpy(batch.kinds_BT == POSITION_KINDS["text"]),
+                "image": torch.from_numpy(batch.kinds_BT == POSITION_KINDS["image"]),
+            }
+            masks["all"] = masks["text"] | masks["image"]
+            for name, sae in saes.items():
+                for span, m in masks.items():
+                    with replace_block_output(block, sae_splice(sae, m)):
+                        sums[(name, span)][0] += _ce(_logits(adapter, batch), ids, tgt)[0]
+                    with replace_block_output(block, zero_splice(m)):
+                        sums[(name, span)][1] += _ce(_logits(adapter, batch), ids, tgt)[0]
+    return {key: SplicedCE(clean, v[0], v[1], n_t, len(img)) for key, v in sums.items()}
+
+
+def _image_text_batch(adapter, images, texts):
+    """Like ``Adapter.image_batch`` but one text per image (the processor pads them)."""
+    token = getattr(adapter.processor, "image_token", "<image>")
+    full = [adapter.family.image_text(token, t) for t in texts]
+    enc = adapter.processor(text=full, images=list(images), return_tensors="pt", padding=True)
+    from repshift.models.adapter import Batch
+
+    inputs = {k: v for k, v in enc.items() if isinstance(v, torch.Tensor) and k != "labels"}
+    ids, mask = inputs["input_ids"].numpy(), inputs["attention_mask"].numpy()
+    return Batch(inputs, adapter.kinds(ids, mask), ids)
+
+
+def modality_metric_rows(saes: Mapping[str, object], tokens: Mapping[str, torch.Tensor]) -> pd.DataFrame:
+    """Tidy rows (``sae``, ``position_kind``, ``metric``, ``value``) of transfer metrics per SAE and kind."""
+    from repshift.sae.metrics import transfer_metrics
+
+    rows = []
+    for name, sae in saes.items():
+        for kind, x in tokens.items():
+            if x.shape[0] == 0:
+                continue
+            for metric, value in transfer_metrics(sae, x).items():
+                rows.append({"sae": name, "position_kind": kind, "metric": metric, "value": float(value)})
+    return pd.DataFrame(rows, columns=["sae", "position_kind", "metric", "value"])
+
+
+def ce_rows(results: Mapping[tuple[str, str], SplicedCE]) -> pd.DataFrame:
+    rows = [
+        {"sae": name, "position_kind": f"splice-{span}", "metric": m, "value": float(v)}
+        for (name, span), r in results.items()
+        for m, v in r.metrics().items()
+    ]
+    return pd.DataFrame(rows, columns=["sae", "position_kind", "metric", "value"])
+
+
+def encode_rows(adapter, rows: pd.DataFrame, layer: int, *, image_dir, batch_size: int, max_tokens: int):
+    """Per row of ``rows`` (in order), layer ``layer``'s content tokens by kind: a list of {kind: (n, d)}."""
+    from repshift.data.images import load_example_image
+    from repshift.models.extract import run_capture
+    from repshift.sae.train import split_kinds
+
+    out: list[dict[str, torch.Tensor]] = [{} for _ in range(len(rows))]
+    mod = rows["modality"].to_numpy()
+    for modality in ("image", "text"):
+        idx = np.flatnonzero(mod == modality)
+        for s in range(0, len(idx), batch_size):
+            sel = idx[s : s + batch_size]
+            chunk = rows.iloc[sel]
+            if modality == "image":
+                images = [load_example_image(r, image_dir) for _, r in chunk.iterrows()]
+                batch = adapter.image_batch(images, adapter.spec.image_prompt)
+            else:
+                batch = adapter.text_batch([adapter.text_ids(str(t), max_tokens)[0] for t in chunk["text"]])
+            hidden = run_capture(adapter, batch, [layer])[layer].float().cpu()
+            masks = split_kinds(batch.kinds_BT, np.full(len(sel), modality == "image"))
+            for b, i in enumerate(sel):
+                out[i] = {k: hidden[b][torch.from_numpy(m[b])] for k, m in masks.items() if m[b].any()}
+    return out
