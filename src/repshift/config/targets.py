@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from repshift.config.sae_training import vlm_sae_figures
 from repshift.config.specs import model_spec
 from repshift.formats import layout
 
@@ -484,6 +485,7 @@ def default_targets(cfg: Mapping[str, Any]) -> list[str]:
         figs
         + probe_figures(cfg)
         + pixel_baseline_tables(cfg)
+        + vlm_sae_figures(cfg)
         + sae_feature_targets(cfg)
         + attribute_contact_sheets(cfg)
     )

@@ -160,8 +160,9 @@ def test_demo_default_targets(demo):
         f"demo/results/figs/{n}.pdf"
         for n in ("layer_sweep", "probe_tasks", "latent_density", "latents_shift")
     ]
-    # 4 main figures + 3 probe companions + 2 pixel baselines + 7 SAE-feature targets + 1 contact sheet
-    assert len(t) == 4 + 3 + 2 + 7 + 1
+    # 4 main figures + 3 probe companions + 2 pixel baselines + 4 VLM-SAE figures + 7 SAE-feature targets
+    # + 1 contact sheet
+    assert len(t) == 4 + 3 + 2 + 4 + 7 + 1
 
 
 def test_demo_wildcard_regexes(demo):
