@@ -153,3 +153,26 @@ def figure(results: str, name: str, ext: str = "pdf") -> str:
 
 def contact_sheet(results: str, dataset: str) -> str:
     return f"{results}/figs/datasets/{dataset}.png"
+
+
+# -- steering -----------------------------------------------------------------------------------------------
+def steering_dir(results: str, model: str, pair: str) -> str:
+    return f"{results}/steering/{model}/{pair}"
+
+
+def steering_table(results: str, model: str, pair: str, layer: int | str) -> str:
+    """One (model, pair, layer)'s measures: ``results/steering/{model}/{pair}/layer-L.tsv``."""
+    return f"{steering_dir(results, model, pair)}/{layer_name(layer, '.tsv')}"
+
+
+def steering_rollouts(results: str, model: str, pair: str, layer: int | str) -> str:
+    return f"{steering_dir(results, model, pair)}/{layer_name(layer, '.rollouts.jsonl')}"
+
+
+def steering_sparsity(results: str, model: str, pair: str, layer: int | str) -> str:
+    return f"{steering_dir(results, model, pair)}/{layer_name(layer, '.sparsity.tsv')}"
+
+
+def steering_directions(results: str, model: str, pair: str, layer: int | str) -> str:
+    """Path stem of one layer's directions (``.safetensors`` + ``.json``)."""
+    return f"{steering_dir(results, model, pair)}/directions/{layer_name(layer)}"

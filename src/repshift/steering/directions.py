@@ -27,6 +27,30 @@ DIRECTIONS_FORMAT = "repshift-steering-directions-v1"
 KINDS = ("probe", "mean-diff", "sae", "random")
 
 
+def pair_labels(manifest_path: str | Path, pair: Mapping[str, str]) -> tuple[int, int]:
+    """Integer labels of the pair's source and target class names in a dataset manifest."""
+    from repshift.formats import manifest as formats_manifest
+
+    df, _ = formats_manifest.read_manifest(manifest_path)
+    labels = {str(k): int(v) for k, v in df.groupby("label_name")["label"].first().items()}
+    missing = [pair[k] for k in ("source", "target") if pair[k] not in labels]
+    if missing:
+        raise ValueError(f"steering pair classes {missing} are not in {manifest_path} (classes: {sorted(labels)})")
+    return labels[pair["source"]], labels[pair["target"]]
+
+
+def fold_probe(weights_dir: str | Path, model: str, modality: str, heldout: int):
+    """The saved fold probes of (model, modality) and the index of the fit without fold ``heldout`` (lowest seed)."""
+    from repshift.probes.saved import FoldProbes
+
+    stem = Path(weights_dir) / f"{model}.{modality}.folds"
+    fp = FoldProbes.load(stem)
+    hits = [f for f in np.argsort(fp.seed_F, kind="stable") if fp.fold_F[f] == heldout]
+    if not hits:
+        raise ValueError(f"{stem}.json has no probe fit without fold {heldout}: check steering.heldout_fold")
+    return fp, int(hits[0])
+
+
 def kind_of(name: str) -> str:
     """``random`` for ``random-3``; the name itself otherwise."""
     return "random" if name.startswith("random-") else name

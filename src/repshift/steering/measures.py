@@ -140,13 +140,10 @@ def caption_nll(logits_BTV: torch.Tensor, batch: Batch, n_caption_B: np.ndarray)
     return -(tok_lp * target).sum(1) / np.maximum(target.sum(1), 1)
 
 
-def probe_scores(
-    hidden_BTD: torch.Tensor, kinds_BT: np.ndarray, modality: str, readout: tuple[np.ndarray, float]
-) -> np.ndarray:
-    """The probe readout ``x . w + b`` on each row pooled as extraction pools it (mean over the modality's tokens)."""
+def probe_scores(hidden_BTD: torch.Tensor, kinds_BT: np.ndarray, modality: str, readout) -> np.ndarray:
+    """``readout(pooled_ND)`` on each row pooled as extraction pools it (mean over the modality's tokens)."""
     pooled = pool(hidden_BTD, kinds_BT, [modality] * hidden_BTD.shape[0])["mean"]
-    w_D, b = readout
-    return pooled.astype(np.float64) @ w_D + b
+    return np.asarray(readout(pooled.astype(np.float64)), dtype=np.float64)
 
 
 def mean_residual_norm(adapter: Adapter, batch: Batch, layer: int, positions: str) -> float:
@@ -173,7 +170,7 @@ def measure_edit(
     captions: tuple[Batch, np.ndarray],
     positions: str,
     modality: str,
-    readouts: Mapping[int, tuple[np.ndarray, float]],
+    readouts: Mapping,
 ) -> dict[str, np.ndarray | dict[int, np.ndarray]]:
     """Per-example efficacy score, caption NLL and probe readouts under one edit (or none)."""
     q_batch, src_tok, tgt_tok = question

@@ -95,8 +95,8 @@ def test_probe_logit_moves_by_alpha_w_dot_v(adapters):
     with intervene.steer(adapter.layers, LAYER, torch.tensor(alpha * v, dtype=torch.float32), mask):
         with capture_layers(adapter.layers, [LAYER], stop=False) as edited:
             model_forward(adapter, batch)
-    before = probe_scores(clean[LAYER].float(), batch.kinds_BT, "image", (w, 0.0))
-    after = probe_scores(edited[LAYER].float(), batch.kinds_BT, "image", (w, 0.0))
+    before = probe_scores(clean[LAYER].float(), batch.kinds_BT, "image", lambda X: X @ w)
+    after = probe_scores(edited[LAYER].float(), batch.kinds_BT, "image", lambda X: X @ w)
     np.testing.assert_allclose(after - before, alpha * float(w @ v), rtol=1e-3, atol=1e-3)
 
 
