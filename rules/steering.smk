@@ -15,9 +15,7 @@ def steering_params(wc):
 rule fit_steering_directions:
     """Probe, class-mean, SAE and random directions of one (model, pair, layer), and their OMP sparsity in the SAE."""
     input:
-        unpack(
-            lambda wc: steering_targets.direction_inputs(config, wc.model, wc.layer)
-        ),
+        unpack(lambda wc: steering_targets.direction_inputs(config, wc.model, wc.layer)),
     output:
         directions=f"{layout.steering_directions(RESULTS, '{model}', '{pair}', '{layer}')}.safetensors",
         meta=f"{layout.steering_directions(RESULTS, '{model}', '{pair}', '{layer}')}.json",
@@ -44,7 +42,9 @@ rule steer_model:
     """Efficacy, damage and persistence of every direction and alpha at one (model, pair, layer); greedy rollouts."""
     input:
         unpack(
-            lambda wc: steering_targets.steer_inputs(config, wc.model, wc.pair, wc.layer)
+            lambda wc: steering_targets.steer_inputs(
+                config, wc.model, wc.pair, wc.layer
+            )
         ),
     output:
         table=layout.steering_table(RESULTS, "{model}", "{pair}", "{layer}"),

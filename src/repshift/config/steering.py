@@ -17,7 +17,9 @@ def _s(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
 def steering_jobs(cfg: Mapping[str, Any]) -> list[tuple[str, str, int]]:
     """``(model, pair, layer)`` of every steering job (none when steering.models or pairs is empty)."""
     s = _s(cfg)
-    return [(m, p, int(L)) for m in s.get("models", []) for p in s.get("pairs", {}) for L in s.get("layers", [])]
+    return [
+        (m, p, int(L)) for m in s.get("models", []) for p in s.get("pairs", {}) for L in s.get("layers", [])
+    ]
 
 
 def readout_layers(cfg: Mapping[str, Any], layer: int) -> list[int]:
@@ -46,7 +48,9 @@ def direction_inputs(cfg: Mapping[str, Any], model: str, layer: int | str) -> di
     if s.get("sae"):
         out["sae"] = T.sae_dir(cfg, s["sae"], layer)
     if s.get("class_features"):
-        out["class_features"] = layout.sae_feature_table(results, s["class_features"], model, layer, "class_features")
+        out["class_features"] = layout.sae_feature_table(
+            results, s["class_features"], model, layer, "class_features"
+        )
     return out
 
 
@@ -65,8 +69,17 @@ def steer_inputs(cfg: Mapping[str, Any], model: str, pair: str, layer: int | str
 def steer_params(cfg: Mapping[str, Any], model: str, pair: str, layer: int | str) -> dict[str, Any]:
     """Every value the steer_model step reads (so a change reruns exactly its jobs)."""
     s = _s(cfg)
-    keys = ("alphas", "positions", "heldout_fold", "max_examples", "norm_examples", "batch_size", "question",
-            "rollouts", "task")
+    keys = (
+        "alphas",
+        "positions",
+        "heldout_fold",
+        "max_examples",
+        "norm_examples",
+        "batch_size",
+        "question",
+        "rollouts",
+        "task",
+    )
     return {
         **{k: s.get(k) for k in keys},
         "pair": dict(s["pairs"][pair]),
@@ -77,8 +90,11 @@ def steer_params(cfg: Mapping[str, Any], model: str, pair: str, layer: int | str
 
 def all_steering_tables(cfg: Mapping[str, Any], kind: str = "table") -> list[str]:
     """kind: table, rollouts or sparsity."""
-    build = {"table": layout.steering_table, "rollouts": layout.steering_rollouts,
-             "sparsity": layout.steering_sparsity}[kind]
+    build = {
+        "table": layout.steering_table,
+        "rollouts": layout.steering_rollouts,
+        "sparsity": layout.steering_sparsity,
+    }[kind]
     return [build(cfg["paths"]["results"], *job) for job in steering_jobs(cfg)]
 
 

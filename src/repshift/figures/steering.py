@@ -25,8 +25,17 @@ def steering_table(paths: Sequence[str]) -> pd.DataFrame:
         for (kind, wl, alpha, measure), g in sub.groupby(["kind", "write_layer", "alpha", "measure"]):
             off = int(wl) - int(layer)
             series = kind if off == 0 else f"{kind}@L{off:+d}"
-            rows.append({"panel": panel, "series": series, "alpha": alpha, "measure": measure,
-                         "value": g["value"].mean(), "lo": g["ci_low"].min(), "hi": g["ci_high"].max()})
+            rows.append(
+                {
+                    "panel": panel,
+                    "series": series,
+                    "alpha": alpha,
+                    "measure": measure,
+                    "value": g["value"].mean(),
+                    "lo": g["ci_low"].min(),
+                    "hi": g["ci_high"].max(),
+                }
+            )
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
@@ -46,19 +55,41 @@ def plot_steering(paths: Sequence[str], *, out_pdf, out_png, out_tsv) -> pd.Data
             dmg = g[g["measure"] == "damage"].sort_values("alpha")
             ax_d.plot(eff["alpha"], eff["value"], style, color=color, marker="o", ms=3, label=series)
             if "@" not in series:
-                ax_d.fill_between(eff["alpha"], eff["lo"], eff["hi"], color=color, alpha=0.15 if kind != "random" else 0.3,
-                                  lw=0)
+                ax_d.fill_between(
+                    eff["alpha"],
+                    eff["lo"],
+                    eff["hi"],
+                    color=color,
+                    alpha=0.15 if kind != "random" else 0.3,
+                    lw=0,
+                )
             if len(eff) == len(dmg):
-                ax_e.plot(dmg["value"].to_numpy(), eff["value"].to_numpy(), style, color=color, marker="o", ms=3,
-                          label=series)
+                ax_e.plot(
+                    dmg["value"].to_numpy(),
+                    eff["value"].to_numpy(),
+                    style,
+                    color=color,
+                    marker="o",
+                    ms=3,
+                    label=series,
+                )
         ax_d.axhline(0, color="k", lw=0.5)
-        ax_d.set(title=f"{panel}: dose-response", xlabel="alpha (x mean residual norm at L)",
-                 ylabel="efficacy: Δ log-odds target vs source")
-        ax_e.set(title=f"{panel}: efficacy vs damage", xlabel="damage: Δ caption NLL (nats/token)",
-                 ylabel="efficacy: Δ log-odds")
+        ax_d.set(
+            title=f"{panel}: dose-response",
+            xlabel="alpha (x mean residual norm at L)",
+            ylabel="efficacy: Δ log-odds target vs source",
+        )
+        ax_e.set(
+            title=f"{panel}: efficacy vs damage",
+            xlabel="damage: Δ caption NLL (nats/token)",
+            ylabel="efficacy: Δ log-odds",
+        )
         ax_d.legend(ncol=2)
-    fig.suptitle("repshift steering at the output of block L (dotted/dashed: same direction written one block "
-                 "early/late; grey band: random directions of the same norm)", fontsize=9)
+    fig.suptitle(
+        "repshift steering at the output of block L (dotted/dashed: same direction written one block "
+        "early/late; grey band: random directions of the same norm)",
+        fontsize=9,
+    )
     fig.tight_layout()
     from repshift.formats.atomic import atomic_path
 
@@ -68,4 +99,3 @@ def plot_steering(paths: Sequence[str], *, out_pdf, out_png, out_tsv) -> pd.Data
     plt.close(fig)
     write_table(table, out_tsv)
     return table
-

@@ -35,7 +35,9 @@ def pair_labels(manifest_path: str | Path, pair: Mapping[str, str]) -> tuple[int
     labels = {str(k): int(v) for k, v in df.groupby("label_name")["label"].first().items()}
     missing = [pair[k] for k in ("source", "target") if pair[k] not in labels]
     if missing:
-        raise ValueError(f"steering pair classes {missing} are not in {manifest_path} (classes: {sorted(labels)})")
+        raise ValueError(
+            f"steering pair classes {missing} are not in {manifest_path} (classes: {sorted(labels)})"
+        )
     return labels[pair["source"]], labels[pair["target"]]
 
 
@@ -60,7 +62,9 @@ def unit(v_D: np.ndarray, what: str) -> np.ndarray:
     v = np.asarray(v_D, dtype=np.float64)
     n = float(np.linalg.norm(v))
     if not np.isfinite(n) or n == 0:
-        raise ValueError(f"{what}: the direction has norm {n}; it cannot be normalised (are the classes identical?)")
+        raise ValueError(
+            f"{what}: the direction has norm {n}; it cannot be normalised (are the classes identical?)"
+        )
     return v / n
 
 
@@ -73,7 +77,9 @@ def probe_readout(coef_KD: np.ndarray, scale_D: np.ndarray, classes_K: np.ndarra
     classes = [int(c) for c in np.asarray(classes_K).tolist()]
     missing = [c for c in (source, target) if c not in classes]
     if missing:
-        raise ValueError(f"the probe has classes {classes}; labels {missing} of the steering pair are not among them")
+        raise ValueError(
+            f"the probe has classes {classes}; labels {missing} of the steering pair are not among them"
+        )
     w_KD = np.asarray(coef_KD, dtype=np.float64) / np.asarray(scale_D, dtype=np.float64)
     if len(classes) == 2:
         sign = 1.0 if classes.index(target) == 1 else -1.0

@@ -20,7 +20,9 @@ from repshift.formats.activations_h5 import POSITION_KINDS
 POSITION_MASKS = ("image", "text", "prompt", "all")
 
 
-def position_mask(kinds_BT: np.ndarray, positions: str, continuation_B: np.ndarray | None = None) -> np.ndarray:
+def position_mask(
+    kinds_BT: np.ndarray, positions: str, continuation_B: np.ndarray | None = None
+) -> np.ndarray:
     """Boolean ``(B, T)`` mask of the positions an edit writes to.
 
     ``image``: image tokens; ``text``: text tokens (BOS, pads and special tokens excluded); ``all``: every non-pad
@@ -42,7 +44,9 @@ def position_mask(kinds_BT: np.ndarray, positions: str, continuation_B: np.ndarr
 
 def last_positions(nonpad_BT: np.ndarray, n_B: np.ndarray) -> np.ndarray:
     """Boolean ``(B, T)``: the last ``n_B[b]`` True positions of each row of ``nonpad_BT`` (left or right padding)."""
-    rank_BT = np.cumsum(nonpad_BT[:, ::-1], axis=1)[:, ::-1]  # 1 at the last non-pad position, 2 before it, ...
+    rank_BT = np.cumsum(nonpad_BT[:, ::-1], axis=1)[
+        :, ::-1
+    ]  # 1 at the last non-pad position, 2 before it, ...
     return nonpad_BT & (rank_BT <= np.asarray(n_B)[:, None])
 
 
@@ -90,7 +94,9 @@ def steer(
         return new
 
     if not 0 <= layer < len(layers_mod):
-        raise ValueError(f"cannot steer at layer {layer}: the model has {len(layers_mod)} blocks (0-{len(layers_mod) - 1})")
+        raise ValueError(
+            f"cannot steer at layer {layer}: the model has {len(layers_mod)} blocks (0-{len(layers_mod) - 1})"
+        )
     handle = layers_mod[layer].register_forward_hook(hook)
     try:
         yield state

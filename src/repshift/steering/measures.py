@@ -53,7 +53,9 @@ def question_batch(adapter: Adapter, images: Sequence | None, texts: Sequence[st
     return adapter.text_batch([adapter.text_ids(f"{t} {question}", 512)[0] for t in texts])
 
 
-def caption_batch(adapter: Adapter, images: Sequence | None, captions: Sequence[str]) -> tuple[Batch, np.ndarray]:
+def caption_batch(
+    adapter: Adapter, images: Sequence | None, captions: Sequence[str]
+) -> tuple[Batch, np.ndarray]:
     """Each image (with the model's image prompt) followed by its caption, and the caption's token count per row.
 
     PaliGemma's processor takes the caption as ``suffix`` (causal attention over it, as in training); other VLMs get
@@ -66,8 +68,13 @@ def caption_batch(adapter: Adapter, images: Sequence | None, captions: Sequence[
     proc = adapter.processor
     prompt = adapter.spec.image_prompt
     if "suffix" in inspect.signature(type(proc).__call__).parameters:
-        enc = proc(text=[prompt] * len(images), images=list(images), suffix=list(captions), return_tensors="pt",
-                   padding=True)
+        enc = proc(
+            text=[prompt] * len(images),
+            images=list(images),
+            suffix=list(captions),
+            return_tensors="pt",
+            padding=True,
+        )
         n_B = (enc["labels"] != -100).sum(1).numpy()
         inputs = {k: v for k, v in enc.items() if isinstance(v, torch.Tensor) and k != "labels"}
         ids, mask = inputs["input_ids"].numpy(), inputs["attention_mask"].numpy()
@@ -113,7 +120,9 @@ def edited_forward(
     with contextlib.ExitStack() as stack:
         if edit.layer is not None:
             stack.enter_context(steer(adapter.layers, edit.layer, edit.delta_D, mask_BT))
-        captured = stack.enter_context(capture_layers(adapter.layers, list(readout_layers) or [0], stop=False))
+        captured = stack.enter_context(
+            capture_layers(adapter.layers, list(readout_layers) or [0], stop=False)
+        )
         logits = model_forward(adapter, batch)
         return logits, {k: v.float().cpu() for k, v in captured.items() if k in readout_layers}
 
@@ -153,7 +162,9 @@ def mean_residual_norm(adapter: Adapter, batch: Batch, layer: int, positions: st
     hidden = run_capture(adapter, batch, [layer])[layer].float().cpu()
     mask = torch.from_numpy(position_mask(batch.kinds_BT, positions))
     if not mask.any():
-        raise ValueError(f"no {positions} positions in the norm batch of {adapter.spec.name}; check steering.positions")
+        raise ValueError(
+            f"no {positions} positions in the norm batch of {adapter.spec.name}; check steering.positions"
+        )
     return float(hidden[mask].norm(dim=-1).mean())
 
 
@@ -193,12 +204,19 @@ def difference_rows(edited: Mapping, clean: Mapping, **key) -> list[dict]:
     rows = []
     for measure in ("efficacy", "damage"):
         rows.append(
-            summarise(edited[measure] - clean[measure], **key, measure=measure, readout_layer=key["layer"],
-                      baseline=float(np.mean(clean[measure])))
+            summarise(
+                edited[measure] - clean[measure],
+                **key,
+                measure=measure,
+                readout_layer=key["layer"],
+                baseline=float(np.mean(clean[measure])),
+            )
         )
     for r, scores in edited["persistence"].items():
         base = clean["persistence"][r]
         rows.append(
-            summarise(scores - base, **key, measure="persistence", readout_layer=r, baseline=float(np.mean(base)))
+            summarise(
+                scores - base, **key, measure="persistence", readout_layer=r, baseline=float(np.mean(base))
+            )
         )
     return rows

@@ -55,8 +55,12 @@ def _readout(fp, f: int, source: int, target: int):
 
 
 def _run_edit(adapter, batches, edit, positions, modality, readouts) -> dict:
-    parts = [M.measure_edit(adapter, edit, question=q, captions=c, positions=positions, modality=modality,
-                            readouts=readouts) for q, c in batches]
+    parts = [
+        M.measure_edit(
+            adapter, edit, question=q, captions=c, positions=positions, modality=modality, readouts=readouts
+        )
+        for q, c in batches
+    ]
     return {
         "efficacy": np.concatenate([p["efficacy"] for p in parts]),
         "damage": np.concatenate([p["damage"] for p in parts]),
@@ -65,7 +69,13 @@ def _run_edit(adapter, batches, edit, positions, modality, readouts) -> dict:
 
 
 def steer_layer(
-    spec: ModelSpec, location: str, *, input: Mapping[str, Any], params: Mapping[str, Any], pair_name: str, layer: int
+    spec: ModelSpec,
+    location: str,
+    *,
+    input: Mapping[str, Any],
+    params: Mapping[str, Any],
+    pair_name: str,
+    layer: int,
 ) -> tuple[pd.DataFrame, list[dict]]:
     """The measures table (rows per write layer, direction, alpha, measure) and the rollout records."""
     from repshift.formats import manifest as formats_manifest
@@ -85,22 +95,30 @@ def steer_layer(
     question = params["question"].format(source=pair["source"], target=pair["target"])
     toks = (M.word_token(adapter, pair["source"]), M.word_token(adapter, pair["target"]))
     if toks[0] == toks[1]:
-        raise ValueError(f"{pair['source']!r} and {pair['target']!r} share their first token: the two-choice "
-                         "efficacy is undefined; choose other class words")
-    batches = []
-    for s in range(0, len(held), bs):
-        images, caps = _inputs(adapter, held.iloc[s : s + bs], image_dir)
-        batches.append(((M.question_batch(adapter, images, caps, question), *toks), M.caption_batch(adapter, images, caps)))
+        raise ValueError(
+            f"{pair['source']!r} and {pair['target']!r} share their first token: the two-choice "
+            "efficacy is undefined; choose other class words"
+        )
+    batches = _batches(adapter, held, image_dir, bs, question, toks)
     t_images, t_caps = _inputs(adapter, train, image_dir)
-    norm_batch = adapter.image_batch(t_images, spec.image_prompt) if t_images else adapter.text_batch(
-        [adapter.text_ids(c, 512)[0] for c in t_caps])
+    norm_batch = (
+        adapter.image_batch(t_images, spec.image_prompt)
+        if t_images
+        else adapter.text_batch([adapter.text_ids(c, 512)[0] for c in t_caps])
+    )
     norm = M.mean_residual_norm(adapter, norm_batch, layer, positions)
     readouts = {}
     for r, weights in zip(params["readout_layers"], _as_list(input["probes"]), strict=True):
         fp, f = fold_probe(weights, spec.name, modality, heldout)
         readouts[int(r)] = _readout(fp, f, source, target)
-    log.info("%s layer %d: ||h|| = %.3f over %s positions; %d held-out rows", spec.name, layer, norm, positions,
-             len(held))
+    log.info(
+        "%s layer %d: ||h|| = %.3f over %s positions; %d held-out rows",
+        spec.name,
+        layer,
+        norm,
+        positions,
+        len(held),
+    )
     clean = _run_edit(adapter, batches, M.Edit(), positions, modality, readouts)
     rows = []
     alphas = sorted({0.0, *map(float, params["alphas"])})
@@ -110,12 +128,29 @@ def steer_layer(
             for alpha in alphas:
                 edit = M.Edit(int(wl), alpha * norm * v)
                 edited = _run_edit(adapter, batches, edit, positions, modality, readouts)
-                key = dict(model=spec.name, pair=pair_name, layer=layer, write_layer=int(wl), direction=name,
-                           kind=kind_of(name), alpha=alpha)
+                key = dict(
+                    model=spec.name,
+                    pair=pair_name,
+                    layer=layer,
+                    write_layer=int(wl),
+                    direction=name,
+                    kind=kind_of(name),
+                    alpha=alpha,
+                )
                 rows += M.difference_rows(edited, clean, **key)
     table = pd.DataFrame(rows)
     table["residual_norm"] = norm
     return table, _rollouts(adapter, held, image_dir, dirs, norm, layer, positions, params, pair_name)
+
+
+def _batches(adapter, held, image_dir, bs: int, question: str, toks: tuple[int, int]) -> list:
+    """(question batch, source token, target token), (caption batch, caption lengths) per batch of held-out rows."""
+    out = []
+    for s in range(0, len(held), bs):
+        images, caps = _inputs(adapter, held.iloc[s : s + bs], image_dir)
+        q = M.question_batch(adapter, images, caps, question)
+        out.append(((q, *toks), M.caption_batch(adapter, images, caps)))
+    return out
 
 
 def _as_list(x) -> list:
@@ -123,8 +158,13 @@ def _as_list(x) -> list:
 
 
 def _rollouts(adapter, held, image_dir, dirs, norm, layer, positions, params, pair_name) -> list[dict]:
-    ro = {"n_examples": 2, "max_new_tokens": 16, "alphas": [1.0], "text_prompt": "This is a picture of a",
-          **(params.get("rollouts") or {})}
+    ro = {
+        "n_examples": 2,
+        "max_new_tokens": 16,
+        "alphas": [1.0],
+        "text_prompt": "This is a picture of a",
+        **(params.get("rollouts") or {}),
+    }
     rows = held.head(int(ro["n_examples"]))
     if rows.empty:
         return []
@@ -139,9 +179,23 @@ def _rollouts(adapter, held, image_dir, dirs, norm, layer, positions, params, pa
     plans = [("none", 0.0)] + [(n, float(a)) for n in names for a in ro["alphas"]]
     for name, alpha in plans:
         delta = None if name == "none" else alpha * norm * torch.as_tensor(dirs[name], dtype=torch.float32)
-        ids = greedy_rollout(adapter, batch, layer=None if delta is None else layer, delta_D=delta, mask_BT=mask,
-                             max_new_tokens=int(ro["max_new_tokens"]))
+        ids = greedy_rollout(
+            adapter,
+            batch,
+            layer=None if delta is None else layer,
+            delta_D=delta,
+            mask_BT=mask,
+            max_new_tokens=int(ro["max_new_tokens"]),
+        )
         for (_, r), seq in zip(rows.iterrows(), ids, strict=True):
-            out.append({"example_id": str(r["example_id"]), "pair": pair_name, "layer": layer, "direction": name,
-                        "alpha": alpha, "text": decode(adapter, seq)})
+            out.append(
+                {
+                    "example_id": str(r["example_id"]),
+                    "pair": pair_name,
+                    "layer": layer,
+                    "direction": name,
+                    "alpha": alpha,
+                    "text": decode(adapter, seq),
+                }
+            )
     return out

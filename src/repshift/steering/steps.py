@@ -16,11 +16,27 @@ from repshift.runtime import step
 
 log = logging.getLogger(__name__)
 
-TABLE_COLUMNS = ["model", "pair", "layer", "write_layer", "direction", "kind", "alpha", "measure", "readout_layer",
-                 "value", "ci_low", "ci_high", "n", "baseline"]
+TABLE_COLUMNS = [
+    "model",
+    "pair",
+    "layer",
+    "write_layer",
+    "direction",
+    "kind",
+    "alpha",
+    "measure",
+    "readout_layer",
+    "value",
+    "ci_low",
+    "ci_high",
+    "n",
+    "baseline",
+]
 
 
-def _sae_direction(input, model, layer, X_ND, y_N, source, target, target_name) -> tuple[np.ndarray, dict, np.ndarray]:
+def _sae_direction(
+    input, model, layer, X_ND, y_N, source, target, target_name
+) -> tuple[np.ndarray, dict, np.ndarray]:
     import torch
 
     from repshift.sae.load import load_sae
@@ -47,7 +63,6 @@ def fit_steering_directions(*, input, output, params, wildcards=None, **_):
     """Unit steering directions of one (model, pair, layer) and their sparsity in the SAE decoder basis."""
     from repshift.formats.activations_h5 import read_activations
     from repshift.steering import directions as D
-    from repshift.steering import sparsity
 
     wc = wildcards or {}
     model, layer, heldout = wc["model"], int(wc["layer"]), int(params["heldout_fold"])
@@ -56,8 +71,19 @@ def fit_steering_directions(*, input, output, params, wildcards=None, **_):
     modality = "image" if (acts.modality == "image").any() else "text"
     train = np.flatnonzero((acts.modality == modality) & (acts.fold != heldout))
     X, y = acts.pooled("mean", train), acts.label[train]
-    raw, meta = {}, {"model": model, "layer": layer, "modality": modality, "source": source, "target": target,
-                     "heldout_fold": heldout, "n_train": int(train.size), "params": params}
+    raw, meta = (
+        {},
+        {
+            "model": model,
+            "layer": layer,
+            "modality": modality,
+            "source": source,
+            "target": target,
+            "heldout_fold": heldout,
+            "n_train": int(train.size),
+            "params": params,
+        },
+    )
     kinds = params["directions"]
     if "probe" in kinds:
         fp, f = D.fold_probe(input["probe"], model, modality, heldout)
@@ -67,28 +93,48 @@ def fit_steering_directions(*, input, output, params, wildcards=None, **_):
         raw["mean-diff"] = D.class_mean_diff(X, y, source, target)
     W_dec = None
     if "sae" in kinds and input.get("sae"):
-        raw["sae"], info, W_dec = _sae_direction(input, model, layer, X, y, source, target, params["pair"]["target"])
+        raw["sae"], info, W_dec = _sae_direction(
+            input, model, layer, X, y, source, target, params["pair"]["target"]
+        )
         meta |= info
-    dirs = D.build_directions(raw, n_random=int(params["n_random"]), seed=int(params["seed"]) + layer, meta=meta)
+    dirs = D.build_directions(
+        raw, n_random=int(params["n_random"]), seed=int(params["seed"]) + layer, meta=meta
+    )
     dirs.meta["cosines"] = D.cosines(dirs)
     dirs.save(output["directions"].removesuffix(".safetensors"))
-    rows = []
     if W_dec is None and input.get("sae"):
         from repshift.sae.load import load_sae
 
         W_dec = load_sae(input["sae"]).W_dec.detach().double().cpu().numpy()
+    table = _sparsity_table(dirs, W_dec, params, model=model, pair=wc.get("pair", ""), layer=layer)
+    with atomic_path(output["sparsity"]) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+
+
+def _sparsity_table(dirs, W_dec, params, **key) -> pd.DataFrame:
+    """Atoms of the SAE decoder OMP needs per direction and cosine (empty without an SAE)."""
+    from repshift.steering import sparsity
+    from repshift.steering.directions import kind_of
+
+    rows = []
     if W_dec is not None:
         sp = {"max_atoms": 64, "cosines": [0.5, 0.7, 0.9], **(params.get("sparsity") or {})}
         for name in dirs.names:
             path = sparsity.omp_cosine_path(W_dec, dirs[name], int(sp["max_atoms"]))
             for c in sp["cosines"]:
-                rows.append({"model": model, "pair": wc.get("pair", ""), "layer": layer, "direction": name,
-                             "kind": D.kind_of(name), "cosine": c, "atoms": sparsity.atoms_to_reach(path, c),
-                             "max_atoms": int(sp["max_atoms"]), "best_cosine": float(path.max())})
-    table = pd.DataFrame(rows, columns=["model", "pair", "layer", "direction", "kind", "cosine", "atoms",
-                                        "max_atoms", "best_cosine"])
-    with atomic_path(output["sparsity"]) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+                rows.append(
+                    {
+                        **key,
+                        "direction": name,
+                        "kind": kind_of(name),
+                        "cosine": c,
+                        "atoms": sparsity.atoms_to_reach(path, c),
+                        "max_atoms": int(sp["max_atoms"]),
+                        "best_cosine": float(path.max()),
+                    }
+                )
+    cols = ["model", "pair", "layer", "direction", "kind", "cosine", "atoms", "max_atoms", "best_cosine"]
+    return pd.DataFrame(rows, columns=cols)
 
 
 @step

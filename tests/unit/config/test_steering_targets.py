@@ -28,8 +28,10 @@ def test_demo_steering_jobs_are_pinned():
     assert S.steering_targets(cfg) == ["demo/results/figs/steering.pdf"]
     inputs = S.steer_inputs(cfg, "demo-llm", "cat-dog", 4)
     assert inputs["directions"] == "demo/results/steering/demo-llm/cat-dog/directions/layer-4.safetensors"
-    assert inputs["probes"] == ["demo/results/probes/categories/weights/layer-4",
-                                "demo/results/probes/categories/weights/layer-5"]
+    assert inputs["probes"] == [
+        "demo/results/probes/categories/weights/layer-4",
+        "demo/results/probes/categories/weights/layer-5",
+    ]
     assert S.direction_inputs(cfg, "demo-llm", 4)["sae"] == "demo/data/saes/demo-sae/layer-4"
 
 

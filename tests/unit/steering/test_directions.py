@@ -12,8 +12,12 @@ def test_probe_readout_maps_back_through_the_scaler():
     coef = np.array([[2.0, -4.0]])
     scale = np.array([2.0, 4.0])
     # binary probe, classes [3, 7]: the row points to 7
-    np.testing.assert_allclose(D.probe_readout(coef, scale, np.array([3, 7]), source=3, target=7), [1.0, -1.0])
-    np.testing.assert_allclose(D.probe_readout(coef, scale, np.array([3, 7]), source=7, target=3), [-1.0, 1.0])
+    np.testing.assert_allclose(
+        D.probe_readout(coef, scale, np.array([3, 7]), source=3, target=7), [1.0, -1.0]
+    )
+    np.testing.assert_allclose(
+        D.probe_readout(coef, scale, np.array([3, 7]), source=7, target=3), [-1.0, 1.0]
+    )
     multi = np.array([[1.0, 0.0], [0.0, 2.0], [4.0, 4.0]])
     np.testing.assert_allclose(D.probe_readout(multi, scale, np.array([0, 1, 2]), 0, 2), [1.5, 1.0])
     with pytest.raises(ValueError, match="labels \\[5\\]"):

@@ -71,7 +71,10 @@ def test_edit_lands_at_block_output_on_masked_positions_only(adapters, arch):
 def test_hook_is_removed_even_on_error(adapters):
     adapter = adapters["llm"]
     before = len(adapter.layers[LAYER]._forward_hooks)
-    with pytest.raises(RuntimeError), intervene.steer(adapter.layers, LAYER, _delta(adapter), np.ones((1, 3), bool)):
+    with (
+        pytest.raises(RuntimeError),
+        intervene.steer(adapter.layers, LAYER, _delta(adapter), np.ones((1, 3), bool)),
+    ):
         raise RuntimeError("boom")
     assert len(adapter.layers[LAYER]._forward_hooks) == before
 
