@@ -86,7 +86,7 @@ def plot_steering(paths: Sequence[str], *, out_pdf, out_png, out_tsv) -> pd.Data
         )
         ax_d.legend(ncol=2)
     fig.suptitle(
-        "repshift steering at the output of block L (dotted/dashed: same direction written one block "
+        "repshift steering at the output of block L\n(dotted/dashed: the same direction written one block "
         "early/late; grey band: random directions of the same norm)",
         fontsize=9,
     )
