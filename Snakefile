@@ -31,6 +31,7 @@ rule all:
     """The layer-sweep figure and everything it is drawn from."""
     input:
         T.default_targets(config),
+        steering_targets.steering_targets(config),
 
 
 include: "rules/download.smk"
@@ -38,6 +39,7 @@ include: "rules/datasets.smk"
 include: "rules/activations.smk"
 include: "rules/sae.smk"
 include: "rules/probes.smk"
+include: "rules/steering.smk"
 include: "rules/sae_features.smk"
 include: "rules/sae_training.smk"
 include: "rules/figures.smk"

@@ -20,7 +20,7 @@ log = logging.getLogger("repshift")
 
 STEPS: dict[str, Callable[..., Any]] = {}
 # The subpackages whose ``steps`` module holds rule entry points, in pipeline order.
-STEP_MODULES = ("demo", "data", "models", "sae", "probes", "figures")
+STEP_MODULES = ("demo", "data", "models", "sae", "probes", "steering", "figures")
 
 
 def step(fn: Callable[..., Any]) -> Callable[..., Any]:

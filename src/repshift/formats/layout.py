@@ -169,3 +169,24 @@ def trained_sae_dir(data: str, model: str, layer: int | str) -> str:
 def vlm_sae_table(results: str, model: str, layer: int | str, kind: str) -> str:
     """kind: curve, eval, compare, sharing or sparse."""
     return f"{results}/vlm_sae/{model}/{layer_name(layer, f'.{kind}.tsv')}"
+# -- steering -----------------------------------------------------------------------------------------------
+def steering_dir(results: str, model: str, pair: str) -> str:
+    return f"{results}/steering/{model}/{pair}"
+
+
+def steering_table(results: str, model: str, pair: str, layer: int | str) -> str:
+    """One (model, pair, layer)'s measures: ``results/steering/{model}/{pair}/layer-L.tsv``."""
+    return f"{steering_dir(results, model, pair)}/{layer_name(layer, '.tsv')}"
+
+
+def steering_rollouts(results: str, model: str, pair: str, layer: int | str) -> str:
+    return f"{steering_dir(results, model, pair)}/{layer_name(layer, '.rollouts.jsonl')}"
+
+
+def steering_sparsity(results: str, model: str, pair: str, layer: int | str) -> str:
+    return f"{steering_dir(results, model, pair)}/{layer_name(layer, '.sparsity.tsv')}"
+
+
+def steering_directions(results: str, model: str, pair: str, layer: int | str) -> str:
+    """Path stem of one layer's directions (``.safetensors`` + ``.json``)."""
+    return f"{steering_dir(results, model, pair)}/directions/{layer_name(layer)}"

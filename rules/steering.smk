@@ -1,0 +1,91 @@
+"""Steering: directions written back into the residual stream at the output of block L, measured on held-out inputs."""
+
+from repshift.config import steering as steering_targets
+
+
+def steering_figure():
+    """For `rule all`: the steering figure, or nothing when no steering job is configured."""
+    return steering_targets.steering_targets(config)
+
+
+def steering_params(wc):
+    return steering_targets.steer_params(config, wc.model, wc.pair, wc.layer)
+
+
+rule fit_steering_directions:
+    """Probe, class-mean, SAE and random directions of one (model, pair, layer), and their OMP sparsity in the SAE."""
+    input:
+        unpack(lambda wc: steering_targets.direction_inputs(config, wc.model, wc.layer)),
+    output:
+        directions=f"{layout.steering_directions(RESULTS, '{model}', '{pair}', '{layer}')}.safetensors",
+        meta=f"{layout.steering_directions(RESULTS, '{model}', '{pair}', '{layer}')}.json",
+        sparsity=layout.steering_sparsity(RESULTS, "{model}", "{pair}", "{layer}"),
+    log:
+        f"{LOGS}/fit_steering_directions/{{model}}/{{pair}}/layer-{{layer}}.log",
+    wildcard_constraints:
+        pair="|".join(config.get("steering", {}).get("pairs", {})) or "(?!x)x",
+    conda:
+        "../envs/torch.yaml"
+    params:
+        pair=lambda wc: canon(config["steering"]["pairs"][wc.pair]),
+        heldout_fold=config.get("steering", {}).get("heldout_fold", 0),
+        directions=canon(config.get("steering", {}).get("directions", [])),
+        n_random=config.get("steering", {}).get("n_random", 0),
+        sparsity=canon(config.get("steering", {}).get("sparsity", {})),
+        seed=config["seed"],
+        code=step_hash("fit_steering_directions"),
+    script:
+        "../workflow_scripts/fit_steering_directions.py"
+
+
+rule steer_model:
+    """Efficacy, damage and persistence of every direction and alpha at one (model, pair, layer); greedy rollouts."""
+    input:
+        unpack(
+            lambda wc: steering_targets.steer_inputs(
+                config, wc.model, wc.pair, wc.layer
+            )
+        ),
+    output:
+        table=layout.steering_table(RESULTS, "{model}", "{pair}", "{layer}"),
+        rollouts=layout.steering_rollouts(RESULTS, "{model}", "{pair}", "{layer}"),
+    log:
+        f"{LOGS}/steer_model/{{model}}/{{pair}}/layer-{{layer}}.log",
+    benchmark:
+        f"{BENCH}/steer_model/{{model}}/{{pair}}/layer-{{layer}}.tsv"
+    wildcard_constraints:
+        pair="|".join(config.get("steering", {}).get("pairs", {})) or "(?!x)x",
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    params:
+        spec=lambda wc: canon(config["models"][wc.model]),
+        extraction=canon(
+            {k: config["extraction"][k] for k in ("dtype", "device", "max_tokens")}
+        ),
+        steering=steering_params,
+        code=step_hash("steer_model"),
+    script:
+        "../workflow_scripts/steer_model.py"
+
+
+rule plot_steering:
+    """Steering dose-response with bands, efficacy vs damage and the random-direction band (PDF, PNG, TSV)."""
+    input:
+        tables=steering_targets.all_steering_tables(config),
+    output:
+        pdf=report(
+            layout.figure(RESULTS, "steering"),
+            caption="../report/steering.rst",
+            category="Steering",
+        ),
+        png=layout.figure(RESULTS, "steering", "png"),
+        tsv=layout.figure(RESULTS, "steering", "tsv"),
+    log:
+        f"{LOGS}/plot_steering/steering.log",
+    conda:
+        "../envs/plot.yaml"
+    params:
+        code=step_hash("plot_steering"),
+    script:
+        "../workflow_scripts/plot_steering.py"
