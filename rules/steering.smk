@@ -32,6 +32,7 @@ rule fit_steering_directions:
         directions=canon(config.get("steering", {}).get("directions", [])),
         n_random=config.get("steering", {}).get("n_random", 0),
         sparsity=canon(config.get("steering", {}).get("sparsity", {})),
+        sae_dir=lambda wc: steering_targets.sae_layer_dir(config, wc.layer),
         seed=config["seed"],
         code=step_hash("fit_steering_directions"),
     script:

@@ -105,6 +105,9 @@ OPTIONAL: dict[str, set[str]] = {
     "score_cross_layer": {"name"},  # wildcards.task
     "class_features": {"layer", "name"},  # wildcards.layer, wildcards.analysis
     "sae_feature_probe": {"layer", "name"},  # wildcards.layer, wildcards.analysis
+    "train_vlm_sae": {"layer", "model"},  # wildcards.layer, wildcards.model
+    "evaluate_vlm_sae": {"layer", "model"},  # wildcards.layer, wildcards.model
+    "steer_model": {"model"},  # wildcards.model
 }
 
 
@@ -124,4 +127,4 @@ def test_every_demo_rule_passes_the_params_its_step_reads(demo_jobs):
         checked.add(rule.name)
     assert not problems, "\n".join(sorted(problems))
     # the demo DAG has every rule but the download/fetch ones and merge_activations (shards: 1)
-    assert len(checked) == 25, sorted(checked)
+    assert len(checked) == 31, sorted(checked)

@@ -46,12 +46,21 @@ def direction_inputs(cfg: Mapping[str, Any], model: str, layer: int | str) -> di
         "probe": layout.probe_weights(results, s["task"], layer),
     }
     if s.get("sae"):
-        out["sae"] = T.sae_dir(cfg, s["sae"], layer)
+        # the demo's SAEs come from one job writing the whole family folder: depend on that folder
+        sae = s["sae"]
+        demo = cfg["saes"][sae]["source"] == "demo"
+        out["sae"] = layout.sae_family_dir(cfg["paths"]["data"], sae) if demo else T.sae_dir(cfg, sae, layer)
     if s.get("class_features"):
         out["class_features"] = layout.sae_feature_table(
             results, s["class_features"], model, layer, "class_features"
         )
     return out
+
+
+def sae_layer_dir(cfg: Mapping[str, Any], layer: int | str) -> str:
+    """The folder of the steering SAE at ``layer`` ("" without one): what fit_steering_directions loads."""
+    sae = _s(cfg).get("sae")
+    return T.sae_dir(cfg, sae, layer) if sae else ""
 
 
 def steer_inputs(cfg: Mapping[str, Any], model: str, pair: str, layer: int | str) -> dict[str, Any]:

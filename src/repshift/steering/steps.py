@@ -35,13 +35,13 @@ TABLE_COLUMNS = [
 
 
 def _sae_direction(
-    input, model, layer, X_ND, y_N, source, target, target_name
+    input, sae_dir, model, layer, X_ND, y_N, source, target, target_name
 ) -> tuple[np.ndarray, dict, np.ndarray]:
     import torch
 
     from repshift.sae.load import load_sae
 
-    sae = load_sae(input["sae"])
+    sae = load_sae(sae_dir)
     W_dec = sae.W_dec.detach().double().cpu().numpy()
     if input.get("class_features"):
         table = pd.read_csv(input["class_features"], sep="\t")
@@ -94,7 +94,7 @@ def fit_steering_directions(*, input, output, params, wildcards=None, **_):
     W_dec = None
     if "sae" in kinds and input.get("sae"):
         raw["sae"], info, W_dec = _sae_direction(
-            input, model, layer, X, y, source, target, params["pair"]["target"]
+            input, params["sae_dir"], model, layer, X, y, source, target, params["pair"]["target"]
         )
         meta |= info
     dirs = D.build_directions(
@@ -105,7 +105,7 @@ def fit_steering_directions(*, input, output, params, wildcards=None, **_):
     if W_dec is None and input.get("sae"):
         from repshift.sae.load import load_sae
 
-        W_dec = load_sae(input["sae"]).W_dec.detach().double().cpu().numpy()
+        W_dec = load_sae(params["sae_dir"]).W_dec.detach().double().cpu().numpy()
     table = _sparsity_table(dirs, W_dec, params, model=model, pair=wc.get("pair", ""), layer=layer)
     with atomic_path(output["sparsity"]) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")

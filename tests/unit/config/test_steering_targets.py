@@ -32,7 +32,9 @@ def test_demo_steering_jobs_are_pinned():
         "demo/results/probes/categories/weights/layer-4",
         "demo/results/probes/categories/weights/layer-5",
     ]
-    assert S.direction_inputs(cfg, "demo-llm", 4)["sae"] == "demo/data/saes/demo-sae/layer-4"
+    # the demo SAE family is one job's folder: the rule depends on it and loads the layer's folder from params
+    assert S.direction_inputs(cfg, "demo-llm", 4)["sae"] == "demo/data/saes/demo-sae"
+    assert S.sae_layer_dir(cfg, 4) == "demo/data/saes/demo-sae/layer-4"
 
 
 def test_no_steering_section_means_no_jobs():
