@@ -13,6 +13,17 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 
+# the rules that read the extraction device (tests/cluster/test_profiles.py ties this list to the rules)
+GPU_RULES = {
+    "extract_activations",
+    "encode_sae",
+    "spliced_loss",
+    "train_vlm_sae",
+    "evaluate_vlm_sae",
+    "steer_model",
+}
+
+
 def _profile(name: str) -> dict:
     return yaml.safe_load((ROOT / "profiles" / name / "config.yaml").read_text())
 
@@ -22,7 +33,7 @@ def test_default_profile_limits_gpu_jobs_like_the_local_profile():
     assert default["resources"] == ["gpu=1"]
     local_gpu = {r for r, res in local["set-resources"].items() if "gpu" in res}
     default_gpu = {r for r, res in default["set-resources"].items() if res.get("gpu") == 1}
-    assert local_gpu == {"extract_activations", "encode_sae", "spliced_loss"}  # guards this test itself
+    assert local_gpu == GPU_RULES  # guards this test itself
     assert local_gpu <= default_gpu
 
 
@@ -36,4 +47,4 @@ def test_a_bare_run_uses_the_default_profile_and_gpu_jobs_ask_for_the_gpu(tmp_pa
     assert "Using workflow specific profile profiles/default" in proc.stdout + proc.stderr
     jobs = re.findall(r"\nrule (\w+):\n(?:    .*\n)*?    resources: ([^\n]*)", proc.stdout)
     gpu_rules = {rule for rule, res in jobs if "gpu=1" in res}
-    assert gpu_rules == {"extract_activations", "encode_sae", "spliced_loss"}
+    assert gpu_rules == GPU_RULES
