@@ -66,6 +66,7 @@ def test_check_config_refuses_a_release_whose_hook_is_off_by_one():
         "layers": [3],
     }
     bad["extraction"]["fused_sae"] = None
+    bad["sae_features"] = {}
     with pytest.raises(ConfigError, match=r"saes\.gemma-scope: layer 3 .*blocks\.3\.hook_resid_pre"):
         rcfg.check_config(bad)
 
