@@ -370,6 +370,11 @@ def check_datasets(cfg: Mapping[str, Any]) -> None:
             raise ConfigError(
                 "cifar100.source is 'path' but cifar100.root is not set: give the folder holding cifar-100-python/"
             )
+    if "imagenet" in sources and not (cfg.get("imagenet") or {}).get("root"):
+        raise ConfigError(
+            "a dataset has source imagenet but imagenet.root is not set: give the folder of a local ILSVRC-2012 copy "
+            "(LOC_synset_mapping.txt, train/, val/); ImageNet is never downloaded"
+        )
     for name, d in cfg["datasets"].items():
         try:
             spec = spec_from_config(name, d)
