@@ -148,3 +148,11 @@ def plot_sae_features(*, input, output, params, **_):
     )
     sae_features.plot_figure(table, out_pdf=output["pdf"], out_png=output["png"])
     write_table(table, output["tsv"])
+
+
+@step
+def write_reproduction(*, input, output, params, **_):
+    """results/reproduction.tsv: each published number beside this run's counterpart (empty where none)."""
+    from repshift.figures.reproduction import write_reproduction_table
+
+    write_reproduction_table(params["results"], output["tsv"])
