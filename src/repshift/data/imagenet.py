@@ -278,6 +278,29 @@ def build_manifest(
         }
     )[list(IMAGENET_MANIFEST_COLUMNS)]
     check_manifest(df)
+    meta = _sidecar(spec, df, root, seed, wnids, mapping, len(listing), shortfall, bad)
+    log.info(
+        "dataset %s: %d rows from ImageNet %s (%d unreadable skipped)",
+        spec.name,
+        len(df),
+        spec.split,
+        len(bad),
+    )
+    return df, meta
+
+
+def _sidecar(
+    spec: ImagenetSpec,
+    df: pd.DataFrame,
+    root: Path,
+    seed: int,
+    wnids: list[str],
+    mapping: Mapping[str, list[str]],
+    n_in_split: int,
+    shortfall: dict[str, int],
+    bad: dict[str, str],
+) -> dict[str, Any]:
+    label_names = [mapping[w][0] for w in wnids]
     spec_d = {k: v for k, v in dataclasses.asdict(spec).items() if k != "name"} | {"source": "imagenet"}
     spec_d["classes"] = "all" if spec.classes is None else list(spec.classes)
     meta = {
@@ -291,20 +314,13 @@ def build_manifest(
         "wnids": wnids,
         "official_label_ids": [list(mapping).index(w) for w in wnids],
         "n_rows": len(df),
-        "n_in_split": len(listing),
+        "n_in_split": n_in_split,
         "counts": _counts(df, label_names),
         "shortfall": shortfall,
         "skipped": {"n": len(bad), "files": bad},
         "provenance": provenance({"spec": spec_d, "seed": seed}),
     }
-    log.info(
-        "dataset %s: %d rows from ImageNet %s (%d unreadable skipped)",
-        spec.name,
-        len(df),
-        spec.split,
-        len(bad),
-    )
-    return df, meta
+    return meta
 
 
 def build_imagenet_dataset(
