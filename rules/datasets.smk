@@ -52,6 +52,30 @@ rule build_cifar100_dataset:
         "../workflow_scripts/build_cifar100_dataset.py"
 
 
+rule build_imagenet_dataset:
+    """Build a balanced ImageNet-1k manifest (seeded per-class draw, unreadable files skipped) from a local copy."""
+    input:
+        mapping=lambda wc: ancient(
+            f"{config['imagenet']['root']}/LOC_synset_mapping.txt"
+        ),
+    output:
+        manifest=f"{DATA}/datasets/{{dataset}}.tsv",
+        meta=f"{DATA}/datasets/{{dataset}}.json",
+    log:
+        f"{LOGS}/build_imagenet_dataset/{{dataset}}.log",
+    wildcard_constraints:
+        dataset=_names("datasets", source="imagenet"),
+    conda:
+        "../envs/data.yaml"
+    params:
+        spec=lambda wc: canon(config["datasets"][wc.dataset]),
+        root=config["imagenet"]["root"],
+        seed=config["seed"],
+        code=step_hash("build_imagenet_dataset"),
+    script:
+        "../workflow_scripts/build_imagenet_dataset.py"
+
+
 rule build_prompt_dataset:
     """Build the manifest of a prompt set (one text row per prompt, stable ids) from the config or a file."""
     input:

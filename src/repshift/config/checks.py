@@ -16,7 +16,9 @@ from repshift.config.targets import (
     model_layers,
     sae_feature_analyses,
     sae_feature_layers,
+    sae_feature_pairs,
     sae_layers,
+    sae_models,
     task_models,
 )
 from repshift.models.families import DEMO_LLMS, FAMILIES, demo_archs
@@ -246,6 +248,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             raise ConfigError(f"comparisons.{name}: no layer is both extracted and covered by SAE {c['sae']}")
     _check_sae_stage(cfg)
     _check_sae_features(cfg)
+    check_pretrained_saes(cfg)
     _check_curve_layers(cfg)
     for name, t in cfg["probes"]["tasks"].items():
         if t["dataset"] not in datasets:
@@ -367,6 +370,11 @@ def check_datasets(cfg: Mapping[str, Any]) -> None:
             raise ConfigError(
                 "cifar100.source is 'path' but cifar100.root is not set: give the folder holding cifar-100-python/"
             )
+    if "imagenet" in sources and not (cfg.get("imagenet") or {}).get("root"):
+        raise ConfigError(
+            "a dataset has source imagenet but imagenet.root is not set: give the folder of a local ILSVRC-2012 copy "
+            "(LOC_synset_mapping.txt, train/, val/); ImageNet is never downloaded"
+        )
     for name, d in cfg["datasets"].items():
         try:
             spec = spec_from_config(name, d)
@@ -404,3 +412,23 @@ def _check_cifar_sizes(name: str, spec: Any, cifar: Mapping[str, Any]) -> None:
             f"datasets.{name}: n_per_class {spec.n_per_class} but the {spec.split} split has {per_class} images "
             f"per {spec.level} class; lower it (or leave it out for all) or set allow_fewer: true"
         )
+
+
+def check_pretrained_saes(cfg: Mapping[str, Any]) -> None:
+    """Every pretrained SAE at every layer it is applied at reads that layer (output of block L), by the release
+    metadata sae-lens holds offline (``sae_lens/pretrained_saes.yaml``); raises ConfigError naming the SAE, the id,
+    its hook and what to change. SAEs whose hook is not known offline are checked when they are fetched."""
+    from repshift.sae.load import check_release_layer
+
+    for name, s in cfg["saes"].items():
+        if s["source"] != "pretrained":
+            continue
+        models = {m for m, _ in sae_models(cfg, name)} | {
+            m for sae, m, _ in sae_feature_pairs(cfg) if sae == name
+        }
+        layers = sorted({layer for m in models if m in cfg["models"] for layer in sae_layers(cfg, name, m)})
+        for layer in layers:
+            try:
+                check_release_layer(s["release"], s["id_template"], layer, where=f"saes.{name}")
+            except ValueError as err:
+                raise ConfigError(str(err)) from err

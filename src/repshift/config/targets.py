@@ -168,7 +168,7 @@ def spliced_jobs(cfg: Mapping[str, Any]) -> list[tuple[str, str, str]]:
 
 
 def dataset_source(cfg: Mapping[str, Any], dataset: str) -> str:
-    """coco, cifar100 or prompts (the schema's default is coco)."""
+    """coco, cifar100, imagenet or prompts (the schema's default is coco)."""
     return str(cfg["datasets"][dataset].get("source", "coco"))
 
 
@@ -236,6 +236,10 @@ def dataset_images(cfg: Mapping[str, Any], dataset: str) -> str | list[str]:
         return layout.dataset_image_dir(_data(cfg), dataset)
     if source == "prompts":
         return []
+    if source == "imagenet":
+        return str(
+            cfg["imagenet"]["root"]
+        )  # the local copy, read in place (manifest files are relative to it)
     return coco_files(cfg)["images"]
 
 

@@ -1,4 +1,4 @@
-"""One dispatch over dataset sources (coco | cifar100 | prompts): spec from config, build."""
+"""One dispatch over dataset sources (coco | cifar100 | imagenet | prompts): spec from config, build."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from repshift.formats.manifest import write_manifest
 logger = logging.getLogger(__name__)
 
 
-SOURCES = ("coco", "cifar100", "prompts")
+SOURCES = ("coco", "cifar100", "imagenet", "prompts")
 
 
 def spec_from_config(name: str, d: Mapping[str, Any]) -> Any:
@@ -28,6 +28,10 @@ def spec_from_config(name: str, d: Mapping[str, Any]) -> Any:
         from repshift.data.cifar import CifarSpec
 
         return CifarSpec.from_dict(name, d)
+    if source == "imagenet":
+        from repshift.data.imagenet import ImagenetSpec
+
+        return ImagenetSpec.from_dict(name, d)
     if source == "prompts":
         from repshift.data.prompts import PromptSpec
 

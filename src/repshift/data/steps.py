@@ -120,3 +120,18 @@ def build_prompt_dataset(*, input, output, params, wildcards=None, **_):
     data_prompts.build_prompt_dataset(
         (wildcards or {}).get("dataset") or out.stem, params["spec"], out_tsv=out, seed=int(params["seed"])
     )
+
+
+@step
+def build_imagenet_dataset(*, input, output, params, wildcards=None, **_):
+    """Build one ImageNet-1k manifest (TSV + JSON sidecar) from the local copy at imagenet.root, read in place."""
+    from repshift.data import imagenet as data_imagenet
+
+    out = _manifest_paths(output)
+    data_imagenet.build_imagenet_dataset(
+        (wildcards or {}).get("dataset") or out.stem,
+        params["spec"],
+        root=params["root"],
+        out_tsv=out,
+        seed=int(params["seed"]),
+    )

@@ -201,3 +201,11 @@ def plot_vlm_sae(*, input, output, params, **_):
     sparse = vlm_sae.sparse_table(read("sparse"))
     vlm_sae.plot_sparse(sparse, out_pdf=output["sparse_probes_pdf"], out_png=output["sparse_probes_png"])
     write_table(sparse, output["sparse_probes_tsv"])
+
+
+@step
+def write_reproduction(*, input, output, params, **_):
+    """results/reproduction.tsv: each published number beside this run's counterpart (empty where none)."""
+    from repshift.figures.reproduction import write_reproduction_table
+
+    write_reproduction_table(params["results"], output["tsv"])
