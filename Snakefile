@@ -19,6 +19,15 @@ if not workflow.overwrite_configfiles:
 
 
 include: "rules/common.smk"
+
+
+onstart:
+    # hub repos the run needs, checked once before the first job (not on dry runs); one message for all
+    from repshift.config.preflight import preflight_hub
+
+    preflight_hub(config)
+
+
 include: "rules/report.smk"
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 from repshift import config as rcfg
 from repshift.config import steering as steering_targets
+from repshift.config import sae_training as ST
 from repshift.config import targets as T
+from repshift.figures import captions as FC
 from repshift.formats import layout
 from repshift.formats.provenance import module_code_hash, step_code_hash
 
@@ -165,8 +167,46 @@ def all_sae_feature_tables(kind):
     return T.all_sae_feature_tables(config, kind)
 
 
-onstart:
-    # hub repos the run needs, checked once before the first job (not on dry runs); one message for all
-    from repshift.config.preflight import preflight_hub
+def steering_figure():
+    """For the default target: the steering figure, or nothing when no steering job is configured."""
+    return steering_targets.steering_targets(config)
 
-    preflight_hub(config)
+
+def steering_params(wc):
+    return steering_targets.steer_params(config, wc.model, wc.pair, wc.layer)
+
+
+def vlm_sae_training():
+    return canon(config["sae_training"])
+
+
+def trained_base_sae_dir(wc):
+    base = config["sae_training"]["models"][wc.model]["base_sae"]
+    return sae_dir(base, wc.layer)
+
+
+def trained_base_sae_input(wc):
+    """What the base SAE's layer folder comes from: the demo family's folder (one job) or the layer folder."""
+    base = config["sae_training"]["models"][wc.model]["base_sae"]
+    return sae_inputs(base, wc.model)
+
+
+def training_manifest():
+    return manifest(config["sae_training"]["dataset"])
+
+
+def training_images():
+    return dataset_images(config["sae_training"]["dataset"])
+
+
+def palette():
+    return FC.palette_params(config)
+
+
+def figure_n(figure):
+    return FC.figure_n(config, figure)
+
+
+def figure_labels(figure, kind):
+    """Labels of a report entry: which figure, and whether it is the figure (PNG) or its numbers (TSV)."""
+    return {"figure": figure.replace("_", " "), "file": kind}

@@ -12,7 +12,7 @@ rule write_reproduction:
     conda:
         "../envs/plot.yaml"
     params:
-        results=RESULTS,
+        results=lambda wc, output: str(Path(output.tsv).parent),
         code=step_hash("write_reproduction"),
     script:
         "../workflow_scripts/write_reproduction.py"

@@ -1,30 +1,5 @@
 """SAEs trained on a VLM's own residual stream: train, evaluate beside the base model's SAE, draw."""
 
-from repshift.config import sae_training as ST
-
-
-def vlm_sae_training():
-    return canon(config["sae_training"])
-
-
-def trained_base_sae_dir(wc):
-    base = config["sae_training"]["models"][wc.model]["base_sae"]
-    return sae_dir(base, wc.layer)
-
-
-def trained_base_sae_input(wc):
-    """What the base SAE's layer folder comes from: the demo family's folder (one job) or the layer folder."""
-    base = config["sae_training"]["models"][wc.model]["base_sae"]
-    return sae_inputs(base, wc.model)
-
-
-def training_manifest():
-    return manifest(config["sae_training"]["dataset"])
-
-
-def training_images():
-    return dataset_images(config["sae_training"]["dataset"])
-
 
 rule train_vlm_sae:
     """Train one layer's SAE on the model's own residual stream (sae-lens SAETrainer; nothing dense on disk)."""
@@ -45,7 +20,6 @@ rule train_vlm_sae:
         spec=lambda wc: canon(config["models"][wc.model]),
         training=vlm_sae_training(),
         extraction=canon(config["extraction"]),
-        image_dir=training_images() or None,
         seed=config["seed"],
         code=step_hash("train_vlm_sae"),
     script:
@@ -75,7 +49,6 @@ rule evaluate_vlm_sae:
         spec=lambda wc: canon(config["models"][wc.model]),
         training=vlm_sae_training(),
         extraction=canon(config["extraction"]),
-        image_dir=training_images() or None,
         base_sae_dir=trained_base_sae_dir,
         code=step_hash("evaluate_vlm_sae"),
     script:

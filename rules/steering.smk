@@ -1,16 +1,5 @@
 """Steering: directions written back into the residual stream at the output of block L, measured on held-out inputs."""
 
-from repshift.config import steering as steering_targets
-
-
-def steering_figure():
-    """For `rule all`: the steering figure, or nothing when no steering job is configured."""
-    return steering_targets.steering_targets(config)
-
-
-def steering_params(wc):
-    return steering_targets.steer_params(config, wc.model, wc.pair, wc.layer)
-
 
 rule fit_steering_directions:
     """Probe, class-mean, SAE and random directions of one (model, pair, layer), and their OMP sparsity in the SAE."""

@@ -307,7 +307,7 @@ def train_vlm_sae(*, input, output, params, wildcards=None, **_):
     location = spec.id if spec.source == "hub" else str(input["model"])
     adapter = load_adapter(spec, location=location, dtype=ext["dtype"], device=ext["device"])
     source = sae_train.model_batches(
-        adapter, rows, layer, image_dir=params["image_dir"], batch_size=ext["batch_size"],
+        adapter, rows, layer, image_dir=input.get("images") or None, batch_size=ext["batch_size"],
         max_tokens=ext["max_tokens"], seed=tspec.seed, kinds=[k for k, v in tspec.token_mix.items() if v > 0],
     )  # fmt: skip
     batches = sae_train.mixed_stream(source, tspec, chunk=min(1024, tspec.batch_size))
@@ -347,14 +347,19 @@ def evaluate_vlm_sae(*, input, output, params, wildcards=None, **_):
     adapter = load_adapter(spec, location=location, dtype=ext["dtype"], device=ext["device"])
     saes = {"trained": sae_load.load_sae(input["sae"]), "base": sae_load.load_sae(params["base_sae_dir"])}
     per_row = ev.encode_rows(
-        adapter, manifest, layer, image_dir=params["image_dir"], batch_size=ext["batch_size"],
+        adapter, manifest, layer, image_dir=input.get("images") or None, batch_size=ext["batch_size"],
         max_tokens=ext["max_tokens"],
     )  # fmt: skip
     held = manifest["fold"].isin(tr["heldout_folds"]).to_numpy()
     tokens = _kind_tokens([r for r, h in zip(per_row, held, strict=True) if h], adapter.d_model)
     common = {"model": name, "layer": layer}
     ce = ev.spliced_ce_by_span(
-        adapter, saes, manifest[held], layer, image_dir=params["image_dir"], batch_size=ext["batch_size"]
+        adapter,
+        saes,
+        manifest[held],
+        layer,
+        image_dir=input.get("images") or None,
+        batch_size=ext["batch_size"],
     )
     _write_tsv(
         pd.concat([ev.modality_metric_rows(saes, tokens), ev.ce_rows(ce)]).assign(**common), output["eval"]
