@@ -389,7 +389,11 @@ def plan_from_counts(
         if n_join > len(singles):
             raise ValueError(f"category counts {counts} do not fit in {n_images} images (at {cat!r})")
         picked = list(rng.choice(singles, size=n_join, replace=False)) if n_join else []
-        picked += list(rng.choice(empties, size=counts[cat] - n_join, replace=False)) if counts[cat] > n_join else []
+        picked += (
+            list(rng.choice(empties, size=counts[cat] - n_join, replace=False))
+            if counts[cat] > n_join
+            else []
+        )
         for i in picked:
             plan[int(i)].append(cat)
     return [tuple(sorted(p, key=DEMO_CATEGORIES.index)) for p in plan]

@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 SAE_SHAPE_ENV = "REPSHIFT_STANDIN_SAE_SHAPE"
 
 #: Widths of the stand-in models (depths are the real ones, read from the config's ``num_layers``).
-LLM_WIDTH = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16)
+LLM_WIDTH = dict(
+    hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16
+)
 VISION_WIDTH = 32
 #: The real PaliGemma-2-224 geometry: 224 px, 14 px patches, 256 image tokens.
 IMAGE_SIZE, PATCH_SIZE = 224, 14
@@ -73,14 +75,18 @@ def _hub_models(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for name, spec in config["models"].items():
         if spec.get("source") != "hub":
             continue
-        entry = repos.setdefault(spec["id"], {"family": spec["family"], "num_layers": None, "vision_layers": None})
+        entry = repos.setdefault(
+            spec["id"], {"family": spec["family"], "num_layers": None, "vision_layers": None}
+        )
         key = "vision_layers" if spec.get("stream") == "vision" else "num_layers"
         entry[key] = int(spec["num_layers"])
         log.info("stand-in for model %s: %s (%s %s)", name, spec["id"], key, spec["num_layers"])
     return repos
 
 
-def build_standin_models(cache: str | os.PathLike, config: dict[str, Any], work: str | os.PathLike) -> list[str]:
+def build_standin_models(
+    cache: str | os.PathLike, config: dict[str, Any], work: str | os.PathLike
+) -> list[str]:
     """Tiny models under every hub id of ``config['models']``; VLM decoders are copies of the first LLM."""
     from repshift.demo.models import build_demo_llm, build_demo_vlm
 
@@ -163,7 +169,9 @@ def install_sae_shape_override_from_env() -> None:
     install_sae_shape_override(release, d_in, d_sae)
 
 
-def build_standin_hub(cache: str | os.PathLike, config: dict[str, Any], work: str | os.PathLike) -> dict[str, Any]:
+def build_standin_hub(
+    cache: str | os.PathLike, config: dict[str, Any], work: str | os.PathLike
+) -> dict[str, Any]:
     """Models and pretrained SAEs for every hub id and ``source: pretrained`` SAE of ``config``."""
     repos = build_standin_models(cache, config, work)
     depth = max(int(s["num_layers"]) for s in config["models"].values() if s.get("stream") != "vision")
@@ -175,3 +183,55 @@ def build_standin_hub(cache: str | os.PathLike, config: dict[str, Any], work: st
         build_standin_saes(cache, spec["release"], ids, d_in=LLM_WIDTH["hidden_size"], d_sae=STANDIN_D_SAE)
         saes[name] = {"release": spec["release"], "d_in": LLM_WIDTH["hidden_size"], "d_sae": STANDIN_D_SAE}
     return {"models": repos, "saes": saes}
+
+
+def _zip_folder(zip_path: Path, root: Path, folders: list[str]) -> Path:
+    """Zip ``root/<folder>/*`` as ``<folder>/<file>`` entries (stored: JPEGs do not compress), like COCO's zips."""
+    import zipfile
+
+    from repshift.formats.atomic import atomic_path
+
+    with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as zf:
+        for folder in folders:
+            zf.writestr(zipfile.ZipInfo(f"{folder}/", date_time=(2017, 9, 1, 0, 0, 0)), b"")
+            for path in sorted((root / folder).iterdir()):
+                info = zipfile.ZipInfo(f"{folder}/{path.name}", date_time=(2017, 9, 1, 0, 0, 0))
+                zf.writestr(info, path.read_bytes())
+    return zip_path
+
+
+def archive_checksums(path: str | os.PathLike) -> dict[str, Any]:
+    """``size``, ``md5`` and ``sha256`` of a file, as the config's archive entries hold them."""
+    data = Path(path).read_bytes()
+    return {
+        "size": len(data),
+        "md5": hashlib.md5(data).hexdigest(),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+def build_standin_archives(
+    out: str | os.PathLike, *, image_size: int = 32, cifar_test: int = 2000
+) -> dict[str, Path]:
+    """``val2017.zip``, ``annotations_trainval2017.zip`` and ``cifar-100-python.tar.gz`` with the real layouts.
+
+    COCO: 5,000 images whose per-category image counts are val2017's (:data:`VAL2017_IMAGE_COUNTS`), at
+    ``image_size`` pixels; the annotations archive holds only the val2017 files (the real one also holds
+    train2017's). CIFAR-100: ``cifar_test`` test images over all 100 classes (500 train images).
+    """
+    from repshift.demo.cifar import make_fake_cifar100, write_cifar_archive_tar
+    from repshift.demo.coco import VAL2017_IMAGE_COUNTS, VAL2017_N_IMAGES, make_synthetic_coco
+
+    out = Path(out)
+    coco = out / "coco"
+    if not (coco / "annotations" / "captions_val2017.json").is_file():
+        make_synthetic_coco(
+            coco, n_images=VAL2017_N_IMAGES, image_size=image_size, category_image_counts=VAL2017_IMAGE_COUNTS
+        )
+    archives = {
+        "val2017": _zip_folder(out / "val2017.zip", coco, ["val2017"]),
+        "annotations_trainval2017": _zip_folder(out / "annotations_trainval2017.zip", coco, ["annotations"]),
+    }
+    cifar = make_fake_cifar100(out / "cifar", n_test=cifar_test)
+    archives["cifar100"] = write_cifar_archive_tar(cifar, out / "cifar-100-python.tar.gz")
+    return archives
