@@ -2,7 +2,7 @@
 # `make rehearsal`: the real config.yaml through the real `rule all`, offline, against a stand-in hub (tiny
 # models under the real repo ids, Gemma-Scope-format SAEs) and stand-in COCO/CIFAR-100 archives served on
 # 127.0.0.1. Only scripts/rehearsal/overlay.yaml (sizes) plus the loopback URLs and checksums differ from
-# config.yaml. Everything goes under build/rehearsal/.
+# config.yaml. Everything goes under build/rehearsal/. Arguments replace the target `all` (e.g. a dataset TSV).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -22,6 +22,6 @@ SECONDS=0
 status=0
 "$BIN/python" scripts/rehearsal/serve.py "$OUT/archives" "$OUT/config.yaml" -- \
     "$BIN/snakemake" --cores "$CORES" --configfile "$OUT/config.yaml" --keep-going \
-    --rerun-incomplete "$@" all || status=$?
+    --rerun-incomplete "${@:-all}" || status=$?
 echo "rehearsal: snakemake exited $status after ${SECONDS}s" >&2
 exit $status

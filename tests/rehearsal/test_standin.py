@@ -85,7 +85,7 @@ def test_sae_loads_through_sae_lens_from_pretrained(hub_cache, sae_override):
     np.testing.assert_array_equal(sae.W_dec.detach().numpy(), params["W_dec"])
     # x = decoder row 3 (unit norm): pre-activation of latent 3 is 1 > threshold 0.05, so code 3 is 1.0
     code = sae.encode(torch.from_numpy(params["W_dec"][3:4]))
-    assert float(code[0, 3]) == pytest.approx(1.0, abs=1e-5)
+    assert float(code.detach()[0, 3]) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_sae_without_the_width_override_does_not_load(hub_cache):
