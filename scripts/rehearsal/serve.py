@@ -52,7 +52,9 @@ def main() -> int:
             for key in keys:
                 entry = entry[key]
             entry.update(url=base_url + url_path, **archive_checksums(file))
-        if os.environ.get("REHEARSAL_COCO_ROOT"):  # temporary: download_coco cannot unpack under Snakemake yet
+        if os.environ.get(
+            "REHEARSAL_COCO_ROOT"
+        ):  # temporary: download_coco cannot unpack under Snakemake yet
             config["coco"].update(source="path", root=os.environ["REHEARSAL_COCO_ROOT"])
         config_out.parent.mkdir(parents=True, exist_ok=True)
         config_out.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
