@@ -45,7 +45,8 @@ def main() -> int:
         ),
         ("cifar100", "archive"): ("/~kriz/cifar-100-python.tar.gz", archive_dir / "cifar-100-python.tar.gz"),
     }
-    with serve() as (base_url, state):
+    # a fixed port: the URL is a rule param, so a new port would rerun the downloads and everything after them
+    with serve(int(os.environ.get("REHEARSAL_PORT", "47017"))) as (base_url, state):
         for keys, (url_path, file) in files.items():
             state.files[url_path] = file.read_bytes()
             entry = config
