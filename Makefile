@@ -63,3 +63,10 @@ clean-demo:
 .PHONY: test-slurm
 test-slurm: dev
 	REPSHIFT_SLURM_PYTEST=$${REPSHIFT_SLURM_PYTEST:-1} bash scripts/slurm/run_slurm_test.sh
+
+# The real config.yaml through the real `rule all`, offline, against a stand-in hub (tiny models under the real
+# repo ids, Gemma-Scope-format SAEs) and stand-in COCO/CIFAR-100 archives on 127.0.0.1; only the sizes in
+# scripts/rehearsal/overlay.yaml differ. Outputs under build/rehearsal/. See scripts/rehearsal/.
+.PHONY: rehearsal
+rehearsal: install
+	CORES=$(CORES) BIN=$(BIN) bash scripts/rehearsal/run.sh

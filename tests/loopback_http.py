@@ -76,9 +76,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serve() -> Iterator[tuple[str, ServerState]]:
-    """A threaded HTTP server on 127.0.0.1 (random port): yields its base URL and its state."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+def serve(port: int = 0) -> Iterator[tuple[str, ServerState]]:
+    """A threaded HTTP server on 127.0.0.1 (``port``, 0 = random): yields its base URL and its state."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
     httpd.daemon_threads = True
     httpd.state = ServerState()
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

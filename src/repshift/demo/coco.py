@@ -351,6 +351,54 @@ def _plan(n_images: int, rng: np.random.Generator) -> list[tuple[str, ...]]:
     return [plan[int(i)] for i in order]
 
 
+#: Images per category in the real COCO val2017 (images holding at least one instance), for the six drawn
+#: categories. person, cat and dog are pinned in FIELD_NOTES (counted in instances_val2017.json); car, chair and
+#: pizza are the published val2017 per-category image counts as remembered (not re-counted here).
+VAL2017_IMAGE_COUNTS: dict[str, int] = {
+    "person": 2693,
+    "car": 535,
+    "cat": 184,
+    "dog": 177,
+    "pizza": 224,
+    "chair": 580,
+}
+VAL2017_N_IMAGES = 5000
+
+
+def plan_from_counts(
+    n_images: int, counts: dict[str, int], rng: np.random.Generator, *, cooccurrence: float = 0.3
+) -> list[tuple[str, ...]]:
+    """Categories per image such that category ``c`` is in exactly ``counts[c]`` images (at most two per image).
+
+    Categories are placed largest first; each image of a later category joins an image that holds exactly one
+    other category with probability ``cooccurrence`` (as person appears with a third to a half of COCO's cats,
+    dogs, cars, chairs and pizzas), else an empty image. Images left empty hold none of the drawn categories
+    (in real COCO they hold other categories). Raises ``ValueError`` when the counts cannot fit.
+    """
+    unknown = sorted(set(counts) - set(DEMO_CATEGORIES))
+    if unknown:
+        raise ValueError(f"category counts for {unknown}: only {', '.join(DEMO_CATEGORIES)} can be drawn")
+    if sum(counts.values()) > 2 * n_images:
+        raise ValueError(f"category counts {counts} need more than two objects per image of {n_images}")
+    plan: list[list[str]] = [[] for _ in range(n_images)]
+    for cat in sorted(counts, key=lambda c: (-counts[c], c)):
+        singles = [i for i, p in enumerate(plan) if len(p) == 1]
+        empties = [i for i, p in enumerate(plan) if not p]
+        n_join = min(len(singles), round(cooccurrence * counts[cat]) if singles and empties else counts[cat])
+        n_join = max(n_join, counts[cat] - len(empties))
+        if n_join > len(singles):
+            raise ValueError(f"category counts {counts} do not fit in {n_images} images (at {cat!r})")
+        picked = list(rng.choice(singles, size=n_join, replace=False)) if n_join else []
+        picked += (
+            list(rng.choice(empties, size=counts[cat] - n_join, replace=False))
+            if counts[cat] > n_join
+            else []
+        )
+        for i in picked:
+            plan[int(i)].append(cat)
+    return [tuple(sorted(p, key=DEMO_CATEGORIES.index)) for p in plan]
+
+
 #: Image ids are ``8 * k + band``: the standard splits get their own residue, so their ids never collide.
 _SPLIT_BAND = {"train2017": 0, "val2017": 1, "test2017": 2, "unlabeled2017": 3}
 
@@ -374,6 +422,7 @@ def make_synthetic_coco(
     seed: int = 0,
     image_size: int = 64,
     split: str = "val2017",
+    category_image_counts: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """Write a small synthetic COCO-2017-format split under ``root`` and return a summary of counts.
 
@@ -381,6 +430,9 @@ def make_synthetic_coco(
     and ``captions_<split>.json``. Each of the three appears atomically (built under a temporary name, then
     renamed); the image folder is renamed first, so the annotation files are the completion marker. Other
     splits already under ``root`` are left alone, so ``train2017`` and ``val2017`` can be written side by side.
+
+    ``category_image_counts`` (e.g. :data:`VAL2017_IMAGE_COUNTS` with ``n_images=5000``) fixes how many images
+    hold each category (:func:`plan_from_counts`); by default the categories take turns (demo data).
     """
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")
@@ -395,7 +447,10 @@ def make_synthetic_coco(
     cat_ids = {name: cid for cid, name, _ in COCO_CATEGORIES}
 
     image_ids = _image_ids(split, n_images, rng)
-    plan = _plan(n_images, rng)
+    if category_image_counts is None:
+        plan = _plan(n_images, rng)
+    else:
+        plan = plan_from_counts(n_images, dict(category_image_counts), rng)
     licenses = [
         {
             "id": 1,

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# `make rehearsal`: the real config.yaml through the real `rule all`, offline, against a stand-in hub (tiny
+# models under the real repo ids, Gemma-Scope-format SAEs) and stand-in COCO/CIFAR-100 archives served on
+# 127.0.0.1. Only scripts/rehearsal/overlay.yaml (sizes) plus the loopback URLs and checksums differ from
+# config.yaml. Everything goes under build/rehearsal/. Arguments replace the target `all` (e.g. a dataset TSV).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+OUT=${REHEARSAL_DIR:-build/rehearsal}
+CORES=${CORES:-2}
+BIN=${BIN:-.venv/bin}
+export PYTHONPATH="$ROOT/scripts/rehearsal:$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HOME="$ROOT/$OUT/hf" HF_HUB_CACHE="$ROOT/$OUT/hf/hub" HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+export TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg TOKENIZERS_PARALLELISM=false
+mkdir -p "$OUT"
+if [ ! -f "$OUT/standin.done" ]; then
+    "$BIN/python" scripts/rehearsal/standin_hub.py "$OUT" >"$OUT/sae_shape.txt"
+    touch "$OUT/standin.done"
+fi
+export REPSHIFT_STANDIN_SAE_SHAPE="$(cat "$OUT/sae_shape.txt")"
+SECONDS=0
+status=0
+"$BIN/python" scripts/rehearsal/serve.py "$OUT/archives" "$OUT/config.yaml" -- \
+    "$BIN/snakemake" --cores "$CORES" --configfile "$OUT/config.yaml" --keep-going \
+    --rerun-incomplete "${@:-all}" || status=$?
+echo "rehearsal: snakemake exited $status after ${SECONDS}s" >&2
+exit $status

@@ -1,0 +1,67 @@
+"""Serve the stand-in archives on 127.0.0.1, write the rehearsal config, run a command, stop the server.
+
+    python scripts/rehearsal/serve.py ARCHIVE_DIR CONFIG_OUT -- snakemake ... --configfile CONFIG_OUT
+
+CONFIG_OUT = config.yaml + scripts/rehearsal/overlay.yaml (merged key by key) + the loopback URLs and the
+stand-in archives' size/md5/sha256 (coco.archives.val2017, coco.archives.annotations_trainval2017,
+cifar100.archive). REHEARSAL_COCO_ROOT=folder switches COCO to ``source: path`` on that folder (a stop-gap
+while download_coco skips unpacking under Snakemake). Exits with the command's status.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from loopback_http import serve  # noqa: E402
+
+from repshift.demo.standin import archive_checksums  # noqa: E402
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = (
+            merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+        )
+    return out
+
+
+def main() -> int:
+    archive_dir, config_out = Path(sys.argv[1]), Path(sys.argv[2])
+    command = sys.argv[sys.argv.index("--") + 1 :]
+    config = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    config = merge(config, yaml.safe_load((HERE / "overlay.yaml").read_text(encoding="utf-8")))
+    files = {
+        ("coco", "archives", "val2017"): ("/zips/val2017.zip", archive_dir / "val2017.zip"),
+        ("coco", "archives", "annotations_trainval2017"): (
+            "/annotations/annotations_trainval2017.zip",
+            archive_dir / "annotations_trainval2017.zip",
+        ),
+        ("cifar100", "archive"): ("/~kriz/cifar-100-python.tar.gz", archive_dir / "cifar-100-python.tar.gz"),
+    }
+    # a fixed port: the URL is a rule param, so a new port would rerun the downloads and everything after them
+    with serve(int(os.environ.get("REHEARSAL_PORT", "47017"))) as (base_url, state):
+        for keys, (url_path, file) in files.items():
+            state.files[url_path] = file.read_bytes()
+            entry = config
+            for key in keys:
+                entry = entry[key]
+            entry.update(url=base_url + url_path, **archive_checksums(file))
+        if os.environ.get(
+            "REHEARSAL_COCO_ROOT"
+        ):  # temporary: download_coco cannot unpack under Snakemake yet
+            config["coco"].update(source="path", root=os.environ["REHEARSAL_COCO_ROOT"])
+        config_out.parent.mkdir(parents=True, exist_ok=True)
+        config_out.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        print(f"rehearsal: archives at {base_url}, config {config_out}", file=sys.stderr)
+        return subprocess.call(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
