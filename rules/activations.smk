@@ -11,8 +11,6 @@ rule make_demo_model:
         f"{LOGS}/make_demo_model/{{model}}.log",
     wildcard_constraints:
         model=_names("models", source="demo"),
-    conda:
-        "../envs/torch.yaml"
     params:
         spec=lambda wc: canon(config["models"][wc.model]),
         seed=config["seed"],
@@ -37,8 +35,6 @@ rule extract_activations:
         f"{LOGS}/extract_activations/{{model}}/{{dataset}}{SHARD}.log",
     benchmark:
         f"{BENCH}/extract_activations/{{model}}/{{dataset}}{SHARD}.tsv"
-    conda:
-        "../envs/torch.yaml"
     threads: 2
     params:
         spec=lambda wc: canon(config["models"][wc.model]),
@@ -72,8 +68,6 @@ if SHARDS > 1:
             acts=directory(layout.activations_dir(RESULTS, "{model}", "{dataset}")),
         log:
             f"{LOGS}/merge_activations/{{model}}/{{dataset}}.log",
-        conda:
-            "../envs/torch.yaml"
         params:
             layers=lambda wc: rcfg.model_layers(config, wc.model),
             code=step_hash("merge_activations"),

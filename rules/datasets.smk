@@ -14,8 +14,6 @@ rule build_dataset:
         f"{LOGS}/build_dataset/{{dataset}}.log",
     wildcard_constraints:
         dataset=_names("datasets", source="coco"),
-    conda:
-        "../envs/data.yaml"
     params:
         spec=lambda wc: canon(config["datasets"][wc.dataset]),
         split=SPLIT,
@@ -39,8 +37,6 @@ rule build_cifar100_dataset:
         f"{LOGS}/build_cifar100_dataset/{{dataset}}.log",
     wildcard_constraints:
         dataset=_names("datasets", source="cifar100"),
-    conda:
-        "../envs/data.yaml"
     params:
         spec=lambda wc: canon(config["datasets"][wc.dataset]),
         archive=canon(config["cifar100"].get("archive") or {}),
@@ -65,8 +61,6 @@ rule build_imagenet_dataset:
         f"{LOGS}/build_imagenet_dataset/{{dataset}}.log",
     wildcard_constraints:
         dataset=_names("datasets", source="imagenet"),
-    conda:
-        "../envs/data.yaml"
     params:
         spec=lambda wc: canon(config["datasets"][wc.dataset]),
         root=config["imagenet"]["root"],
@@ -87,8 +81,6 @@ rule build_prompt_dataset:
         f"{LOGS}/build_prompt_dataset/{{dataset}}.log",
     wildcard_constraints:
         dataset=_names("datasets", source="prompts"),
-    conda:
-        "../envs/data.yaml"
     params:
         spec=lambda wc: canon(config["datasets"][wc.dataset]),
         seed=config["seed"],
@@ -114,8 +106,6 @@ rule plot_contact_sheet:
         f"{LOGS}/plot_contact_sheet/{{dataset}}.log",
     wildcard_constraints:
         dataset=_names("datasets", modality="attribute"),
-    conda:
-        "../envs/data.yaml"
     params:
         n=8,
         code=step_hash("plot_contact_sheet"),

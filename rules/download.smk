@@ -12,8 +12,6 @@ if config["coco"]["source"] == "download":
         log:
             f"{LOGS}/download_coco/{SPLIT}.log",
         localrule: True
-        conda:
-            "../envs/data.yaml"
         params:
             root=lambda wc, output: str(Path(output.instances).parents[1]),
             split=SPLIT,
@@ -38,8 +36,6 @@ if config["coco"]["source"] == "synthetic":
             images=directory(coco_files()["images"]),
         log:
             f"{LOGS}/make_synthetic_coco/{SPLIT}.log",
-        conda:
-            "../envs/data.yaml"
         params:
             root=lambda wc, output: str(Path(output.instances).parents[1]),
             split=SPLIT,
@@ -63,8 +59,6 @@ if config["cifar100"]["source"] == "download":
         log:
             f"{LOGS}/download_cifar100/cifar100.log",
         localrule: True
-        conda:
-            "../envs/data.yaml"
         params:
             root=lambda wc, output: str(Path(output.folder).parent),
             archive=canon(config["cifar100"].get("archive") or {}),
@@ -83,8 +77,6 @@ if config["cifar100"]["source"] == "synthetic":
             folder=directory(cifar_dir()),
         log:
             f"{LOGS}/make_fake_cifar100/cifar100.log",
-        conda:
-            "../envs/data.yaml"
         params:
             root=lambda wc, output: str(Path(output.folder).parent),
             seed=config["seed"],

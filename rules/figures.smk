@@ -24,8 +24,6 @@ rule plot_layer_sweep:
         ),
     log:
         f"{LOGS}/plot_layer_sweep/layer_sweep.log",
-    conda:
-        "../envs/plot.yaml"
     params:
         palette=palette(),
         n=figure_n("layer_sweep"),
@@ -58,8 +56,6 @@ rule plot_probe_tasks:
         ),
     log:
         f"{LOGS}/plot_probe_tasks/probe_tasks.log",
-    conda:
-        "../envs/plot.yaml"
     params:
         palette=palette(),
         n=figure_n("probe_tasks"),
@@ -92,8 +88,6 @@ rule plot_attribute_probes:
         ),
     log:
         f"{LOGS}/plot_attribute_probes/attribute_probes.log",
-    conda:
-        "../envs/plot.yaml"
     params:
         palette=palette(),
         n=figure_n("attribute_probes"),
@@ -125,8 +119,6 @@ rule plot_cross_modal_matrix:
         ),
     log:
         f"{LOGS}/plot_cross_modal_matrix/cross_modal_matrix.log",
-    conda:
-        "../envs/plot.yaml"
     params:
         palette=palette(),
         n=figure_n("cross_modal_matrix"),
@@ -157,8 +149,6 @@ rule plot_learning_curves:
         ),
     log:
         f"{LOGS}/plot_learning_curves/learning_curves.log",
-    conda:
-        "../envs/plot.yaml"
     params:
         palette=palette(),
         n=figure_n("learning_curves"),

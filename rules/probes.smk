@@ -12,8 +12,6 @@ rule train_probe:
         f"{LOGS}/train_probe/{{task}}/layer-{{layer}}.log",
     benchmark:
         f"{BENCH}/train_probe/{{task}}/layer-{{layer}}.tsv"
-    conda:
-        "../envs/data.yaml"
     threads: config["probes"]["threads"]
     params:
         task=lambda wc: canon(config["probes"]["tasks"][wc.task]),
@@ -36,8 +34,6 @@ rule score_cross_layer:
         f"{LOGS}/score_cross_layer/{{task}}.log",
     benchmark:
         f"{BENCH}/score_cross_layer/{{task}}.tsv"
-    conda:
-        "../envs/data.yaml"
     params:
         task=lambda wc: canon(config["probes"]["tasks"][wc.task]),
         layers=lambda wc: rcfg.probe_layers(config, wc.task),
@@ -58,8 +54,6 @@ rule pixel_baseline:
         f"{LOGS}/pixel_baseline/{{task}}.log",
     benchmark:
         f"{BENCH}/pixel_baseline/{{task}}.tsv"
-    conda:
-        "../envs/data.yaml"
     threads: config["probes"]["threads"]
     params:
         settings=canon(config["probes"]["settings"]),

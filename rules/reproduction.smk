@@ -9,8 +9,6 @@ rule write_reproduction:
         tsv=f"{RESULTS}/reproduction.tsv",
     log:
         f"{LOGS}/write_reproduction/reproduction.log",
-    conda:
-        "../envs/plot.yaml"
     params:
         results=lambda wc, output: str(Path(output.tsv).parent),
         code=step_hash("write_reproduction"),

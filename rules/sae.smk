@@ -11,8 +11,6 @@ rule fetch_sae:
     wildcard_constraints:
         sae=_names("saes", source="pretrained"),
     localrule: True
-    conda:
-        "../envs/torch.yaml"
     params:
         release=lambda wc: config["saes"][wc.sae]["release"],
         sae_id=lambda wc: config["saes"][wc.sae]["id_template"].format(layer=wc.layer),
@@ -33,8 +31,6 @@ rule train_demo_sae:
         f"{LOGS}/train_demo_sae/{{sae}}.log",
     wildcard_constraints:
         sae=_names("saes", source="demo"),
-    conda:
-        "../envs/torch.yaml"
     params:
         train=lambda wc: canon(config["saes"][wc.sae]["train"]),
         layers=lambda wc: rcfg.sae_layers(
@@ -59,8 +55,6 @@ rule encode_sae:
         f"{LOGS}/encode_sae/{{sae}}/{{model}}/{{dataset}}.log",
     benchmark:
         f"{BENCH}/encode_sae/{{sae}}/{{model}}/{{dataset}}.tsv"
-    conda:
-        "../envs/torch.yaml"
     params:
         layers=lambda wc: rcfg.sae_layers(config, wc.sae, wc.model),
         sae_dirs=lambda wc: sae_dirs(wc.sae, wc.model),
@@ -82,8 +76,6 @@ rule compare_sae:
         latents=layout.shift_latents(RESULTS, "{comparison}"),
     log:
         f"{LOGS}/compare_sae/{{comparison}}.log",
-    conda:
-        "../envs/torch.yaml"
     params:
         comparison=lambda wc: canon(config["comparisons"][wc.comparison]),
         layers=lambda wc: rcfg.comparison_layers(config, wc.comparison),
@@ -106,8 +98,6 @@ rule spliced_loss:
         f"{LOGS}/spliced_loss/{{sae}}/{{model}}/{{dataset}}.log",
     benchmark:
         f"{BENCH}/spliced_loss/{{sae}}/{{model}}/{{dataset}}.tsv"
-    conda:
-        "../envs/torch.yaml"
     threads: 2
     params:
         spec=lambda wc: canon(config["models"][wc.model]),
@@ -144,8 +134,6 @@ rule plot_latent_density:
         ),
     log:
         f"{LOGS}/plot_latent_density/latent_density.log",
-    conda:
-        "../envs/plot.yaml"
     params:
         palette=palette(),
         n=figure_n("latent_density"),
@@ -176,8 +164,6 @@ rule plot_latents_shift:
         ),
     log:
         f"{LOGS}/plot_latents_shift/latents_shift.log",
-    conda:
-        "../envs/plot.yaml"
     params:
         palette=palette(),
         n=figure_n("latents_shift"),

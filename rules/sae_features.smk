@@ -11,8 +11,6 @@ rule class_features:
         ),
     log:
         f"{LOGS}/class_features/{{analysis}}/{{model}}/layer-{{layer}}.log",
-    conda:
-        "../envs/data.yaml"
     params:
         analysis=lambda wc: sae_feature_params(wc.analysis, CLASS_FEATURE_KEYS),
         code=step_hash("class_features"),
@@ -34,8 +32,6 @@ rule sae_feature_probe:
         f"{LOGS}/sae_feature_probe/{{analysis}}/{{model}}/layer-{{layer}}.log",
     benchmark:
         f"{BENCH}/sae_feature_probe/{{analysis}}/{{model}}/layer-{{layer}}.tsv"
-    conda:
-        "../envs/data.yaml"
     threads: 2
     params:
         analysis=lambda wc: sae_feature_params(wc.analysis, FEATURE_PROBE_KEYS),
@@ -66,8 +62,6 @@ rule plot_sae_features:
         ),
     log:
         f"{LOGS}/plot_sae_features/sae_features.log",
-    conda:
-        "../envs/plot.yaml"
     params:
         palette=palette(),
         n=figure_n("sae_features"),

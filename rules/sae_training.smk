@@ -14,8 +14,6 @@ rule train_vlm_sae:
         f"{LOGS}/train_vlm_sae/{{model}}/layer-{{layer}}.log",
     benchmark:
         f"{BENCH}/train_vlm_sae/{{model}}/layer-{{layer}}.tsv"
-    conda:
-        "../envs/torch.yaml"
     params:
         spec=lambda wc: canon(config["models"][wc.model]),
         training=vlm_sae_training(),
@@ -43,8 +41,6 @@ rule evaluate_vlm_sae:
         f"{LOGS}/evaluate_vlm_sae/{{model}}/layer-{{layer}}.log",
     benchmark:
         f"{BENCH}/evaluate_vlm_sae/{{model}}/layer-{{layer}}.tsv"
-    conda:
-        "../envs/torch.yaml"
     params:
         spec=lambda wc: canon(config["models"][wc.model]),
         training=vlm_sae_training(),
@@ -75,8 +71,6 @@ rule plot_vlm_sae:
         },
     log:
         f"{LOGS}/plot_vlm_sae/vlm_sae.log",
-    conda:
-        "../envs/plot.yaml"
     params:
         code=step_hash("plot_vlm_sae"),
     script:

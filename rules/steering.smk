@@ -13,8 +13,6 @@ rule fit_steering_directions:
         f"{LOGS}/fit_steering_directions/{{model}}/{{pair}}/layer-{{layer}}.log",
     wildcard_constraints:
         pair="|".join(config.get("steering", {}).get("pairs", {})) or "(?!x)x",
-    conda:
-        "../envs/torch.yaml"
     params:
         pair=lambda wc: canon(config["steering"]["pairs"][wc.pair]),
         heldout_fold=config.get("steering", {}).get("heldout_fold", 0),
@@ -45,8 +43,6 @@ rule steer_model:
         f"{BENCH}/steer_model/{{model}}/{{pair}}/layer-{{layer}}.tsv"
     wildcard_constraints:
         pair="|".join(config.get("steering", {}).get("pairs", {})) or "(?!x)x",
-    conda:
-        "../envs/torch.yaml"
     threads: 2
     params:
         spec=lambda wc: canon(config["models"][wc.model]),
@@ -73,8 +69,6 @@ rule plot_steering:
         tsv=layout.figure(RESULTS, "steering", "tsv"),
     log:
         f"{LOGS}/plot_steering/steering.log",
-    conda:
-        "../envs/plot.yaml"
     params:
         code=step_hash("plot_steering"),
     script:
