@@ -20,6 +20,7 @@ rule build_dataset:
         spec=lambda wc: canon(config["datasets"][wc.dataset]),
         split=SPLIT,
         seed=config["seed"],
+        repeats=config["probes"]["settings"]["repeats"],
         code=step_hash("build_dataset"),
     script:
         "../workflow_scripts/build_dataset.py"
@@ -43,6 +44,7 @@ rule build_cifar100_dataset:
         spec=lambda wc: canon(config["datasets"][wc.dataset]),
         archive=canon(config["cifar100"].get("archive") or {}),
         seed=config["seed"],
+        repeats=config["probes"]["settings"]["repeats"],
         code=step_hash("build_cifar100_dataset"),
     script:
         "../workflow_scripts/build_cifar100_dataset.py"
@@ -64,6 +66,7 @@ rule build_prompt_dataset:
     params:
         spec=lambda wc: canon(config["datasets"][wc.dataset]),
         seed=config["seed"],
+        repeats=config["probes"]["settings"]["repeats"],
         code=step_hash("build_prompt_dataset"),
     script:
         "../workflow_scripts/build_prompt_dataset.py"
