@@ -21,6 +21,9 @@ if not workflow.overwrite_configfiles:
 include: "rules/common.smk"
 
 
+from repshift.config import stats_targets as ST
+
+
 # Every wildcard's constraint, in one place (repshift.config.targets.wildcard_regexes); rules only narrow them.
 wildcard_constraints:
     **T.wildcard_regexes(config),
@@ -29,7 +32,7 @@ wildcard_constraints:
 rule all:
     """The layer-sweep figure and everything it is drawn from."""
     input:
-        T.default_targets(config),
+        T.default_targets(config) + ST.probe_summaries(config),
 
 
 include: "rules/download.smk"
@@ -37,5 +40,6 @@ include: "rules/datasets.smk"
 include: "rules/activations.smk"
 include: "rules/sae.smk"
 include: "rules/probes.smk"
+include: "rules/stats.smk"
 include: "rules/sae_features.smk"
 include: "rules/figures.smk"

@@ -153,3 +153,8 @@ def figure(results: str, name: str, ext: str = "pdf") -> str:
 
 def contact_sheet(results: str, dataset: str) -> str:
     return f"{results}/figs/datasets/{dataset}.png"
+
+
+def probe_summary(results: str, task: str) -> str:
+    """One task's probe summary over every layer (means, corrected intervals, permutation null)."""
+    return f"{results}/probes/{task}/summary.tsv"
