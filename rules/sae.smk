@@ -81,6 +81,8 @@ rule compare_sae:
     params:
         comparison=lambda wc: canon(config["comparisons"][wc.comparison]),
         layers=lambda wc: rcfg.comparison_layers(config, wc.comparison),
+        bootstrap=config["stats"]["bootstrap"],
+        seed=config["seed"],
         code=step_hash("compare_sae"),
     script:
         "../workflow_scripts/compare_sae.py"
