@@ -23,6 +23,7 @@ rule plot_layer_sweep:
     params:
         comparisons=canon(config["comparisons"]),
         main_tasks=rcfg.main_probe_tasks(config),
+        min_examples=config["figures"]["min_examples"],
         code=step_hash("plot_layer_sweep"),
     script:
         "../workflow_scripts/plot_layer_sweep.py"

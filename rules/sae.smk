@@ -111,6 +111,7 @@ rule spliced_loss:
             k: config["extraction"][k] for k in ("dtype", "device", "max_tokens")
         },
         seed=config["seed"],
+        bootstrap=config["stats"]["bootstrap"],
         code=step_hash("spliced_loss"),
     script:
         "../workflow_scripts/spliced_loss.py"

@@ -33,6 +33,7 @@ def plot_layer_sweep(*, input, output, params, **_):
         out_pdf=output["pdf"],
         out_png=output["png"],
         out_tsv=output["tsv"],
+        min_examples=int(params.get("min_examples", layer_sweep.MIN_EXAMPLES)),
     )
 
 

@@ -31,12 +31,14 @@ def _read(paths: Iterable[str | Path]) -> pd.DataFrame:
 
 def _interval(g: pd.DataFrame) -> tuple[float, float, float]:
     """Mean and 95% corrected repeated-CV interval of one series at one layer (as probes.summarize reports it)."""
-    from repshift.probes.summary import corrected_interval
+    from repshift.probes.summary import run_interval
 
     v = g["value"].to_numpy(dtype=float)
     if "n_train" not in g or "n_test" not in g:
         return float(np.nanmean(v)), math.nan, math.nan
-    return corrected_interval(v, float(g["n_train"].mean()), float(g["n_test"].mean()))
+    if "fold" not in g:  # no fold-runs to average seeds within: every score is its own run
+        g = g.assign(fold=np.arange(len(g)))
+    return run_interval(g)[:3]  # over distinct (repeat, fold) runs, seeds averaged within a run
 
 
 def _style():
@@ -89,13 +91,19 @@ def plot_panels(
                 0.5, 0.5, "not configured", ha="center", va="center", transform=ax.transAxes, color="grey"
             )
             continue
-        refs = {CONTROL_SERIES: ("--", "dimgrey"), MAJORITY_SERIES: (":", "black")}
+        refs = {
+            CONTROL_SERIES: ("--", "dimgrey"),
+            NULL_SERIES: ("--", "dimgrey"),
+            MAJORITY_SERIES: (":", "black"),
+        }
         main = sorted(x for x in sub["series"].unique() if x not in refs)
         for i, series in enumerate(main + [x for x in refs if x in set(sub["series"])]):
             g = sub[sub["series"] == series].sort_values("layer")
             if series in refs:
                 style, color = refs[series]
                 ax.plot(g["layer"], g["value"], style, lw=1.2, color=color, label=series)
+                if series == NULL_SERIES and (g["hi"] > g["lo"]).any():
+                    ax.fill_between(g["layer"], g["lo"], g["hi"], color=color, alpha=0.12, lw=0)
                 continue
             color = colors(i % 10)
             ax.plot(g["layer"], g["value"], "-o", ms=3, lw=1.6, color=color, label=series)
@@ -122,6 +130,9 @@ def write_table(table: pd.DataFrame, out_tsv) -> None:
 
 
 CONTROL_SERIES = "shuffled-label control"
+
+
+NULL_SERIES = "permutation null (95% band)"
 
 
 MAJORITY_SERIES = "majority baseline"

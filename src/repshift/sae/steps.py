@@ -179,7 +179,12 @@ def spliced_loss(*, input, output, params, wildcards=None, **_):
         adapter, saes, ids, batch_size=int(cfg.get("batch_size", 8)), progress=True
     )
     table = sae_spliced.spliced_table(
-        results, sae=wc.get("sae", ""), model=name, dataset=wc.get("dataset", "")
+        results,
+        sae=wc.get("sae", ""),
+        model=name,
+        dataset=wc.get("dataset", ""),
+        n_boot=int(params.get("bootstrap", 200)),
+        seed=int(params.get("seed", 0)),
     )
     with atomic_path(output["tsv"]) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
