@@ -101,14 +101,16 @@ def one_simulation(sim: Simulation, i: int, seed: int) -> tuple[tuple[float, flo
 
 
 def coverage(
-    sim: Simulation, *, sims: int, seed: int, n_train_sets: int = 40, pool: int = 20000
+    sim: Simulation, *, sims: int, seed: int, n_train_sets: int = 40, pool: int = 20000, jobs: int = 1
 ) -> dict[str, Any]:
     """Empirical coverage of the new and old intervals over ``sims`` simulations at one size."""
     truth = true_accuracy(sim, n_train_sets=n_train_sets, pool=pool, seed=seed)
+    from joblib import Parallel, delayed
+
     hits_new = hits_old = 0
     width_new, width_old = [], []
-    for i in range(sims):
-        (lo, hi), (olo, ohi) = one_simulation(sim, i, seed)
+    results = Parallel(n_jobs=jobs)(delayed(one_simulation)(sim, i, seed) for i in range(sims))
+    for (lo, hi), (olo, ohi) in results:
         hits_new += lo <= truth <= hi
         hits_old += olo <= truth <= ohi
         width_new.append(hi - lo)
@@ -163,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--delta", type=float, default=1.0)
     ap.add_argument("--dims", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--jobs", type=int, default=1, help="simulations run in parallel (joblib workers)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.sizes:
@@ -176,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results = {}
     for n, folds in sizes:
         sim = Simulation(n, folds, settings, dims=args.dims, delta=args.delta)
-        r = coverage(sim, sims=args.sims, seed=args.seed)
+        r = coverage(sim, sims=args.sims, seed=args.seed, jobs=args.jobs)
         results[f"{n}x{folds}"] = r
         print(
             f"n={n} folds={folds} repeats={settings.repeats} seeds={len(settings.seeds)}: true accuracy "
