@@ -117,10 +117,10 @@ def probe_rows(probes: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     sub["series"] = [probe_series_name(r) for r in sub.to_dict("records")]
     sub["panel"] = np.where(sub["transfer"] == "within", PROBE_PANELS["within"], PROBE_PANELS["transfer"])
     for (panel, probe, series, layer), g in sub.groupby(["panel", "probe", "series", "layer"]):
-        if probe not in ("control", "majority", "null"):
+        if probe not in ("control", "majority", "permutation"):
             name = series if probe == "logreg" else f"{series} [{probe}]"
             rows.append((panel, name, int(layer), *_interval(g)))
-    for (panel, layer), g in sub[sub["probe"] == "null"].groupby(["panel", "layer"]):
+    for (panel, layer), g in sub[sub["probe"] == "permutation"].groupby(["panel", "layer"]):
         # each permutation's mean over fold-runs (per series), pooled over the panel's series
         perm_means = g.groupby(["series", "seed"])["value"].mean().to_numpy(dtype=float)
         low, high = np.quantile(perm_means, [0.025, 0.975])

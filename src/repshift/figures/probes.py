@@ -210,7 +210,7 @@ def learning_curve_table(probe_paths: Sequence, metric: str = "accuracy") -> pd.
                 *_interval(g),
             )
         )
-    refs = {"control": CONTROL_SERIES, "null": NULL_SERIES, "majority": MAJORITY_SERIES}
+    refs = {"control": CONTROL_SERIES, "permutation": NULL_SERIES, "majority": MAJORITY_SERIES}
     for (panel, probe), g in sub[sub["probe"].isin(list(refs))].groupby(["panel", "probe"]):
         v = float(g["value"].mean())
         name = refs[probe]

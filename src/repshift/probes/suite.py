@@ -46,8 +46,9 @@ _STREAM_SUBSAMPLE = 2
 _STREAM_NULL = 3
 
 
-#: Probe name of the permutation-null rows (``seed`` holds the permutation index there).
-NULL = "null"
+#: Probe name of the permutation-null rows (``seed`` holds the permutation index there). Not "null": pandas
+#: reads the string "null" back from a TSV as a missing value.
+NULL = "permutation"
 
 
 #: Suffix of the re-centred copy of every cross-space score (``"other-recentred"``): the target space's rows are
@@ -525,7 +526,7 @@ def _null_split(
 def permutation_null(
     p: _Prepared, fits: Sequence[tuple[int, int, int, Pipeline, float]], settings: ProbeSettings
 ) -> pd.DataFrame:
-    """The permutation null: rows ``probe = "null"`` (``seed`` = permutation index) of ``settings.permutations``
+    """The permutation null: rows ``probe = "permutation"`` (``seed`` = permutation index) of ``settings.permutations``
     label permutations per fold-run, through the real probe's pipeline and scoring (every space, re-centring).
 
     Labels are permuted within the fold-run's training rows only (test rows keep their true labels). With

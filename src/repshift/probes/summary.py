@@ -61,14 +61,14 @@ def run_interval(rows: pd.DataFrame, *, confidence: float = 0.95) -> tuple[float
 
 
 def null_summary(rows: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
-    """Per test_space x metric: the permutation null (``probe == "null"``) and the real probe's p-value.
+    """Per test_space x metric: the permutation null (``probe == "permutation"``) and the real probe's p-value.
 
     Each permutation's statistic is its mean over the fold-runs, like the real probe's (seed-averaged fold-runs,
     :func:`fold_run_values`). Columns: ``null_mean``, ``null_low`` / ``null_high`` (the central ``confidence``
     band of the N permutation means), ``n_permutations`` and ``p_value = (1 + #{null >= observed}) / (1 + N)``
     for the full-data logistic probe (one-sided: the probe beats chance). Empty without null rows.
     """
-    null = rows[rows["probe"] == "null"]
+    null = rows[rows["probe"] == "permutation"]
     real = rows[(rows["probe"] == "logreg") & (rows["train_fraction"] == 1.0)]
     tail = (1 - confidence) / 2
     out = []
@@ -127,7 +127,7 @@ def summarize(rows: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
             rows[column] = default
     keys = ["probe", "train_fraction", "test_space", "metric"]
     out = []
-    scored = rows[rows["probe"] != "null"].dropna(subset=["value"])
+    scored = rows[rows["probe"] != "permutation"].dropna(subset=["value"])
     for key, sub in scored.groupby(keys, sort=True):
         mean, low, high, n_runs = run_interval(sub, confidence=confidence)
         runs = fold_run_values(sub)["value"]

@@ -56,11 +56,11 @@ def test_probe_panel_draws_the_permutation_null_band():
     base |= {"layer": 1, "repeat": 0, "n_train": 30, "n_test": 10}
     # 3 permutations x 2 folds: permutation means 0.45, 0.5, 0.65
     null = [(0, 0, 0.4), (0, 1, 0.5), (1, 0, 0.5), (1, 1, 0.5), (2, 0, 0.6), (2, 1, 0.7)]
-    rows = [base | {"probe": "null", "seed": i, "fold": k, "value": v} for i, k, v in null]
+    rows = [base | {"probe": "permutation", "seed": i, "fold": k, "value": v} for i, k, v in null]
     rows += [base | {"probe": "logreg", "seed": 0, "fold": k, "value": 0.9} for k in (0, 1)]
     out = probe_rows(pd.DataFrame(rows))
     band = out[out["series"] == NULL_SERIES].iloc[0]
     # mean 1.6 / 3; 2.5% and 97.5% quantiles of [0.45, 0.5, 0.65] by linear interpolation (positions 0.05, 1.95)
     assert band["value"] == pytest.approx(1.6 / 3)
     assert band["lo"] == pytest.approx(0.45 + 0.05 * 0.05) and band["hi"] == pytest.approx(0.5 + 0.95 * 0.15)
-    assert "m [text] [null]" not in set(out["series"])
+    assert "m [text] [permutation]" not in set(out["series"])

@@ -26,7 +26,7 @@ def test_null_summary_p_value_and_band_by_hand():
     # 4 permutations x 2 fold-runs; real probe 0.7 on both runs (2 seeds on run (0, 1) averaged first)
     null_means = {0: (0.4, 0.6), 1: (0.7, 0.9), 2: (0.5, 0.5), 3: (0.6, 0.6)}  # means 0.5, 0.8, 0.5, 0.6
     rows = [
-        {"probe": "null", "seed": i, "repeat": 0, "fold": k, "value": v}
+        {"probe": "permutation", "seed": i, "repeat": 0, "fold": k, "value": v}
         for i, vs in null_means.items()
         for k, v in enumerate(vs)
     ]
@@ -46,7 +46,7 @@ def test_null_summary_p_value_and_band_by_hand():
     assert out.null_low == pytest.approx(0.5) and out.null_high == pytest.approx(0.785)
 
 
-def test_permutation_null_through_the_suite_with_repeated_folds():
+def test_permutation_null_through_the_suite_with_repeated_folds(tmp_path):
     X, y, groups, folds = _data()
     settings = ProbeSettings(c_grid=(0.1, 1.0), inner_folds=2, seeds=(0, 1), repeats=2, permutations=19)
     other = EvalSpace("twin", X + 0.5, y, folds, groups)  # a shifted copy: scored as is and re-centred
@@ -54,7 +54,7 @@ def test_permutation_null_through_the_suite_with_repeated_folds():
     real = rows[rows.probe == "logreg"]
     # 2 repeats x 4 folds x 2 seeds, each run's test rows from its own repeat's folds
     assert set(zip(real.repeat, real.fold, strict=True)) == {(r, k) for r in (0, 1) for k in range(4)}
-    null = rows[(rows.probe == "null") & (rows.metric == "accuracy")]
+    null = rows[(rows.probe == "permutation") & (rows.metric == "accuracy")]
     # 19 permutations x 8 fold-runs, in every space, at the real probe's C of that run (first seed)
     assert len(null[null.test_space == "same"]) == 19 * 8
     assert set(null.test_space) == {"same", "twin", "twin-recentred"}
@@ -67,7 +67,12 @@ def test_permutation_null_through_the_suite_with_repeated_folds():
     assert acc.n == 8 and acc.n_scores == 16
     assert acc["mean"] > 0.95 and abs(acc.null_mean - 0.5) < 0.1 and acc.null_high < 0.8
     assert acc.p_value == pytest.approx(1 / 20)  # no permutation reaches a near-perfect probe
-    assert "null" not in set(s.probe)
+    assert "permutation" not in set(s.probe)
+    # the probe name survives a TSV round trip (pandas reads the string "null" back as a missing value)
+    path = tmp_path / "rows.tsv"
+    rows.to_csv(path, sep="\t", index=False)
+    again = summarize(pd.read_csv(path, sep="\t"))
+    assert again.loc[acc.name, "p_value"] == pytest.approx(1 / 20)
 
 
 def test_permutation_null_on_pure_noise_is_not_significant():
@@ -87,6 +92,6 @@ def test_inner_permutation_c_reruns_inner_cv():
     c_real = set(rows.loc[rows.probe == "logreg", "C"])
     assert c_real == {10.0}  # a strong signal: inner CV picks the weak penalty
     # on permuted labels inner CV picks its own C (log-loss favours the strong penalty on noise)
-    assert 1e-4 in set(rows.loc[rows.probe == "null", "C"])
+    assert 1e-4 in set(rows.loc[rows.probe == "permutation", "C"])
     with pytest.raises(ValueError, match="permutation_c"):
         ProbeSettings(permutation_c="best")
