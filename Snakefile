@@ -41,6 +41,7 @@ rule all:
     input:
         T.default_targets(config),
         steering_targets.steering_targets(config),
+        stats_targets.probe_summaries(config),
 
 
 include: "rules/download.smk"
@@ -49,6 +50,7 @@ include: "rules/activations.smk"
 include: "rules/sae.smk"
 include: "rules/probes.smk"
 include: "rules/steering.smk"
+include: "rules/stats.smk"
 include: "rules/sae_features.smk"
 include: "rules/sae_training.smk"
 include: "rules/figures.smk"

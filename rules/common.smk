@@ -5,6 +5,7 @@ repshift.config.targets (which jobs and inputs exist) and repshift.formats.layou
 from pathlib import Path
 
 from repshift import config as rcfg
+from repshift.config import stats_targets
 from repshift.config import steering as steering_targets
 from repshift.config import sae_training as ST
 from repshift.config import targets as T

@@ -18,6 +18,7 @@ rule build_dataset:
         spec=lambda wc: canon(config["datasets"][wc.dataset]),
         split=SPLIT,
         seed=config["seed"],
+        repeats=config["probes"]["settings"]["repeats"],
         code=step_hash("build_dataset"),
     message:
         "Building dataset {wildcards.dataset} from COCO"
@@ -41,6 +42,7 @@ rule build_cifar100_dataset:
         spec=lambda wc: canon(config["datasets"][wc.dataset]),
         archive=canon(config["cifar100"].get("archive") or {}),
         seed=config["seed"],
+        repeats=config["probes"]["settings"]["repeats"],
         code=step_hash("build_cifar100_dataset"),
     message:
         "Building dataset {wildcards.dataset} from CIFAR-100"
@@ -65,6 +67,7 @@ rule build_imagenet_dataset:
         spec=lambda wc: canon(config["datasets"][wc.dataset]),
         root=config["imagenet"]["root"],
         seed=config["seed"],
+        repeats=config["probes"]["settings"]["repeats"],
         code=step_hash("build_imagenet_dataset"),
     script:
         "../workflow_scripts/build_imagenet_dataset.py"
@@ -84,6 +87,7 @@ rule build_prompt_dataset:
     params:
         spec=lambda wc: canon(config["datasets"][wc.dataset]),
         seed=config["seed"],
+        repeats=config["probes"]["settings"]["repeats"],
         code=step_hash("build_prompt_dataset"),
     message:
         "Building prompt set {wildcards.dataset}"

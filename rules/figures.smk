@@ -29,6 +29,7 @@ rule plot_layer_sweep:
         n=figure_n("layer_sweep"),
         comparisons=canon(config["comparisons"]),
         main_tasks=rcfg.main_probe_tasks(config),
+        min_examples=config["figures"]["min_examples"],
         code=step_hash("plot_layer_sweep"),
     message:
         "Drawing the layer sweep (shift, SAE transfer, probes)"

@@ -79,6 +79,8 @@ rule compare_sae:
     params:
         comparison=lambda wc: canon(config["comparisons"][wc.comparison]),
         layers=lambda wc: rcfg.comparison_layers(config, wc.comparison),
+        bootstrap=config["stats"]["bootstrap"],
+        seed=config["seed"],
         code=step_hash("compare_sae"),
     message:
         "Comparing SAE codes for {wildcards.comparison}"
@@ -107,6 +109,7 @@ rule spliced_loss:
             k: config["extraction"][k] for k in ("dtype", "device", "max_tokens")
         },
         seed=config["seed"],
+        bootstrap=config["stats"]["bootstrap"],
         code=step_hash("spliced_loss"),
     message:
         "Spliced CE loss of {wildcards.model} on {wildcards.dataset} with SAE {wildcards.sae}"

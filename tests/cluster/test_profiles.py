@@ -11,7 +11,14 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-GPU_RULES = ("extract_activations", "encode_sae", "spliced_loss", "train_vlm_sae", "evaluate_vlm_sae", "steer_model")
+GPU_RULES = (
+    "extract_activations",
+    "encode_sae",
+    "spliced_loss",
+    "train_vlm_sae",
+    "evaluate_vlm_sae",
+    "steer_model",
+)
 
 
 def _profile(name: str) -> dict:

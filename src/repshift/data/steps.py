@@ -70,6 +70,7 @@ def build_dataset(*, input, output, params, wildcards=None, **_):
         seed=int(params["seed"]),
         split=params["split"],
     )
+    _add_repeats(out, params)
 
 
 @step
@@ -80,6 +81,15 @@ def download_cifar100(*, input, output, params, **_):
     folder = fetch_cifar100(params["root"], params["archive"])
     if Path(folder) != Path(output["folder"]):
         raise ValueError(f"the archive unpacked to {folder}, not to the rule's output {output['folder']}")
+
+
+def _add_repeats(out: Path, params) -> None:
+    """Store every outer-CV repeat's folds in the manifest (``probes.settings.repeats``; 1: ``fold`` only)."""
+    from repshift.formats import manifest as formats_manifest
+
+    repeats = int(params.get("repeats", 1))
+    if repeats > 1:
+        formats_manifest.add_repeat_folds_file(out, repeats=repeats, seed=int(params["seed"]))
 
 
 def _manifest_paths(output):
@@ -109,6 +119,7 @@ def build_cifar100_dataset(*, input, output, params, wildcards=None, **_):
         seed=int(params["seed"]),
         archive=params.get("archive") or None,
     )
+    _add_repeats(out, params)
 
 
 @step
@@ -120,6 +131,7 @@ def build_prompt_dataset(*, input, output, params, wildcards=None, **_):
     data_prompts.build_prompt_dataset(
         (wildcards or {}).get("dataset") or out.stem, params["spec"], out_tsv=out, seed=int(params["seed"])
     )
+    _add_repeats(out, params)
 
 
 @step
@@ -135,3 +147,4 @@ def build_imagenet_dataset(*, input, output, params, wildcards=None, **_):
         out_tsv=out,
         seed=int(params["seed"]),
     )
+    _add_repeats(out, params)

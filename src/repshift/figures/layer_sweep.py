@@ -12,6 +12,7 @@ from repshift.figures.style import (
     CONTROL_SERIES,
     LAYER_LABEL,
     MAJORITY_SERIES,
+    NULL_SERIES,
     PAGE_WIDTH,
     TABLE_COLUMNS,
     Palette,
@@ -78,17 +79,41 @@ def probe_facet(r: Mapping) -> str:
     )
 
 
-def shift_rows(shift: pd.DataFrame) -> pd.DataFrame:
+#: Default of config ``figures.min_examples``: shift and spliced-loss series on fewer examples are not drawn.
+MIN_EXAMPLES = 50
+
+
+def _with_n(name: str, g: pd.DataFrame, min_examples: int) -> str | None:
+    """``name (n=N)`` for a series computed on N examples; None when N < ``min_examples`` (not drawn)."""
+    if "n" not in g or g["n"].isna().all():
+        return name
+    n = int(g["n"].max())
+    return None if n < min_examples else f"{name} (n={n})"
+
+
+def _bounds(g: pd.DataFrame, v: float) -> tuple[float, float]:
+    """The bootstrap interval of a row (``lo``, ``hi``) when the table has one, else the value itself."""
+    if "lo" in g and "hi" in g and not g[["lo", "hi"]].isna().any(axis=None):
+        return float(g["lo"].iloc[0]), float(g["hi"].iloc[0])
+    return v, v
+
+
+def shift_rows(shift: pd.DataFrame, min_examples: int = MIN_EXAMPLES) -> pd.DataFrame:
+    """Shift metrics per comparison and layer with their bootstrap intervals; comparisons on fewer than
+    ``min_examples`` examples are left out (the legend shows each drawn series' n)."""
     rows = []
     for metric, panel in SHIFT_PANELS.items():
         sub = shift[shift["metric"] == metric]
         for (comparison, layer), g in sub.groupby(["comparison", "layer"]):
+            name = _with_n(comparison, g, min_examples)
+            if name is None:
+                continue
             v = float(g["value"].iloc[0])
-            rows.append((panel, comparison, int(layer), v, v, v))
+            rows.append((panel, name, int(layer), v, *_bounds(g, v)))
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def transfer_rows(transfer: pd.DataFrame) -> pd.DataFrame:
+def transfer_rows(transfer: pd.DataFrame, min_examples: int = MIN_EXAMPLES) -> pd.DataFrame:
     """Transfer metrics (and spliced-loss recovered) on text tokens of text-only inputs, one series per model
     and SAE, and per dataset when several are encoded (prompt sets are never averaged with captions)."""
     rows = []
@@ -101,7 +126,9 @@ def transfer_rows(transfer: pd.DataFrame) -> pd.DataFrame:
         ):
             v = float(g["value"].mean())
             series = model + (f" [{dataset}]" if per_dataset else "") + ("" if one_sae else f" ({sae})")
-            rows.append((panel, series, int(layer), v, v, v))
+            series = _with_n(series, g, min_examples)  # spliced loss carries n (prompts) and lo/hi
+            if series is not None:
+                rows.append((panel, series, int(layer), v, *_bounds(g, v)))
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
@@ -115,7 +142,8 @@ def probe_series_name(r: Mapping) -> str:
 
 def probe_rows(probes: pd.DataFrame, metric: str = "accuracy", *, faceted: bool = False) -> pd.DataFrame:
     """Per series and layer: mean over folds x seeds with its 95% corrected repeated-CV interval (full training
-    folds only; learning-curve rows are left out); the shuffled-label control and majority lines per panel."""
+    folds only; learning-curve rows are left out); the permutation null (mean and 95% band of the permutation
+    means), shuffled-label control (older tables) and majority lines per panel."""
     rows = []
     sub = probes[probes["metric"] == metric].copy()
     if "test_space" in sub:  # re-centred cross-space scores are a separate check, not a series here
@@ -128,9 +156,14 @@ def probe_rows(probes: pd.DataFrame, metric: str = "accuracy", *, faceted: bool 
     else:
         sub["panel"] = np.where(sub["transfer"] == "within", PROBE_PANELS["within"], PROBE_PANELS["transfer"])
     for (panel, probe, series, layer), g in sub.groupby(["panel", "probe", "series", "layer"]):
-        if probe not in ("control", "majority"):
+        if probe not in ("control", "majority", "permutation"):
             name = series if probe == "logreg" else f"{series} [{probe}]"
             rows.append((panel, name, int(layer), *_interval(g)))
+    for (panel, layer), g in sub[sub["probe"] == "permutation"].groupby(["panel", "layer"]):
+        # each permutation's mean over fold-runs (per series), pooled over the panel's series
+        perm_means = g.groupby(["series", "seed"])["value"].mean().to_numpy(dtype=float)
+        low, high = np.quantile(perm_means, [0.025, 0.975])
+        rows.append((panel, NULL_SERIES, int(layer), float(perm_means.mean()), float(low), float(high)))
     for (panel, probe, layer), g in sub[sub["probe"].isin(["control", "majority"])].groupby(
         ["panel", "probe", "layer"]
     ):
@@ -140,12 +173,18 @@ def probe_rows(probes: pd.DataFrame, metric: str = "accuracy", *, faceted: bool 
     return pd.DataFrame(rows, columns=TABLE_COLUMNS)
 
 
-def layer_sweep_table(shift_paths: Sequence, transfer_paths: Sequence, probe_paths: Sequence) -> pd.DataFrame:
+def layer_sweep_table(
+    shift_paths: Sequence,
+    transfer_paths: Sequence,
+    probe_paths: Sequence,
+    *,
+    min_examples: int = MIN_EXAMPLES,
+) -> pd.DataFrame:
     parts = []
     if shift_paths:
-        parts.append(shift_rows(_read(shift_paths)))
+        parts.append(shift_rows(_read(shift_paths), min_examples))
     if transfer_paths:
-        parts.append(transfer_rows(_read(transfer_paths)))
+        parts.append(transfer_rows(_read(transfer_paths), min_examples))
     if probe_paths:
         parts.append(probe_rows(_read(probe_paths), faceted=True))
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=TABLE_COLUMNS)
@@ -201,10 +240,21 @@ def plot_layer_sweep(table: pd.DataFrame, out_pdf, out_png, *, palette: Palette,
 
 
 def layer_sweep(
-    shift_paths, transfer_paths, probe_paths, *, out_pdf, out_png, out_tsv, title=None, palette=None
+    shift_paths,
+    transfer_paths,
+    probe_paths,
+    *,
+    out_pdf,
+    out_png,
+    out_tsv,
+    title=None,
+    palette=None,
+    min_examples: int = MIN_EXAMPLES,
 ) -> pd.DataFrame:
     palette = palette or Palette()
-    table = with_colors(layer_sweep_table(shift_paths, transfer_paths, probe_paths), palette)
+    table = with_colors(
+        layer_sweep_table(shift_paths, transfer_paths, probe_paths, min_examples=min_examples), palette
+    )
     plot_layer_sweep(
         table,
         out_pdf,

@@ -14,6 +14,7 @@ import pandas as pd
 from repshift.figures.layer_sweep import (
     CONTROL_SERIES,
     MAJORITY_SERIES,
+    NULL_SERIES,
     PROBE_PANELS,
     probe_rows,
     probe_series_name,
@@ -89,7 +90,7 @@ def probe_tasks(
         out_pdf,
         out_png,
         ncols=2,
-        title="Probes by task: accuracy per layer (95% CI; grey dashed: shuffled-label control; dotted: majority)",
+        title="Probes by task: accuracy per layer (95% CI; dashed + band: permutation null; dotted: majority)",
         vision_panels={p for p in panels if p.split(": ", 1)[0] in set(vision_tasks)},
         palette=palette,
     )
@@ -106,7 +107,7 @@ def attribute_probes_table(probe_paths: Sequence) -> pd.DataFrame:
     for task, sub in probes.groupby("task"):
         rows = probe_rows(sub)
         within = rows["panel"] == PROBE_PANELS["within"]
-        refs = rows["series"].isin([CONTROL_SERIES, MAJORITY_SERIES])
+        refs = rows["series"].isin([CONTROL_SERIES, NULL_SERIES, MAJORITY_SERIES])
         rows = rows[within | ~refs].assign(panel=f"{task}: accuracy")
         parts.append(rows)
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=TABLE_COLUMNS)
@@ -133,7 +134,7 @@ def attribute_probes(
         out_pdf,
         out_png,
         ncols=min(3, max(1, len(panels))),
-        title="Image-attribute probes: accuracy per layer (95% CI; grey dashed: shuffled-label control; dotted: majority)",
+        title="Image-attribute probes: accuracy per layer (95% CI; dashed + band: permutation null; dotted: majority)",
         vision_panels=vision,
         palette=palette,
     )
@@ -257,9 +258,10 @@ def learning_curve_table(probe_paths: Sequence, metric: str = "accuracy") -> pd.
                 *_interval(g),
             )
         )
-    for (panel, probe), g in sub[sub["probe"].isin(["control", "majority"])].groupby(["panel", "probe"]):
+    refs = {"control": CONTROL_SERIES, "permutation": NULL_SERIES, "majority": MAJORITY_SERIES}
+    for (panel, probe), g in sub[sub["probe"].isin(list(refs))].groupby(["panel", "probe"]):
         v = float(g["value"].mean())
-        name = CONTROL_SERIES if probe == "control" else MAJORITY_SERIES
+        name = refs[probe]
         rows.append((panel, name, -1, 1.0, float(g["n_train"].mean()), v, v, v))
     table = pd.DataFrame(rows, columns=CURVE_COLUMNS[:-1])
     n_layers = int(probes["layer"].max()) + 1

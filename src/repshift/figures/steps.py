@@ -35,6 +35,7 @@ def plot_layer_sweep(*, input, output, params, **_):
         out_png=output["png"],
         out_tsv=output["tsv"],
         palette=Palette.from_params(params.get("palette")),
+        min_examples=int(params.get("min_examples", layer_sweep.MIN_EXAMPLES)),
     )
 
 

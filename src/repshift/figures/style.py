@@ -36,6 +36,7 @@ TABLE_COLUMNS = ["panel", "series", "layer", "value", "lo", "hi"]
 
 
 CONTROL_SERIES = "shuffled-label control"
+NULL_SERIES = "permutation null (95% band)"
 
 
 MAJORITY_SERIES = "majority baseline"
@@ -124,7 +125,7 @@ class Palette:
         """The style of a series named as the figure tables name them: a comparison; ``model``;
         ``model [dataset]``; a probe series ``train -> test [modality]`` (colour of the model scored on; cross-model
         dashed; image-trained probes with square markers); the control or majority lines."""
-        if series == CONTROL_SERIES:
+        if series in (CONTROL_SERIES, NULL_SERIES):
             return CONTROL_STYLE
         if series == MAJORITY_SERIES:
             return MAJORITY_STYLE
@@ -162,12 +163,14 @@ def _read(paths: Iterable[str | Path]) -> pd.DataFrame:
 
 def _interval(g: pd.DataFrame) -> tuple[float, float, float]:
     """Mean and 95% corrected repeated-CV interval of one series at one layer (as probes.summarize reports it)."""
-    from repshift.probes.summary import corrected_interval
+    from repshift.probes.summary import run_interval
 
     v = g["value"].to_numpy(dtype=float)
     if "n_train" not in g or "n_test" not in g:
         return float(np.nanmean(v)), math.nan, math.nan
-    return corrected_interval(v, float(g["n_train"].mean()), float(g["n_test"].mean()))
+    if "fold" not in g:  # no fold-runs to average seeds within: every score is its own run
+        g = g.assign(fold=np.arange(len(g)))
+    return run_interval(g)[:3]  # over distinct (repeat, fold) runs, seeds averaged within a run
 
 
 #: Figure width of a two-column figure in a paper (inches); type sizes below are meant for it at 100%.
@@ -248,7 +251,8 @@ def draw_series(ax, g: pd.DataFrame, name: str, style: SeriesStyle, *, dx: float
     ref = style.marker is None
     ax.plot(x, y, ls=style.ls, marker=style.marker, color=style.color, lw=1.0 if ref else 1.3,
             ms=3, label=name, zorder=2 if ref else 3, alpha=0.95)  # fmt: skip
-    if not ref and {"lo", "hi"} <= set(g) and (g["hi"] > g["lo"]).any():
+    band = not ref or name == NULL_SERIES  # the permutation null is drawn as its 95% band
+    if band and {"lo", "hi"} <= set(g) and (g["hi"] > g["lo"]).any():
         ax.fill_between(x, g["lo"], g["hi"], color=style.color, alpha=0.15, lw=0)
 
 
@@ -260,7 +264,7 @@ def draw_layer_panel(
     limits = ylim or robust_limits(sub["value"].to_numpy(dtype=float), refs)
     for y in refs:
         ax.axhline(y, color="black", lw=0.6, alpha=0.6, zorder=1)
-    refs_named = [s for s in (CONTROL_SERIES, MAJORITY_SERIES) if s in set(sub["series"])]
+    refs_named = [s for s in (NULL_SERIES, CONTROL_SERIES, MAJORITY_SERIES) if s in set(sub["series"])]
     main = [s for s in dict.fromkeys(sub["series"]) if s not in refs_named]
     main = sorted(main, key=lambda s: (palette.models.index(m) if (m := _model_of(s, palette)) else 99, s))
     for i, name in enumerate(main + refs_named):

@@ -4,7 +4,8 @@ Layout (N examples, D model width, T stored tokens over all examples)::
 
     /example_id   (N,)   utf-8 str   manifest example ids, row order = manifest order
     /label        (N,)   int64
-    /fold         (N,)   int64       folds stored in the manifest (grouped by base image)
+    /fold         (N,)   int64       folds stored in the manifest (grouped by base image): outer-CV repeat 0
+    /fold_r<r>    (N,)   int64       optional: repeat r's folds (manifest column fold_r<r>, r = 1..R-1)
     /group        (N,)   int64       base image id
     /modality     (N,)   utf-8 str   text | image
     /n_text       (N,)   int32       text positions pooled (BOS, pads and specials excluded)
@@ -20,6 +21,8 @@ Layout (N examples, D model width, T stored tokens over all examples)::
     /tokens/ids   (T,)   int32       token ids
 
 Attributes on the root record the model, layer, layer convention, dtypes, token counts and provenance.
+A float16 file whose values leave float16's finite range is stored as float32 instead, with the attribute
+``store_dtype_upgraded`` saying why (see :class:`ActivationWriter`).
 Files are written to a temporary sibling and renamed into place only once complete.
 """
 
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +38,10 @@ from typing import Any
 
 import h5py
 import numpy as np
+
+from repshift.formats.manifest import fold_columns
+
+logger = logging.getLogger(__name__)
 
 LAYOUT_VERSION = 1
 POSITION_KINDS = {"pad": 0, "bos": 1, "text": 2, "image": 3, "special": 4}
@@ -49,8 +57,24 @@ def _attr(value: Any) -> Any:
     return value
 
 
+#: Largest finite float16 value: activations beyond it would be stored as inf.
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
+#: Root attribute set when a float16 file had to be stored as float32.
+UPGRADED_ATTR = "store_dtype_upgraded"
+
+
 class ActivationWriter:
-    """Streams one layer's activations to an open HDF5 file, batch by batch (bounded memory)."""
+    """Streams one layer's activations to an open HDF5 file, batch by batch (bounded memory).
+
+    float16 storage is checked on every write: a value outside float16's finite range (|x| > 65504, e.g. Gemma's
+    outlier dimensions or an fp16 overflow upstream) would silently become inf and poison every probe and SAE
+    metric. The layer is then converted to float32 (rows written so far are copied), the root attribute
+    ``store_dtype_upgraded`` records the largest |value| seen, and a warning is logged. Converting rather than
+    failing keeps a long GPU job's result (the probes read float32 anyway); the attribute and the log say so.
+    NaN values raise ``ValueError`` (no storage dtype can fix them).
+    """
 
     def __init__(self, f: h5py.File, *, n_examples: int, d_model: int, store_dtype: str, tokens: bool):
         self.f = f
@@ -79,10 +103,38 @@ class ActivationWriter:
             self.length = np.zeros(n_examples, dtype=np.int64)
             self._end = 0
 
+    def _check_range(self, values: np.ndarray, what: str) -> None:
+        """Upgrade float16 storage to float32 when ``values`` leave float16's finite range."""
+        if not values.size or not np.issubdtype(values.dtype, np.floating):
+            return
+        if np.isnan(values).any():
+            raise ValueError(
+                f"{what}: NaN activations for layer file {self.f.filename}; check the model's dtype"
+            )
+        if self.dtype != np.float16:
+            return
+        peak = float(np.abs(values).max())
+        if peak <= FLOAT16_MAX:
+            return
+        names = [f"pooled/{name}" for name in POOLINGS] + (["tokens/acts"] if self.tokens else [])
+        for name in names:
+            old = self.f[name]
+            data, shape, maxshape, chunks = old[...], old.shape, old.maxshape, old.chunks
+            del self.f[name]
+            self.f.create_dataset(name, shape=shape, maxshape=maxshape, dtype=np.float32, chunks=chunks)
+            if data.size:
+                self.f[name][...] = data
+        self.dtype = np.dtype(np.float32)
+        message = f"float32 (float16 requested; {what} has |x| = {peak:.6g} > {FLOAT16_MAX:g})"
+        self.f.attrs[UPGRADED_ATTR] = message
+        logger.warning("%s: layer stored as %s", self.f.filename, message)
+
     def write_batch(
         self, rows: np.ndarray, pooled: Mapping[str, np.ndarray], n_text: np.ndarray, n_image: np.ndarray
     ) -> None:
         """Write pooled vectors for manifest rows ``rows`` (in any order)."""
+        for name in POOLINGS:
+            self._check_range(np.asarray(pooled[name]), f"pooled/{name}")
         order = np.argsort(rows)
         idx = rows[order]
         for name in POOLINGS:
@@ -92,6 +144,7 @@ class ActivationWriter:
 
     def append_tokens(self, row: int, acts_TD: np.ndarray, kinds_T: np.ndarray, ids_T: np.ndarray) -> None:
         """Append the non-pad token rows of manifest row ``row``."""
+        self._check_range(np.asarray(acts_TD), f"tokens of row {row}")
         start = self._end
         end = start + acts_TD.shape[0]
         for name, arr in (("tokens/acts", acts_TD), ("tokens/kind", kinds_T), ("tokens/ids", ids_T)):
@@ -117,7 +170,7 @@ def write_index(f: h5py.File, manifest, attrs: Mapping[str, Any]) -> None:
         "example_id", data=np.asarray(manifest["example_id"].astype(str), dtype=object), dtype=_STR
     )
     f.create_dataset("modality", data=np.asarray(manifest["modality"].astype(str), dtype=object), dtype=_STR)
-    for col in ("label", "fold", "group"):
+    for col in ("label", "group", *fold_columns(manifest.columns)):
         f.create_dataset(col, data=manifest[col].to_numpy(dtype=np.int64))
     f.attrs["layout_version"] = LAYOUT_VERSION
     for key, value in attrs.items():
@@ -148,6 +201,27 @@ class Activations:
     group: np.ndarray
     modality: np.ndarray
     attrs: dict[str, Any]
+    #: (R, N) outer folds of every stored repeat; row 0 is ``fold``. Files without repeat columns: 1 repeat.
+    folds_RN: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.folds_RN is None:
+            object.__setattr__(self, "folds_RN", np.asarray(self.fold)[None, :])
+
+    @property
+    def repeats(self) -> int:
+        """How many outer-CV repeats the file stores."""
+        return int(self.folds_RN.shape[0])
+
+    def repeat_folds(self, repeats: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """(repeats, N) folds of the first ``repeats`` repeats (of ``rows``); raises when the file has fewer."""
+        if repeats > self.repeats:
+            raise ValueError(
+                f"{self.path} stores {self.repeats} outer-CV repeat(s) but probes.settings.repeats is {repeats}: "
+                "rebuild the dataset manifest and its activations (the repeats' folds are drawn with the manifest)"
+            )
+        folds = self.folds_RN[:repeats]
+        return folds if rows is None else folds[:, rows]
 
     @property
     def d_model(self) -> int:
@@ -205,6 +279,7 @@ def read_activations(path: str | Path) -> Activations:
             group=f["group"][...],
             modality=f["modality"].asstr()[...],
             attrs=attrs,
+            folds_RN=np.stack([f[c][...] for c in fold_columns(list(f.keys()))]),
         )
 
 
@@ -236,10 +311,15 @@ def merge_layer_files(shard_paths: list[str | Path], out_path: str | Path, *, ch
             out.attrs["merged_from_shards"] = len(shards)
             for name in ("example_id", "modality"):
                 out.create_dataset(name, data=np.concatenate([s[name][...] for s in shards]), dtype=_STR)
-            for name in ("label", "fold", "group", "n_text", "n_image"):
+            folds = fold_columns(list(first.keys()))
+            for name in ("label", "group", "n_text", "n_image", *folds):
                 out.create_dataset(name, data=np.concatenate([s[name][...] for s in shards]))
             d = first["pooled/mean"].shape[1]
-            dtype = first["pooled/mean"].dtype
+            # a shard upgraded to float32 (values beyond float16's range) upgrades the merged file
+            dtype = np.result_type(*[s["pooled/mean"].dtype for s in shards])
+            upgraded = [str(s.attrs[UPGRADED_ATTR]) for s in shards if UPGRADED_ATTR in s.attrs]
+            if upgraded:
+                out.attrs[UPGRADED_ATTR] = upgraded[0]
             for name in POOLINGS:
                 ds = out.create_dataset(
                     f"pooled/{name}",
@@ -259,7 +339,7 @@ def merge_layer_files(shard_paths: list[str | Path], out_path: str | Path, *, ch
                 acts = out.create_dataset(
                     "tokens/acts",
                     shape=(total, d),
-                    dtype=first["tokens/acts"].dtype,
+                    dtype=np.result_type(*[s["tokens/acts"].dtype for s in shards]),
                     chunks=(min(first["tokens/acts"].chunks[0], max(total, 1)), d),
                 )
                 kinds, ids, starts, lengths = [], [], [], []

@@ -169,6 +169,8 @@ def trained_sae_dir(data: str, model: str, layer: int | str) -> str:
 def vlm_sae_table(results: str, model: str, layer: int | str, kind: str) -> str:
     """kind: curve, eval, compare, sharing or sparse."""
     return f"{results}/vlm_sae/{model}/{layer_name(layer, f'.{kind}.tsv')}"
+
+
 # -- steering -----------------------------------------------------------------------------------------------
 def steering_dir(results: str, model: str, pair: str) -> str:
     return f"{results}/steering/{model}/{pair}"
@@ -190,3 +192,8 @@ def steering_sparsity(results: str, model: str, pair: str, layer: int | str) -> 
 def steering_directions(results: str, model: str, pair: str, layer: int | str) -> str:
     """Path stem of one layer's directions (``.safetensors`` + ``.json``)."""
     return f"{steering_dir(results, model, pair)}/directions/{layer_name(layer)}"
+
+
+def probe_summary(results: str, task: str) -> str:
+    """One task's probe summary over every layer (means, corrected intervals, permutation null)."""
+    return f"{results}/probes/{task}/summary.tsv"

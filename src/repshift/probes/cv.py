@@ -56,6 +56,12 @@ class ProbeSettings:
     curve_layers: tuple[int, ...] = ()
     n_jobs: int = 1
     inner_metric: str = "log_loss"
+    #: outer-CV repeats used (each its own stored fold column); 1: the ``fold`` column only
+    repeats: int = 1
+    #: label permutations of the permutation null (0: none; see repshift.probes.suite)
+    permutations: int = 0
+    #: ``fixed``: null fits reuse the fold's scaler and real-label C; ``inner``: inner CV per permutation
+    permutation_c: str = "fixed"
 
     def __post_init__(self) -> None:
         for name in ("c_grid", "seeds", "train_fractions", "curve_layers"):
@@ -79,6 +85,12 @@ class ProbeSettings:
             raise ValueError(f"probe train_fractions must lie in (0, 1], got {bad}")
         if self.n_jobs == 0:
             raise ValueError("probe n_jobs must be a positive number of workers (or -1 for all cores), got 0")
+        if self.repeats < 1 or self.permutations < 0:
+            raise ValueError(
+                f"probe repeats must be >= 1 and permutations >= 0, got {self.repeats} and {self.permutations}"
+            )
+        if self.permutation_c not in ("fixed", "inner"):
+            raise ValueError(f"probe permutation_c must be 'fixed' or 'inner', got {self.permutation_c!r}")
         if self.inner_metric not in INNER_METRICS:
             raise ValueError(f"probe inner_metric {self.inner_metric!r} unknown; use one of {INNER_METRICS}")
 
@@ -326,6 +338,7 @@ ROW_COLUMNS = (
     "train_fraction",
     "test_space",
     "seed",
+    "repeat",
     "fold",
     "metric",
     "value",
@@ -363,4 +376,7 @@ def _positive_score(pipe: Pipeline, X_ND: np.ndarray, classes_K: np.ndarray) -> 
 
 def _rows_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
-    return frame.astype({"seed": "int64", "fold": "int64", "n_train": "int64", "n_test": "int64"})
+    frame["repeat"] = frame["repeat"].fillna(0)  # rows made without outer-CV repeats are repeat 0
+    return frame.astype(
+        {"seed": "int64", "repeat": "int64", "fold": "int64", "n_train": "int64", "n_test": "int64"}
+    )

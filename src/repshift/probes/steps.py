@@ -73,7 +73,8 @@ def _modality_probes(acts, task, settings, pooling, wdir) -> list[pd.DataFrame]:
                 f"{m}: the modality probe needs caption and image rows (a paired dataset on a VLM)"
             )
         X = a.pooled(pooling)
-        df = probes_suite.run_probe_suite(X, y, a.fold, settings=settings, groups_N=a.group)
+        folds = a.repeat_folds(settings.repeats)
+        df = probes_suite.run_probe_suite(X, y, folds, settings=settings, groups_N=a.group)
         frames.append(
             df.assign(
                 transfer="within",
@@ -87,22 +88,17 @@ def _modality_probes(acts, task, settings, pooling, wdir) -> list[pd.DataFrame]:
     return frames
 
 
-def _label_probes(acts, task, settings, pooling, wdir) -> list[pd.DataFrame]:
-    """Label probes: one suite per training (model, modality), scored in every space it transfers to."""
-    from repshift.probes import saved as probes_saved
-    from repshift.probes import suite as probes_suite
+def _rows_of(acts, m, modality) -> np.ndarray:
+    return np.flatnonzero(acts[m].modality == modality)
+
+
+def _transfer_plans(acts, task) -> dict[tuple[str, str], list[tuple[str, str, str, str]]]:
+    """What each training (model, modality) is scored on besides its own held-out rows:
+    (space name, transfer, test model, test modality)."""
 
     def rows_of(m, modality):
-        return np.flatnonzero(acts[m].modality == modality)
+        return _rows_of(acts, m, modality)
 
-    def space(m, modality, name):
-        a, rows = acts[m], rows_of(m, modality)
-        return probes_suite.EvalSpace(
-            name, a.pooled(pooling, rows), a.label[rows], a.fold[rows], a.group[rows]
-        )
-
-    # what each training (model, modality) is scored on besides its own held-out rows:
-    # (space name, transfer, test model, test modality)
     plans: dict[tuple[str, str], list[tuple[str, str, str, str]]] = {}
     for m in task["models"]:
         for modality in ("text", "image"):
@@ -117,14 +113,30 @@ def _label_probes(acts, task, settings, pooling, wdir) -> list[pd.DataFrame]:
             raise ValueError(f"{m}: no paired text/image rows for the cross-modal probe")
         for src, dst in (("text", "image"), ("image", "text")):
             plans.setdefault((m, src), []).append((f"{m} {dst}", "cross-modal", m, dst))
+    return plans
+
+
+def _label_probes(acts, task, settings, pooling, wdir) -> list[pd.DataFrame]:
+    """Label probes: one suite per training (model, modality), scored in every space it transfers to."""
+    from repshift.probes import saved as probes_saved
+    from repshift.probes import suite as probes_suite
+
+    def rows_of(m, modality):
+        return _rows_of(acts, m, modality)
+
+    def space(m, modality, name):
+        a, rows = acts[m], rows_of(m, modality)
+        folds = a.repeat_folds(settings.repeats, rows)
+        return probes_suite.EvalSpace(name, a.pooled(pooling, rows), a.label[rows], folds, a.group[rows])
 
     frames, final = [], {}
-    for (m, modality), targets in plans.items():
+    for (m, modality), targets in _transfer_plans(acts, task).items():
         a, rows = acts[m], rows_of(m, modality)
         X, y = a.pooled(pooling, rows), a.label[rows]
         others = [space(test_model, test_modality, name) for name, _, test_model, test_modality in targets]
+        folds = a.repeat_folds(settings.repeats, rows)
         df, fold_probes = probes_suite.fit_probe_suite(
-            X, y, a.fold[rows], settings=settings, groups_N=a.group[rows], other_spaces=others, names=(m, m)
+            X, y, folds, settings=settings, groups_N=a.group[rows], other_spaces=others, names=(m, m)
         )
         fold_probes.save(wdir / f"{m}.{modality}.folds")
         info = {"train_model": m, "train_modality": modality}
@@ -258,3 +270,45 @@ def score_cross_layer(*, input, output, params, wildcards=None, **_):
     table.insert(0, "task", (wildcards or {}).get("task", params.get("name", "")))
     with atomic_path(output["results"]) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+
+
+#: Columns that name one probe series in train_probe's tables (summarised separately).
+SERIES_COLUMNS = (
+    "task",
+    "layer",
+    "transfer",
+    "train_model",
+    "train_modality",
+    "test_model",
+    "test_modality",
+    "pooling",
+    "target",
+)
+
+
+def summarize_tables(table: pd.DataFrame, *, confidence: float = 0.95) -> pd.DataFrame:
+    """:func:`repshift.probes.summary.summarize` per probe series (:data:`SERIES_COLUMNS`) of train_probe rows:
+    mean, corrected interval over the distinct fold-runs, permutation-null band and p-value."""
+    from repshift.probes.summary import summarize
+
+    keys = [c for c in SERIES_COLUMNS if c in table]
+    frames = []
+    for key, sub in table[table["probe"] != "direction"].groupby(keys, sort=True, dropna=False):
+        frames.append(summarize(sub, confidence=confidence).assign(**dict(zip(keys, key, strict=True))))
+    if not frames:
+        return pd.DataFrame(columns=keys)
+    out = pd.concat(frames, ignore_index=True)
+    return out[keys + [c for c in out.columns if c not in keys]]
+
+
+@step
+def summarize_probes(*, input, output, params, wildcards=None, **_):
+    """One task's probe summary over every layer: per series, probe and metric the mean, the corrected 95%
+    interval over repeats x folds fold-runs, and the permutation null (mean, 95% band, p-value)."""
+    tables = input["tables"]
+    tables = [tables] if isinstance(tables, str) else list(tables)
+    frames = [pd.read_csv(t, sep="\t") for t in tables]
+    summary = summarize_tables(pd.concat(frames, ignore_index=True))
+    log.info("%d summary rows from %d probe tables", len(summary), len(tables))
+    with atomic_path(output["summary"]) as tmp:
+        summary.to_csv(tmp, sep="\t", index=False, float_format="%.6g")

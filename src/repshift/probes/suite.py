@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from repshift.probes.cv import (
     KINDS,
@@ -20,6 +23,7 @@ from repshift.probes.cv import (
     _as_features,
     _as_vector,
     _check_folds,
+    _make_classifier,
     _metrics,
     _positive_score,
     _rows_frame,
@@ -39,6 +43,14 @@ _STREAM_CONTROL = 1
 _STREAM_SUBSAMPLE = 2
 
 
+_STREAM_NULL = 3
+
+
+#: Probe name of the permutation-null rows (``seed`` holds the permutation index there). Not "null": pandas
+#: reads the string "null" back from a TSV as a missing value.
+NULL = "permutation"
+
+
 #: Suffix of the re-centred copy of every cross-space score (``"other-recentred"``): the target space's rows are
 #: shifted by (source training mean - target training mean) before the source probe's scaler, so that a constant
 #: offset between the spaces cannot by itself make the transfer fail. The target mean uses the target's rows
@@ -46,8 +58,33 @@ _STREAM_SUBSAMPLE = 2
 RECENTRED = "-recentred"
 
 
-# (name, X_ND, y_N, test rows per outer fold, target training rows per outer fold or None = score as is)
-_Space = tuple[str, np.ndarray, np.ndarray, Mapping[int, np.ndarray], Mapping[int, np.ndarray] | None]
+# An outer fold-run: (repeat, fold).
+_Run = tuple[int, int]
+
+
+# (name, X_ND, y_N, test rows per fold-run, target training rows per fold-run or None = score as is)
+_Space = tuple[str, np.ndarray, np.ndarray, Mapping[_Run, np.ndarray], Mapping[_Run, np.ndarray] | None]
+
+
+def _as_fold_matrix(folds: Any, n: int, name: str) -> np.ndarray:
+    """(R, N) outer folds from a (N,) vector (one repeat) or an (R, N) matrix (R repeats)."""
+    f = np.asarray(folds)
+    if f.ndim == 1:
+        f = f[None, :]
+    if f.ndim != 2 or f.shape[1] != n:
+        raise ValueError(
+            f"{name} must have shape ({n},) or (repeats, {n}) to match the features, got {f.shape}"
+        )
+    return f
+
+
+def _splits(
+    folds_RN: np.ndarray, groups_N: np.ndarray | None
+) -> list[tuple[int, int, np.ndarray, np.ndarray]]:
+    """``(repeat, fold, train_idx, test_idx)`` of every stored repeat's outer folds."""
+    return [
+        (r, k, tr, te) for r in range(folds_RN.shape[0]) for k, tr, te in outer_splits(folds_RN[r], groups_N)
+    ]
 
 
 def _subsample_training(
@@ -80,7 +117,7 @@ class EvalSpace:
     """Another feature space in which each outer fold's probe is scored, without refitting.
 
     Fold ``k``'s probe (fit on the training space's rows outside fold ``k``) is scored on this space's rows whose
-    stored fold is ``k``. The rows need not be paired with the training rows (another model's rows, or the other
+    stored fold is ``k`` (``folds_N``: (N,), or (repeats, N) like the training folds). The rows need not be paired with the training rows (another model's rows, or the other
     modality's rows of the same images), but the folds must be the dataset's stored folds, grouped by base image:
     with ``groups_N`` on both sides, a test group that is also a training group raises ``ValueError``.
     """
@@ -100,6 +137,7 @@ def _evaluate_split(
     train_idx: np.ndarray,
     *,
     seed: int,
+    repeat: int,
     fold: int,
     kind: str,
     train_fraction: float,
@@ -108,11 +146,11 @@ def _evaluate_split(
 ) -> tuple[list[dict[str, Any]], int, tuple[Pipeline, float] | None]:
     fit_idx = train_idx
     if train_fraction < 1:
-        rng = np.random.default_rng([seed, fold, _STREAM_SUBSAMPLE])
+        rng = np.random.default_rng([seed, repeat, fold, _STREAM_SUBSAMPLE])
         fit_idx = _subsample_training(train_idx, y_N, groups_N, train_fraction, rng)
     y_fit = y_N[fit_idx]
     if kind == "control":
-        y_fit = np.random.default_rng([seed, fold, _STREAM_CONTROL]).permutation(y_fit)
+        y_fit = np.random.default_rng([seed, repeat, fold, _STREAM_CONTROL]).permutation(y_fit)
     pipe, info = fit_probe_pipeline(
         X_ND[fit_idx],
         y_fit,
@@ -124,14 +162,14 @@ def _evaluate_split(
     rows = []
     source_mean_D = None
     for space, X_eval_ND, y_eval_N, test_by_fold, centre_by_fold in spaces:
-        test_idx = test_by_fold.get(fold)
+        test_idx = test_by_fold.get((repeat, fold))
         if test_idx is None or not test_idx.size:
             continue
         X_test, y_test = X_eval_ND[test_idx], y_eval_N[test_idx]
         if centre_by_fold is not None:
             if source_mean_D is None:
                 source_mean_D = X_ND[fit_idx].mean(axis=0)
-            X_test = X_test - X_eval_ND[centre_by_fold[fold]].mean(axis=0) + source_mean_D
+            X_test = X_test - X_eval_ND[centre_by_fold[(repeat, fold)]].mean(axis=0) + source_mean_D
         metrics = _metrics(y_test, pipe.predict(X_test), _positive_score(pipe, X_test, classes_K), classes_K)
         for metric, value in metrics.items():
             rows.append(
@@ -140,6 +178,7 @@ def _evaluate_split(
                     "train_fraction": float(train_fraction),
                     "test_space": space,
                     "seed": seed,
+                    "repeat": repeat,
                     "fold": fold,
                     "metric": metric,
                     "value": value,
@@ -157,43 +196,55 @@ class _Prepared:
     X: np.ndarray
     y: np.ndarray
     groups: np.ndarray | None
-    splits: list[tuple[int, np.ndarray, np.ndarray]]
+    # (repeat, fold, train rows, test rows) of every outer fold-run
+    splits: list[tuple[int, int, np.ndarray, np.ndarray]]
     # every space the probes are scored in (see _Space)
     spaces: list[_Space]
 
 
 def _space_tests(
     space: EvalSpace,
-    splits: Sequence[tuple[int, np.ndarray, np.ndarray]],
+    splits: Sequence[tuple[int, int, np.ndarray, np.ndarray]],
     groups: np.ndarray | None,
     train_name: str,
-) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+) -> tuple[np.ndarray, np.ndarray, dict[_Run, np.ndarray], np.ndarray]:
     X = _as_features(space.X_ND, space.name)
     n = X.shape[0]
     y = _as_vector(space.y_N, n, f"{space.name} y_N")
-    folds = _check_folds(_as_vector(space.folds_N, n, f"{space.name} folds_N"), None)
+    folds = _as_fold_matrix(space.folds_N, n, f"{space.name} folds_N")
+    repeats = {r for r, *_ in splits}
+    if folds.shape[0] < len(repeats):
+        raise ValueError(
+            f"{space.name} has folds of {folds.shape[0]} outer-CV repeat(s), {train_name} of {len(repeats)}: "
+            "pass the same repeats' folds for every space"
+        )
+    for row in folds:
+        _check_folds(row, None)
     s_groups = None if space.groups_N is None else _as_vector(space.groups_N, n, f"{space.name} groups_N")
     tests = {}
-    for k, tr, _ in splits:
-        test = np.flatnonzero(folds == k)
+    for r, k, tr, _ in splits:
+        test = np.flatnonzero(folds[r] == k)
         if groups is not None and s_groups is not None:
             shared = np.intersect1d(groups[tr], s_groups[test])
             if shared.size:
                 raise ValueError(
-                    f"group {shared[0]!r} is in {train_name}'s training rows of fold {k} and in {space.name}'s "
+                    f"group {shared[0]!r} is in {train_name}'s training rows of fold {k} (repeat {r}) and in "
+                    f"{space.name}'s "
                     "test rows: both spaces must use the dataset's stored folds, grouped by base image"
                 )
-        tests[k] = test
-    return X, y, tests
+        tests[(r, k)] = test
+    return X, y, tests, folds
 
 
-def _recentred(space: _Space, folds_N: np.ndarray) -> _Space:
+def _recentred(space: _Space, folds_RN: np.ndarray) -> _Space:
     """The re-centred copy of a cross space: centred on its own rows outside each test fold (no labels)."""
     name, X, y, tests, _ = space
-    train_rows = {k: np.flatnonzero(folds_N != k) for k in tests}
-    empty = [k for k, rows in train_rows.items() if not rows.size]
+    train_rows = {(r, k): np.flatnonzero(folds_RN[r] != k) for r, k in tests}
+    empty = [run for run, rows in train_rows.items() if not rows.size]
     if empty:
-        raise ValueError(f"{name}: no rows outside fold {empty[0]} to estimate the space's mean from")
+        raise ValueError(
+            f"{name}: no rows outside (repeat, fold) {empty[0]} to estimate the space's mean from"
+        )
     return (name + RECENTRED, X, y, tests, train_rows)
 
 
@@ -211,10 +262,10 @@ def _prepare(
     X = _as_features(X_train_ND, names[0])
     n = X.shape[0]
     y = _as_vector(y_train_N, n, "y_train_N")
-    folds = _as_vector(folds_N, n, "folds_N")
+    folds = _as_fold_matrix(folds_N, n, "folds_N")
     groups = None if groups_N is None else _as_vector(groups_N, n, "groups_N")
-    splits = list(outer_splits(folds, groups))
-    same = ("same", X, y, {k: te for k, _, te in splits}, None)
+    splits = _splits(folds, groups)
+    same = ("same", X, y, {(r, k): te for r, k, _, te in splits}, None)
     spaces: list[_Space] = [same]
     if X_test_ND is not None:
         if other_spaces:
@@ -239,9 +290,9 @@ def _prepare(
         check_same_width(X, space.X_ND, name_a=names[0], name_b=space.name)
         if space.name.endswith(RECENTRED):
             raise ValueError(f"evaluation space name {space.name!r}: the suffix {RECENTRED!r} is reserved")
-        X_s, y_s, tests = _space_tests(space, splits, groups, names[0])
+        X_s, y_s, tests, s_folds = _space_tests(space, splits, groups, names[0])
         plain = (space.name, X_s, y_s, tests, None)
-        spaces += [plain, _recentred(plain, _as_vector(space.folds_N, X_s.shape[0], f"{space.name} folds_N"))]
+        spaces += [plain, _recentred(plain, s_folds)]
     return _Prepared(X, y, groups, splits, spaces)
 
 
@@ -261,6 +312,9 @@ def evaluate_probe(
     other_spaces: Sequence[EvalSpace] = (),
 ) -> pd.DataFrame:
     """Outer CV over the stored folds, repeated over ``settings.seeds``; tidy rows (:data:`ROW_COLUMNS`).
+
+    ``folds_N`` is one fold vector (N,) or the stored folds of several outer-CV repeats (repeats, N): each
+    (repeat, fold) is a distinct fold-run (column ``repeat``); seeds only reshuffle the inner CV within a run.
 
     ``kind``: ``logreg`` (scaler + L2 logistic regression, C by inner CV), ``control`` (the same on row-permuted
     training labels, scored against true test labels) or ``mlp`` (scaler + one-hidden-layer MLP, alpha = 1/C by
@@ -320,9 +374,9 @@ def _evaluate(
     classes = np.unique(p.y)
     if classes.size < 2:
         raise ValueError(f"y_train_N has a single class ({classes[0]!r}); nothing to probe")
-    tasks = [(seed, k, tr) for seed in settings.seeds for k, tr, _ in p.splits]
+    tasks = [(seed, r, k, tr) for seed in settings.seeds for r, k, tr, _ in p.splits]
     logger.info(
-        "probe %s: %d rows x %d dims, %d classes, %d folds x %d seeds, train_fraction %.3g, test on %s",
+        "probe %s: %d rows x %d dims, %d classes, %d fold-runs x %d seeds, train_fraction %.3g, test on %s",
         kind,
         p.X.shape[0],
         p.X.shape[1],
@@ -340,16 +394,17 @@ def _evaluate(
             p.groups,
             tr,
             seed=seed,
+            repeat=r,
             fold=k,
             kind=kind,
             train_fraction=train_fraction,
             classes_K=classes,
             settings=settings,
         )
-        for seed, k, tr in tasks
+        for seed, r, k, tr in tasks
     )
     rows = [row for task_rows, _, _ in results for row in task_rows]
-    fits = [(seed, k, *fit) for (seed, k, _), (_, _, fit) in zip(tasks, results, strict=True) if fit]
+    fits = [(seed, r, k, *fit) for (seed, r, k, _), (_, _, fit) in zip(tasks, results, strict=True) if fit]
     n_conv = sum(c for _, c, _ in results)
     if n_conv:
         logger.warning(
@@ -377,17 +432,19 @@ def majority_baseline(
     frequent label (ties: smallest label) for every test row. Its auroc is 0.5 by construction.
 
     ``test_spaces`` name the spaces scored on ``y_test_N`` (default: the training labels) at the training rows'
-    folds; each of ``other_spaces`` is scored on its own labels at its rows of the test fold."""
+    folds; each of ``other_spaces`` is scored on its own labels at its rows of the test fold. ``folds_N``: (N,)
+    or (repeats, N), as in :func:`evaluate_probe`."""
     y = np.asarray(y_train_N)
     y_eval = y if y_test_N is None else _as_vector(y_test_N, y.size, "y_test_N")
     classes = np.unique(y)
     rows = []
-    for k, tr, te in outer_splits(_as_vector(folds_N, y.size, "folds_N"), groups_N):
+    other_folds = [_as_fold_matrix(s.folds_N, np.shape(s.y_N)[0], f"{s.name} folds_N") for s in other_spaces]
+    for r, k, tr, te in _splits(_as_fold_matrix(folds_N, y.size, "folds_N"), groups_N):
         values, counts = np.unique(y[tr], return_counts=True)
         majority = values[int(np.argmax(counts))]
         tests = [(space, y_eval[te]) for space in test_spaces]
-        for s in other_spaces:
-            tests.append((s.name, np.asarray(s.y_N)[np.asarray(s.folds_N) == k]))
+        for s, s_folds in zip(other_spaces, other_folds, strict=True):
+            tests.append((s.name, np.asarray(s.y_N)[s_folds[r] == k]))
         for space, y_test in tests:
             if not y_test.size:
                 continue
@@ -399,6 +456,7 @@ def majority_baseline(
                         "train_fraction": 1.0,
                         "test_space": space,
                         "seed": -1,
+                        "repeat": r,
                         "fold": k,
                         "metric": metric,
                         "value": value,
@@ -408,6 +466,90 @@ def majority_baseline(
                     }
                 )
     return _rows_frame(rows)
+
+
+def _null_split(
+    p: _Prepared, r: int, k: int, train_idx: np.ndarray, fit: tuple[Pipeline, float], settings: ProbeSettings
+) -> list[dict[str, Any]]:
+    """Null rows of one fold-run: ``settings.permutations`` fits on the training rows' labels permuted (seeded
+    per repeat, fold and permutation), each scored in every space exactly as the real probe."""
+    seed = settings.seeds[0]
+    pipe, C = fit
+    classes = np.unique(p.y)
+    scaler = pipe.named_steps["scaler"]
+    fixed = settings.permutation_c == "fixed"
+    X_tr = scaler.transform(p.X[train_idx]) if fixed else p.X[train_idx]
+    source_mean_D = p.X[train_idx].mean(axis=0)
+    tests = []
+    for space, X_eval, y_eval, test_by_run, centre_by_run in p.spaces:
+        test_idx = test_by_run.get((r, k))
+        if test_idx is None or not test_idx.size:
+            continue
+        X_test = X_eval[test_idx]
+        if centre_by_run is not None:
+            X_test = X_test - X_eval[centre_by_run[(r, k)]].mean(axis=0) + source_mean_D
+        tests.append((space, scaler.transform(X_test) if fixed else X_test, y_eval[test_idx]))
+    rng = np.random.default_rng([seed, r, k, _STREAM_NULL])
+    rows = []
+    groups = None if p.groups is None else p.groups[train_idx]
+    for i in range(settings.permutations):
+        y_perm = rng.permutation(p.y[train_idx])
+        if fixed:
+            with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                model = _make_classifier("logreg", C, seed, settings).fit(X_tr, y_perm)
+            C_i = C
+        else:
+            model, info = fit_probe_pipeline(X_tr, y_perm, settings=settings, seed=seed, groups_N=groups)
+            C_i = info["C"]
+        for space, X_test, y_test in tests:
+            score = _positive_score(model, X_test, classes)
+            for metric, value in _metrics(y_test, model.predict(X_test), score, classes).items():
+                rows.append(
+                    {
+                        "probe": NULL,
+                        "train_fraction": 1.0,
+                        "test_space": space,
+                        "seed": i,
+                        "repeat": r,
+                        "fold": k,
+                        "metric": metric,
+                        "value": value,
+                        "C": C_i,
+                        "n_train": int(train_idx.size),
+                        "n_test": int(y_test.size),
+                    }
+                )
+    return rows
+
+
+def permutation_null(
+    p: _Prepared, fits: Sequence[tuple[int, int, int, Pipeline, float]], settings: ProbeSettings
+) -> pd.DataFrame:
+    """The permutation null: rows ``probe = "permutation"`` (``seed`` = permutation index) of ``settings.permutations``
+    label permutations per fold-run, through the real probe's pipeline and scoring (every space, re-centring).
+
+    Labels are permuted within the fold-run's training rows only (test rows keep their true labels). With
+    ``settings.permutation_c == "fixed"`` (default) each null fit reuses the fold-run's scaler (it never sees
+    labels, so permuting them cannot change it) and the C that inner CV chose for the real labels (first seed):
+    one fit per permutation instead of a full inner CV. This makes the null slightly optimistic for the real
+    probe (the null does not get its own best C, which on permuted labels is usually the strongest
+    regularisation and lands at chance anyway); ``inner`` repeats the inner CV per permutation (exact, slower).
+    :func:`repshift.probes.summary.summarize` turns the rows into a band and a permutation p-value.
+    """
+    first = settings.seeds[0]
+    by_run = {(r, k): (pipe, C) for seed, r, k, pipe, C in fits if seed == first}
+    tasks = [(r, k, tr) for r, k, tr, _ in p.splits if (r, k) in by_run]
+    logger.info(
+        "probe null: %d permutations x %d fold-runs (C %s)",
+        settings.permutations,
+        len(tasks),
+        settings.permutation_c,
+    )
+    results = Parallel(n_jobs=settings.n_jobs)(
+        delayed(_null_split)(p, r, k, tr, by_run[(r, k)], settings) for r, k, tr in tasks
+    )
+    return _rows_frame([row for rows in results for row in rows])
 
 
 def fit_probe_suite(
@@ -423,7 +565,7 @@ def fit_probe_suite(
     names: tuple[str, str] = ("X_train_ND", "X_test_ND"),
     other_spaces: Sequence[EvalSpace] = (),
 ) -> tuple[pd.DataFrame, FoldProbes]:
-    """:func:`run_probe_suite`, also returning the logistic probe of every (seed, outer fold) as
+    """:func:`run_probe_suite`, also returning the logistic probe of every (seed, outer fold) of repeat 0 as
     :class:`FoldProbes` (to score later in more spaces, e.g. another layer, without refitting)."""
     p = _prepare(
         X_train_ND, y_train_N, folds_N, X_test_ND, y_test_N, groups_N, report_within, names, other_spaces
@@ -434,7 +576,9 @@ def fit_probe_suite(
 
     frame, fits = run("logreg")
     frames = [frame]
-    if settings.control:
+    if settings.permutations:
+        frames.append(permutation_null(p, fits, settings))
+    elif settings.control:
         frames.append(run("control")[0])
     if settings.mlp:
         frames.append(run("mlp")[0])
@@ -453,7 +597,8 @@ def fit_probe_suite(
             other_spaces=[*other_spaces, *recentred],
         )
     )
-    return pd.concat(frames, ignore_index=True), FoldProbes.from_fits(fits, np.unique(p.y))
+    repeat0 = [(seed, k, pipe, C) for seed, r, k, pipe, C in fits if r == 0]
+    return pd.concat(frames, ignore_index=True), FoldProbes.from_fits(repeat0, np.unique(p.y))
 
 
 def run_probe_suite(
@@ -469,8 +614,8 @@ def run_probe_suite(
     names: tuple[str, str] = ("X_train_ND", "X_test_ND"),
     other_spaces: Sequence[EvalSpace] = (),
 ) -> pd.DataFrame:
-    """Logistic probe, plus (per settings) the shuffled-label control, the MLP, the learning curve and the
-    majority baseline, as one tidy frame (:data:`ROW_COLUMNS`; ``probe`` and ``train_fraction`` tell them apart).
+    """Logistic probe, plus (per settings) the permutation null (:func:`permutation_null`; without permutations
+    the single shuffled-label control), the MLP, the learning curve and the majority baseline, as one tidy frame (:data:`ROW_COLUMNS`; ``probe`` and ``train_fraction`` tell them apart).
 
     Every fit is made once and scored in every space (``same``, ``X_test_ND``'s ``other`` or each of
     ``other_spaces``); the learning curve reuses the full logistic run for fraction 1.0 instead of refitting it.

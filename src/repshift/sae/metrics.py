@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -301,3 +302,59 @@ def shift_metrics(
     non_empty = [f for f in frames if len(f)]
     changes = pd.concat(non_empty, ignore_index=True) if non_empty else frames[0]
     return metrics, changes[SHIFT_COLUMNS]
+
+
+#: Shift metrics that get bootstrap intervals (per-token means and mean-code comparisons; counts do not).
+BOOTSTRAP_METRICS = (
+    "token_cosine",
+    "mean_code_cosine",
+    "jaccard",
+    "l2",
+    "mean_code_pearson",
+    "js_divergence",
+    "freq_js_divergence",
+    "l0_a",
+    "l0_b",
+)
+
+
+def _shift_scalars(codes_a: SparseCodes, codes_b: SparseCodes) -> dict[str, float]:
+    metrics, _ = shift_metrics(codes_a, codes_b, top_k=0)
+    return metrics
+
+
+def bootstrap_shift_intervals(
+    codes_a: SparseCodes,
+    codes_b: SparseCodes,
+    example_T: np.ndarray,
+    *,
+    n_boot: int = 200,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of :data:`BOOTSTRAP_METRICS` over examples (sentences, captions).
+
+    Tokens of one example are not independent, so whole examples are resampled with replacement (``example_T``:
+    the example of each token row of both codes; ``n_boot`` resamples, seeded by ``seed``) and every metric is
+    recomputed on the resampled tokens. Returns ``{metric: (lo, hi)}`` (NaN bounds with fewer than 2 examples).
+    """
+    example_T = np.asarray(example_T)
+    if example_T.shape != (codes_a.n_tokens,):
+        raise ValueError(
+            f"example_T must have one entry per token ({codes_a.n_tokens}), got {example_T.shape}"
+        )
+    examples, inverse = np.unique(example_T, return_inverse=True)
+    nan = {m: (math.nan, math.nan) for m in BOOTSTRAP_METRICS}
+    if examples.size < 2 or n_boot < 1:
+        return nan
+    tokens_of = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
+    rng = np.random.default_rng([int(seed), 7])
+    draws = {m: [] for m in BOOTSTRAP_METRICS}
+    for _ in range(int(n_boot)):
+        pick = rng.integers(0, examples.size, size=examples.size)
+        rows = np.concatenate([tokens_of[e] for e in pick])
+        metrics = _shift_scalars(codes_a.take(rows), codes_b.take(rows))
+        for m in BOOTSTRAP_METRICS:
+            draws[m].append(metrics[m])
+    tail = 100 * (1 - confidence) / 2
+    return {m: tuple(float(x) for x in np.percentile(v, [tail, 100 - tail])) for m, v in draws.items()}

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -52,6 +52,8 @@ class SplicedCE:
     sum_zero: float
     n_targets: int
     n_prompts: int
+    #: per-prompt (clean, SAE, zero) CE sums and target counts, (P, 4), for bootstrap intervals; None: unknown
+    per_prompt_P4: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def ce_clean(self) -> float:
@@ -83,6 +85,22 @@ class SplicedCE:
             "n_targets": float(self.n_targets),
             "n_prompts": float(self.n_prompts),
         }
+
+
+def next_token_ce_rows(
+    logits_BTV: torch.Tensor, ids_BT: torch.Tensor, mask_BT: torch.Tensor
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row summed next-token CE (nats) and target counts, (B,) each; as :func:`next_token_ce`."""
+    mask = mask_BT.bool()
+    valid_BT = mask[:, 1:] & mask[:, :-1]
+    logits = logits_BTV[:, :-1].float()
+    targets = ids_BT[:, 1:].to(logits.device)
+    loss_BT = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+    ).reshape(targets.shape)
+    valid = valid_BT.to(logits.device)
+    sums = (loss_BT * valid).sum(dim=1)
+    return sums.double().cpu().numpy(), valid.sum(dim=1).cpu().numpy().astype(np.int64)
 
 
 def next_token_ce(logits_BTV: torch.Tensor, ids_BT: torch.Tensor, mask_BT: torch.Tensor) -> tuple[float, int]:
@@ -172,8 +190,9 @@ def spliced_ce(
         if not 0 <= layer < len(adapter.layers):
             raise ValueError(f"layer {layer} requested but the model has {len(adapter.layers)} blocks")
     order = sorted(range(len(ids_list)), key=lambda i: (len(ids_list[i]), i))  # less padding
-    sums = {layer: [0.0, 0.0, 0.0, 0] for layer in layers}
-    clean_sum, n_targets = 0.0, 0
+    # per prompt: clean CE sum, target count; per layer and prompt: SAE and zero-ablated CE sums
+    clean_P, targets_P = np.zeros(len(ids_list)), np.zeros(len(ids_list), dtype=np.int64)
+    spliced_LP2 = {layer: np.zeros((len(ids_list), 2)) for layer in layers}
     batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
     with torch.inference_mode():
         for idx in tqdm(batches, desc="spliced CE", unit="batch", disable=not progress, mininterval=5):
@@ -181,21 +200,24 @@ def spliced_ce(
             inputs = {k: v.to(adapter.device) for k, v in batch.inputs.items()}
             ids_BT, mask_BT = inputs["input_ids"], inputs["attention_mask"]
             text_BT = torch.from_numpy(batch.kinds_BT == POSITION_KINDS["text"])
-            s, n = next_token_ce(_logits(adapter, inputs), ids_BT, mask_BT)
-            clean_sum += s
-            n_targets += n
+            clean_P[idx], targets_P[idx] = next_token_ce_rows(_logits(adapter, inputs), ids_BT, mask_BT)
             for layer in layers:
                 block = adapter.layers[layer]
                 with replace_block_output(block, sae_splice(saes[layer], text_BT)):
-                    s_sae, _ = next_token_ce(_logits(adapter, inputs), ids_BT, mask_BT)
+                    spliced_LP2[layer][idx, 0] = next_token_ce_rows(
+                        _logits(adapter, inputs), ids_BT, mask_BT
+                    )[0]
                 with replace_block_output(block, zero_splice(text_BT)):
-                    s_zero, _ = next_token_ce(_logits(adapter, inputs), ids_BT, mask_BT)
-                sums[layer][0] += s_sae
-                sums[layer][1] += s_zero
-    out = {
-        layer: SplicedCE(clean_sum, sums[layer][0], sums[layer][1], n_targets, len(ids_list))
-        for layer in layers
-    }
+                    spliced_LP2[layer][idx, 1] = next_token_ce_rows(
+                        _logits(adapter, inputs), ids_BT, mask_BT
+                    )[0]
+    out = {}
+    for layer in layers:
+        per_prompt = np.column_stack([clean_P, spliced_LP2[layer], targets_P])
+        sums = per_prompt.sum(axis=0)
+        out[layer] = SplicedCE(
+            float(sums[0]), float(sums[1]), float(sums[2]), int(sums[3]), len(ids_list), per_prompt
+        )
     for layer, r in out.items():
         log.info(
             "layer %d: CE clean %.4f, SAE %.4f, zero %.4f -> recovered %.3f (%d targets)",
@@ -209,24 +231,58 @@ def spliced_ce(
     return out
 
 
-def spliced_table(results: Mapping[int, SplicedCE], *, sae: str, model: str, dataset: str) -> pd.DataFrame:
-    """Tidy rows with the transfer tables' columns (position_kind ``text``), one per layer and metric."""
-    rows = [
-        {
-            "sae": sae,
-            "model": model,
-            "dataset": dataset,
-            "layer": int(layer),
-            "position_kind": "text",
-            "metric": metric,
-            "value": float(value),
-        }
-        for layer in sorted(results)
-        for metric, value in results[layer].metrics().items()
-    ]
-    return pd.DataFrame(
-        rows, columns=["sae", "model", "dataset", "layer", "position_kind", "metric", "value"]
-    )
+#: Spliced metrics that get bootstrap intervals over prompts.
+BOOTSTRAP_METRICS = ("ce_clean", "ce_sae", "ce_zero", "ce_loss_recovered", "ce_delta")
+
+
+def bootstrap_spliced(
+    result: SplicedCE, *, n_boot: int = 200, seed: int = 0, confidence: float = 0.95
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of :data:`BOOTSTRAP_METRICS` over prompts (resampled with replacement,
+    ``n_boot`` times, seeded), each resample's metrics computed from its summed CE and target counts exactly as
+    the full set's. NaN bounds without per-prompt sums, with fewer than 2 prompts or with ``n_boot`` 0."""
+    nan = {m: (math.nan, math.nan) for m in BOOTSTRAP_METRICS}
+    per = result.per_prompt_P4
+    if per is None or per.shape[0] < 2 or n_boot < 1:
+        return nan
+    rng = np.random.default_rng([int(seed), 11])
+    draws = {m: [] for m in BOOTSTRAP_METRICS}
+    for _ in range(int(n_boot)):
+        s = per[rng.integers(0, per.shape[0], size=per.shape[0])].sum(axis=0)
+        metrics = SplicedCE(s[0], s[1], s[2], int(s[3]), per.shape[0]).metrics()
+        for m in BOOTSTRAP_METRICS:
+            draws[m].append(metrics[m])
+    tail = 100 * (1 - confidence) / 2
+    return {m: tuple(float(x) for x in np.nanpercentile(v, [tail, 100 - tail])) for m, v in draws.items()}
+
+
+def spliced_table(
+    results: Mapping[int, SplicedCE], *, sae: str, model: str, dataset: str, n_boot: int = 200, seed: int = 0
+) -> pd.DataFrame:
+    """Tidy rows with the transfer tables' columns (position_kind ``text``), one per layer and metric, plus the
+    bootstrap interval over prompts (``lo``, ``hi``: :func:`bootstrap_spliced`) and ``n`` prompts."""
+    rows = []
+    for layer in sorted(results):
+        r = results[layer]
+        boot = bootstrap_spliced(r, n_boot=n_boot, seed=seed)
+        for metric, value in r.metrics().items():
+            lo, hi = boot.get(metric, (math.nan, math.nan))
+            rows.append(
+                {
+                    "sae": sae,
+                    "model": model,
+                    "dataset": dataset,
+                    "layer": int(layer),
+                    "position_kind": "text",
+                    "metric": metric,
+                    "value": float(value),
+                    "lo": lo,
+                    "hi": hi,
+                    "n": r.n_prompts,
+                }
+            )
+    columns = ["sae", "model", "dataset", "layer", "position_kind", "metric", "value", "lo", "hi", "n"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def sample_prompts(texts: Sequence[str], max_prompts: int | None, seed: int) -> list[str]:

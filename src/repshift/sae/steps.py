@@ -100,16 +100,25 @@ def compare_sae(*, input, output, params, wildcards=None, **_):
         pb = layout.codes_file(input["adapted"], layer)
         base_codes, meta = codes_h5.read_codes(pa, load_pooled=False)
         adapted_codes, _ = codes_h5.read_codes(pb, load_pooled=False)
+        index_a = codes_h5.read_token_index(pa)
         rows_a, rows_b = align_text_tokens(
-            codes_h5.read_token_index(pa),
+            index_a,
             codes_h5.read_token_index(pb),
             base=comp["base"],
             adapted=comp["adapted"],
         )
         np_id = meta["attrs"].get("neuronpedia_id") or None
-        metrics, latents = sae_metrics.shift_metrics(
-            base_codes.take(rows_a), adapted_codes.take(rows_b), neuronpedia_id=np_id
+        codes_a, codes_b = base_codes.take(rows_a), adapted_codes.take(rows_b)
+        metrics, latents = sae_metrics.shift_metrics(codes_a, codes_b, neuronpedia_id=np_id)
+        example_T = np.searchsorted(index_a["offsets"], rows_a, side="right") - 1
+        boot = sae_metrics.bootstrap_shift_intervals(
+            codes_a,
+            codes_b,
+            example_T,
+            n_boot=int(params.get("bootstrap", 200)),
+            seed=int(params.get("seed", 0)),
         )
+        n_examples = int(np.unique(example_T).size)
         common = {
             "comparison": wc.get("comparison", ""),
             "base": comp["base"],
@@ -118,7 +127,21 @@ def compare_sae(*, input, output, params, wildcards=None, **_):
             "dataset": comp["dataset"],
             "layer": layer,
         }
-        tables.append(pd.DataFrame([{**common, "metric": k, "value": float(v)} for k, v in metrics.items()]))
+        tables.append(
+            pd.DataFrame(
+                [
+                    {
+                        **common,
+                        "metric": k,
+                        "value": float(v),
+                        "lo": boot.get(k, (np.nan, np.nan))[0],
+                        "hi": boot.get(k, (np.nan, np.nan))[1],
+                        "n": n_examples,
+                    }
+                    for k, v in metrics.items()
+                ]
+            )
+        )
         latent_tables.append(latents.assign(**common))
     with atomic_path(output["shift"]) as tmp:
         pd.concat(tables, ignore_index=True).to_csv(tmp, sep="\t", index=False, float_format="%.6g")
@@ -157,7 +180,12 @@ def spliced_loss(*, input, output, params, wildcards=None, **_):
         adapter, saes, ids, batch_size=int(cfg.get("batch_size", 8)), progress=True
     )
     table = sae_spliced.spliced_table(
-        results, sae=wc.get("sae", ""), model=name, dataset=wc.get("dataset", "")
+        results,
+        sae=wc.get("sae", ""),
+        model=name,
+        dataset=wc.get("dataset", ""),
+        n_boot=int(params.get("bootstrap", 200)),
+        seed=int(params.get("seed", 0)),
     )
     with atomic_path(output["tsv"]) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")

@@ -101,10 +101,14 @@ def test_lazy_module_references_count_as_imports(tmp_path):
 
     copy = tmp_path / "repshift"
     shutil.copytree(Path(repshift.__file__).parent, copy)
-    before = {s: step_code_hash(s, root=copy) for s in ("make_demo_model", "train_probe", "extract_activations")}
+    before = {
+        s: step_code_hash(s, root=copy) for s in ("make_demo_model", "train_probe", "extract_activations")
+    }
     builder = copy / "demo" / "qwen2_vl.py"
     builder.write_text(builder.read_text() + "\n# edited\n")
-    after = {s: step_code_hash(s, root=copy) for s in ("make_demo_model", "train_probe", "extract_activations")}
+    after = {
+        s: step_code_hash(s, root=copy) for s in ("make_demo_model", "train_probe", "extract_activations")
+    }
     assert after["make_demo_model"] != before["make_demo_model"]
     assert after["train_probe"] == before["train_probe"]
     assert after["extract_activations"] == before["extract_activations"]

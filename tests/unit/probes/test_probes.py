@@ -291,7 +291,8 @@ def test_summarize_intervals_contain_the_mean():
         assert column in summary
     assert (summary.ci_low <= summary["mean"]).all() and (summary["mean"] <= summary.ci_high).all()
     logreg = summary[(summary.probe == "logreg") & (summary.metric == "accuracy")].iloc[0]
-    assert logreg.n == 15 and logreg.ci_low < logreg["mean"] < logreg.ci_high
+    # 3 seeds x 5 stored folds: 5 distinct fold-runs (seeds only reshuffle the inner CV), 15 scores behind them
+    assert logreg.n == 5 and logreg.n_scores == 15 and logreg.ci_low < logreg["mean"] < logreg.ci_high
     assert 0.7 < logreg["mean"] and abs(logreg.control_mean - 0.5) < 0.15
     assert abs(logreg.majority_accuracy - 0.5) < 0.15
     assert summary.interval.str.startswith(probes_summary.INTERVAL_METHOD).all()

@@ -146,10 +146,36 @@ def test_recovered_is_nan_when_ablation_costs_nothing_and_table_columns():
     table = sae_spliced.spliced_table(
         {3: sae_spliced.SplicedCE(1.0, 2.0, 5.0, 1, 1)}, sae="s", model="m", dataset="d"
     )
-    assert list(table.columns) == ["sae", "model", "dataset", "layer", "position_kind", "metric", "value"]
+    columns = ["sae", "model", "dataset", "layer", "position_kind", "metric", "value", "lo", "hi", "n"]
+    assert list(table.columns) == columns
+    assert table["lo"].isna().all() and (table["n"] == 1).all()  # no per-prompt sums: no interval
     row = table.set_index("metric")["value"]
     assert row["ce_loss_recovered"] == pytest.approx(0.75) and row["ce_delta"] == pytest.approx(1.0)
     assert set(table["metric"]) == set(sae_spliced.SPLICED_METRICS)
+
+
+def test_next_token_ce_rows_sum_to_the_batch_total():
+    ids = torch.tensor([[0, 0, 2, 5, 6], [2, 3, 4, 5, 6]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    logits = torch.zeros(2, 5, 7)
+    sums, counts = sae_spliced.next_token_ce_rows(logits, ids, mask)
+    np.testing.assert_array_equal(counts, [2, 4])
+    np.testing.assert_allclose(sums, [2 * math.log(7), 4 * math.log(7)], rtol=1e-6)
+
+
+def test_bootstrap_spliced_over_prompts_by_hand():
+    # two prompts, one target each: prompt 0 clean 1, SAE 1, zero 3 (recovers 1); prompt 1 clean 1, SAE 3, zero 3
+    # (recovers 0). Resamples {0,0}: ce_sae 1, recovered 1; {1,1}: ce_sae 3, recovered 0 (p = 1/4 each);
+    # {0,1}: ce_sae 2, recovered 0.5 -> the 2.5% / 97.5% percentiles are the extremes.
+    per = np.array([[1.0, 1.0, 3.0, 1], [1.0, 3.0, 3.0, 1]])
+    r = sae_spliced.SplicedCE(2.0, 4.0, 6.0, 2, 2, per)
+    boot = sae_spliced.bootstrap_spliced(r, n_boot=400, seed=0)
+    assert boot["ce_sae"] == pytest.approx((1.0, 3.0))
+    assert boot["ce_loss_recovered"] == pytest.approx((0.0, 1.0))
+    assert boot["ce_delta"] == pytest.approx((0.0, 2.0))
+    table = sae_spliced.spliced_table({4: r}, sae="s", model="m", dataset="d", n_boot=400)
+    row = table.set_index("metric").loc["ce_sae"]
+    assert (row["lo"], row["hi"], row["n"]) == (1.0, 3.0, 2)
 
 
 def test_sample_prompts_is_seeded_and_ordered():

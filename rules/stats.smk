@@ -1,0 +1,19 @@
+"""Probe statistics: per task, the summary over every layer (corrected intervals, permutation null)."""
+
+from repshift.config import stats_targets as ST
+
+
+rule summarize_probes:
+    """Summarise one task's probe tables: means, corrected intervals over fold-runs, permutation null, p-values."""
+    input:
+        tables=lambda wc: stats_targets.probe_summary_inputs(config, wc.task),
+    output:
+        summary=layout.probe_summary(RESULTS, "{task}"),
+    log:
+        f"{LOGS}/summarize_probes/{{task}}.log",
+    conda:
+        "../envs/data.yaml"
+    params:
+        code=step_hash("summarize_probes"),
+    script:
+        "../workflow_scripts/summarize_probes.py"
