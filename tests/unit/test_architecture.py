@@ -139,3 +139,34 @@ def test_importing_config_and_formats_loads_no_torch():
     code = f"import sys\nfor m in {mods!r}: __import__(m)\nprint(sorted({{'torch', 'transformers'}} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+MAX_STEP_LINES = 30
+# @step functions over MAX_STEP_LINES, each with why. Steps are entry points: read inputs, call the subpackage's
+# tested library code, write outputs; move logic out rather than growing this list.
+LONG_STEPS = {
+    "repshift.probes.steps.train_probe": "being reworked (probes/ is edited in another branch)",
+    "repshift.probes.steps.score_cross_layer": "being reworked (probes/ is edited in another branch)",
+    "repshift.data.steps.download_coco": "not yet moved to data.download (thin-steps branch ran out of time)",
+    "repshift.figures.steps.plot_vlm_sae": "not yet moved to figures.vlm_sae (thin-steps branch ran out of time)",
+}
+
+
+def _is_step(node) -> bool:
+    return any(getattr(d, "id", None) == "step" for d in node.decorator_list)
+
+
+def test_every_step_is_a_thin_entry_point():
+    sizes = {
+        f"{name}.{node.name}": node.end_lineno - node.lineno + 1
+        for name, tree in TREES.items()
+        if name.endswith(".steps")
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and _is_step(node)
+    }
+    assert "repshift.models.steps.extract_activations" in sizes, "the scan sees no step (decorator renamed?)"
+    long = {k: n for k, n in sizes.items() if n > MAX_STEP_LINES}
+    new = {k: v for k, v in long.items() if k not in LONG_STEPS}
+    assert not new, f"@step functions over {MAX_STEP_LINES} lines (move the logic into the subpackage): {new}"
+    fixed = sorted(set(LONG_STEPS) - set(long))
+    assert not fixed, f"now thin: remove from LONG_STEPS: {fixed}"

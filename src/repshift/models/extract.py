@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from repshift import LAYER_CONVENTION
+from repshift.config import ModelSpec
 from repshift.formats import activations_h5
 from repshift.formats.activations_h5 import POSITION_KINDS
 from repshift.formats.atomic import atomic_path
@@ -272,3 +273,118 @@ def extract_dataset(
         # files close before atomic rename (ExitStack unwinds in reverse order)
     log.info("wrote %d layers x %d examples; tokens %s", len(layers), n, n_tokens)
     return {"n_examples": n, "n_truncated": n_truncated, "n_tokens": n_tokens}
+
+
+def shard_rows(manifest: pd.DataFrame, shard: int, n_shards: int) -> pd.DataFrame:
+    """Contiguous slice ``shard`` of ``n_shards`` of the rows a model sees (merging in shard order restores them)."""
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard {shard} is not in 0..{n_shards - 1}")
+    bounds = np.linspace(0, len(manifest), n_shards + 1).round().astype(int)
+    return manifest.iloc[bounds[shard] : bounds[shard + 1]].reset_index(drop=True)
+
+
+def rows_to_extract(
+    manifest: pd.DataFrame, spec: ModelSpec, manifest_path, shard: tuple[int, int] = (0, 1)
+) -> pd.DataFrame:
+    """The manifest rows ``spec``'s model reads, in extraction order, sliced to one shard; errors name the dataset."""
+    if manifest.empty:
+        raise ValueError(f"dataset {manifest_path} is empty: nothing to extract")
+    if not spec.is_vlm and not (manifest["modality"] == "text").any():
+        raise ValueError(f"{spec.name} is a text-only model but dataset {manifest_path} has only image rows")
+    manifest = plan_rows(manifest, spec.is_vlm, spec.reads_text)
+    if shard[1] > 1:
+        manifest = shard_rows(manifest, *shard)
+    return manifest
+
+
+def check_partner_token_ids(
+    spec: ModelSpec, location: str, manifest: pd.DataFrame, partners: Mapping, *, max_tokens: int
+) -> None:
+    """A text-only comparison needs identical ids: checked on the tokenizers, before any model loads.
+
+    ``partners``: other model name -> ``{"spec": <model config>, "location": <hub id or folder>}``.
+    """
+    from repshift.models.tokens import check_same_token_ids, load_tokenizer
+
+    texts = manifest.loc[manifest["modality"] == "text", "text"].astype(str).tolist()
+    toks = {spec.name: load_tokenizer(spec, location)}
+    for other, p in partners.items():
+        toks[other] = load_tokenizer(ModelSpec.from_dict(other, p["spec"]), p["location"])
+    n_checked = check_same_token_ids(texts, toks, max_tokens=max_tokens)
+    log.info("token ids identical to %s on %d texts", sorted(partners), n_checked)
+
+
+def extract_to_dir(
+    spec: ModelSpec,
+    manifest_path,
+    out_dir,
+    *,
+    layers: Sequence[int],
+    extraction: Mapping[str, Any],
+    location: str,
+    image_dir,
+    tokens: bool,
+    provenance_params: Mapping[str, Any],
+    shard: tuple[int, int] = (0, 1),
+    token_partners: Mapping | None = None,
+    fused: Mapping | None = None,
+    workers: int = 1,
+) -> dict:
+    """One extraction job: ``layer-L.h5`` per layer and ``extraction.json`` in ``out_dir``, written atomically.
+
+    ``extraction``: the config's ``extraction`` section (dtype, device, batch_size, max_tokens, store_dtype);
+    ``fused``: ``extraction.fused_sae`` (encode here, keep codes and pooled vectors, no dense token rows);
+    ``provenance_params``: the rule's params, hashed into the provenance block. Returns the written summary.
+    """
+    from repshift.formats import manifest as formats_manifest
+    from repshift.formats.atomic import atomic_dir, write_json
+    from repshift.formats.layout import layer_file
+    from repshift.formats.provenance import provenance
+    from repshift.models.adapter import load_adapter
+
+    spec.check_layers(layers)
+    manifest, meta = formats_manifest.read_manifest(manifest_path)
+    manifest = rows_to_extract(manifest, spec, manifest_path, shard)
+    if token_partners:
+        check_partner_token_ids(spec, location, manifest, token_partners, max_tokens=extraction["max_tokens"])
+    adapter = load_adapter(spec, location=location, dtype=extraction["dtype"], device=extraction["device"])
+    attrs = {
+        "model_location": location,
+        "model_revision": spec.revision if spec.source == "hub" else "",
+        "dataset": Path(manifest_path).stem,
+        "dataset_config_hash": meta.get("config_hash", ""),
+        **provenance(provenance_params),
+    }
+    sink = _fused_sink(fused, adapter, extraction, spec.name, manifest, attrs["dataset"]) if fused else None
+    with atomic_dir(out_dir) as tmp:
+        summary = extract_dataset(
+            adapter,
+            manifest,
+            {layer: layer_file(tmp, layer) for layer in layers},
+            image_dir=image_dir,
+            tokens=tokens,
+            batch_size=extraction["batch_size"],
+            max_tokens=extraction["max_tokens"],
+            store_dtype=extraction["store_dtype"],
+            attrs=attrs,
+            token_sink=sink,
+            workers=workers,
+        )
+        if sink is not None:
+            sink.write(tmp, provenance_params)
+        written = {**summary, "layers": list(layers), "shard": list(shard), **attrs}
+        write_json(tmp / "extraction.json", written)
+    return written
+
+
+def _fused_sink(fused: Mapping, adapter: Adapter, extraction: Mapping, model: str, rows, dataset: str):
+    from repshift.sae.encode import FusedEncoder
+
+    return FusedEncoder(
+        {**fused, "dataset": dataset},
+        d_model=adapter.d_model,
+        device=str(adapter.device),
+        store_dtype=extraction["store_dtype"],
+        model=model,
+        rows=rows,
+    )

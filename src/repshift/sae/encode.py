@@ -249,3 +249,103 @@ def align_text_tokens(
     if not sel_a:
         raise ValueError(f"no common text examples between {base} and {adapted}")
     return np.concatenate(sel_a), np.concatenate(sel_b)
+
+
+def encode_layer(out_dir, acts_path, sae_path, layer: int, *, device: str, labels: dict, provenance_params):
+    """Encode one layer's token activations with its SAE: ``layer-L.codes.h5`` and ``layer-L.transfer.tsv``.
+
+    ``labels``: ``sae`` and ``dataset`` names for the transfer table. Returns that table.
+    """
+    from repshift.formats.activations_h5 import read_activations
+    from repshift.sae import codes as sae_codes
+    from repshift.sae import load as sae_load
+    from repshift.sae import metrics as sae_metrics
+
+    acts = read_activations(acts_path)
+    tok = acts.tokens()
+    sae = sae_load.load_sae(Path(sae_path), device=device)
+    model = str(acts.attrs.get("model"))
+    sae_load.check_sae_compat(sae, d_model=acts.d_model, layer=layer, model_name=model)
+    codes = sae_codes.encode(sae, tok.acts_TD)
+    metrics = {
+        kind: sae_metrics.transfer_metrics(sae, tok.acts_TD[sel], codes.take(sel))
+        for kind, sel in token_groups(tok, acts.modality).items()
+    }
+    rows = transfer_rows(metrics, sae=labels["sae"], model=model, dataset=labels["dataset"], layer=layer)
+    attrs = {
+        "layer": layer,
+        "model": model,
+        "sae_path": str(Path(sae_path)),
+        "neuronpedia_id": sae_load.sae_neuronpedia_id(sae) or "",
+        **provenance(provenance_params),
+    }
+    return write_layer_codes(
+        out_dir, layer, codes, tok, example_id=acts.example_id, modality=acts.modality, attrs=attrs, rows=rows
+    )
+
+
+def encode_layers(
+    acts_dir, out_dir, sae_dirs: dict[int, str], layers, *, device: str, labels: dict, provenance_params
+) -> None:
+    """encode_sae: every layer's codes and transfer table, then the summary, written into ``out_dir`` atomically."""
+    from tqdm import tqdm
+
+    from repshift.formats.atomic import atomic_dir
+
+    tables = []
+    with atomic_dir(out_dir) as tmp:
+        for layer in tqdm([int(x) for x in layers], desc="encode_sae", unit="layer", mininterval=5):
+            acts_path = layout.layer_file(acts_dir, layer)
+            tables.append(
+                encode_layer(
+                    tmp,
+                    acts_path,
+                    sae_dirs[layer],
+                    layer,
+                    device=device,
+                    labels=labels,
+                    provenance_params=provenance_params,
+                )
+            )
+        write_transfer_summary(tmp, tables)
+
+
+def compare_code_dirs(
+    base_dir, adapted_dir, layers, comp: dict, name: str, *, n_boot: int = 200, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """compare_sae: shift metrics and per-latent rows between two models' codes, per layer, on identical text
+    tokens (ids asserted equal), with percentile-bootstrap intervals over examples (``lo``, ``hi``) and the number
+    of examples ``n``. ``comp``: the comparison's config (base, adapted, sae, dataset)."""
+    from repshift.formats import codes_h5
+    from repshift.sae import metrics as sae_metrics
+
+    tables, latent_tables = [], []
+    for layer in (int(x) for x in layers):
+        pa, pb = layout.codes_file(base_dir, layer), layout.codes_file(adapted_dir, layer)
+        base_codes, meta = codes_h5.read_codes(pa, load_pooled=False)
+        adapted_codes, _ = codes_h5.read_codes(pb, load_pooled=False)
+        index_a = codes_h5.read_token_index(pa)
+        rows_a, rows_b = align_text_tokens(
+            index_a, codes_h5.read_token_index(pb), base=comp["base"], adapted=comp["adapted"]
+        )
+        codes_a, codes_b = base_codes.take(rows_a), adapted_codes.take(rows_b)
+        metrics, latents = sae_metrics.shift_metrics(
+            codes_a, codes_b, neuronpedia_id=meta["attrs"].get("neuronpedia_id") or None
+        )
+        example_T = np.searchsorted(index_a["offsets"], rows_a, side="right") - 1
+        boot = sae_metrics.bootstrap_shift_intervals(codes_a, codes_b, example_T, n_boot=n_boot, seed=seed)
+        n_examples = int(np.unique(example_T).size)
+        common = {
+            "comparison": name,
+            **{k: comp[k] for k in ("base", "adapted", "sae", "dataset")},
+            "layer": layer,
+        }
+        nan2 = (np.nan, np.nan)
+        rows = [
+            {**common, "metric": k, "value": float(v), "lo": boot.get(k, nan2)[0], "hi": boot.get(k, nan2)[1],
+             "n": n_examples}
+            for k, v in metrics.items()
+        ]  # fmt: skip
+        tables.append(pd.DataFrame(rows))
+        latent_tables.append(latents.assign(**common))
+    return pd.concat(tables, ignore_index=True), pd.concat(latent_tables, ignore_index=True)

@@ -140,3 +140,120 @@ def encode_rows(adapter, rows: pd.DataFrame, layer: int, *, image_dir, batch_siz
             for b, i in enumerate(sel):
                 out[i] = {k: hidden[b][torch.from_numpy(m[b])] for k, m in masks.items() if m[b].any()}
     return out
+
+
+def evaluate_trained_sae(
+    adapter,
+    saes: Mapping[str, object],
+    manifest: pd.DataFrame,
+    layer: int,
+    *,
+    image_dir,
+    extraction: Mapping,
+    training: Mapping,
+    common: Mapping,
+) -> dict[str, pd.DataFrame]:
+    """evaluate_vlm_sae: the ``trained`` SAE beside the ``base`` one at ``layer``, from one pass over ``manifest``.
+
+    ``extraction``/``training``: the config's sections; ``common``: columns put on every row (model, layer).
+    Returns the tables ``eval`` (metrics by token kind, spliced CE by span), ``compare`` (dictionary match, code
+    correlation), ``sharing`` (modality sharing) and ``sparse`` (k-sparse probes).
+    """
+    per_row = encode_rows(
+        adapter, manifest, layer, image_dir=image_dir, batch_size=extraction["batch_size"],
+        max_tokens=extraction["max_tokens"],
+    )  # fmt: skip
+    held = manifest["fold"].isin(training["heldout_folds"]).to_numpy()
+    tokens = _kind_tokens([r for r, h in zip(per_row, held, strict=True) if h], adapter.d_model)
+    ce = spliced_ce_by_span(
+        adapter, saes, manifest[held], layer, image_dir=image_dir, batch_size=extraction["batch_size"]
+    )
+    compare = _compare_rows(saes, tokens["caption"], training["compare"])
+    return {
+        "eval": pd.concat([modality_metric_rows(saes, tokens), ce_rows(ce)]).assign(**common),
+        "compare": pd.DataFrame([{**common, "metric": k, "value": v} for k, v in compare.items()]),
+        "sharing": _sharing_rows(saes["trained"], manifest, per_row, training["sharing"]).assign(**common),
+        "sparse": _sparse_rows(
+            saes["trained"], manifest, per_row, adapter.d_model, training["sparse_probes"]
+        ).assign(**common),
+    }
+
+
+def _compare_rows(saes: Mapping, caption_TD: torch.Tensor, cfg: Mapping) -> dict[str, float]:
+    """Dictionary match of the two decoders and the mean correlation of their codes on caption tokens."""
+    from repshift.sae import compare as sae_compare
+
+    W = {k: s.W_dec.detach().float().cpu().numpy() for k, s in saes.items()}
+    metrics, _ = sae_compare.compare_dictionaries(
+        W["trained"], W["base"], thresholds=cfg["thresholds"], max_latents=cfg["max_latents"]
+    )
+    codes = {k: s.encode(caption_TD).detach().float().numpy() for k, s in saes.items()}
+    corr = sae_compare.code_correlation(codes["trained"], codes["base"])
+    metrics["code_corr_mean"] = float(np.nanmean(corr)) if np.isfinite(corr).any() else float("nan")
+    return metrics
+
+
+def _sparse_rows(sae, manifest: pd.DataFrame, per_row, d: int, cfg: Mapping) -> pd.DataFrame:
+    """k-sparse probes on pooled codes beside pooled activations, per modality with >= 4 rows and 2 labels."""
+    from repshift.probes.cv import ProbeSettings
+    from repshift.probes.sparse import sparse_probe_table
+
+    pooled = _pooled(sae, per_row, d)
+    settings = ProbeSettings.from_dict(cfg["settings"])
+    tables = []
+    for modality in ("image", "text"):
+        m = (manifest["modality"] == modality).to_numpy()
+        if m.sum() < 4 or manifest.loc[m, "label"].nunique() < 2:
+            continue
+        t = sparse_probe_table(
+            pooled["codes"][m], pooled["acts"][m], manifest.loc[m, "label"].to_numpy(),
+            manifest.loc[m, "fold"].to_numpy(), ks=cfg["k"], settings=settings,
+        )  # fmt: skip
+        tables.append(t.assign(modality=modality))
+    return pd.concat(tables, ignore_index=True)
+
+
+def _kind_tokens(per_row, d: int):
+    out = {}
+    for kind in ("image", "prompt", "caption"):
+        parts = [r[kind] for r in per_row if kind in r]
+        out[kind] = torch.cat(parts) if parts else torch.zeros(0, d)
+    return out
+
+
+def _pooled(sae, per_row, d: int) -> dict[str, np.ndarray]:
+    """Per row: mean over its image tokens (image rows) or caption tokens (text rows) of codes and activations."""
+    codes, acts = [], []
+    with torch.no_grad():
+        for r in per_row:
+            x = r.get("image", r.get("caption", torch.zeros(1, d)))
+            acts.append(x.mean(0).numpy())
+            codes.append(sae.encode(x).float().mean(0).numpy())
+    return {"codes": np.stack(codes), "acts": np.stack(acts)}
+
+
+def _sharing_rows(sae, manifest: pd.DataFrame, per_row, thresholds) -> pd.DataFrame:
+    """Modality sharing over pairs (image row, caption row with the same pair_id)."""
+    from repshift.sae import sharing
+
+    d_sae = int(sae.cfg.d_sae)
+    mass_i, mass_t, n_i, n_t = np.zeros(d_sae), np.zeros(d_sae), 0, 0
+    act_i, act_t = [], []
+    by_pair: dict = {}
+    for i, row in manifest.iterrows():
+        by_pair.setdefault(row.get("pair_id", row["group"]), {}).setdefault(row["modality"], i)
+    with torch.no_grad():
+        for pair in by_pair.values():
+            if "image" not in pair or "text" not in pair:
+                continue
+            zi = sae.encode(per_row[pair["image"]]["image"]).float().numpy()
+            zt = sae.encode(per_row[pair["text"]]["caption"]).float().numpy()
+            mass_i, mass_t, n_i, n_t = mass_i + zi.sum(0), mass_t + zt.sum(0), n_i + len(zi), n_t + len(zt)
+            act_i.append((zi > 0).any(0))
+            act_t.append((zt > 0).any(0))
+    if not act_i:
+        raise ValueError("modality sharing needs paired image/caption rows (a dataset with modality: paired)")
+    metrics, _ = sharing.sharing_summary(
+        mass_i, n_i, mass_t, n_t, np.array(act_i), np.array(act_t), thresholds=thresholds
+    )
+    return pd.DataFrame([{"metric": k, "value": v} for k, v in metrics.items()])

@@ -292,3 +292,41 @@ def sample_prompts(texts: Sequence[str], max_prompts: int | None, seed: int) -> 
         return texts
     keep = np.sort(np.random.default_rng(seed).choice(len(texts), size=int(max_prompts), replace=False))
     return [texts[i] for i in keep]
+
+
+def spliced_loss_table(
+    adapter: Any,
+    sae_dirs: Mapping[int, str],
+    texts: Sequence[str],
+    *,
+    max_tokens: int,
+    batch_size: int,
+    labels: Mapping[str, str],
+    n_boot: int = 200,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """spliced_loss: load and check each layer's SAE, splice it into ``adapter``'s forward on ``texts``, and
+    tabulate clean / spliced / zero-ablated CE per layer. ``labels``: ``sae``, ``model`` and ``dataset`` names."""
+    from repshift.sae import load as sae_load
+
+    saes = {}
+    for layer, path in sorted((int(k), v) for k, v in sae_dirs.items()):
+        sae = sae_load.load_sae(path, device=str(adapter.device))
+        sae_load.check_sae_compat(sae, d_model=adapter.d_model, layer=layer, model_name=labels["model"])
+        saes[layer] = sae
+    ids = [adapter.text_ids(t, int(max_tokens))[0] for t in texts]
+    results = spliced_ce(adapter, saes, ids, batch_size=int(batch_size), progress=True)
+    return spliced_table(
+        results, sae=labels["sae"], model=labels["model"], dataset=labels["dataset"], n_boot=n_boot, seed=seed
+    )
+
+
+def text_prompts(manifest_path, max_prompts: int | None, seed: int) -> list[str]:
+    """The dataset's text rows, sampled to ``max_prompts`` (spliced CE runs on text); raises when there are none."""
+    from repshift.formats.manifest import read_manifest
+
+    manifest, _ = read_manifest(manifest_path)
+    texts = manifest.loc[manifest["modality"] == "text", "text"].astype(str).tolist()
+    if not texts:
+        raise ValueError(f"dataset {manifest_path} has no text rows: spliced CE runs on text")
+    return sample_prompts(texts, max_prompts, seed)

@@ -409,3 +409,27 @@ def mixed_stream(
 
     buffer = max(int(spec.buffer_tokens), 2 * spec.batch_size)
     return mixing_buffer(buffer, spec.batch_size, mixed(), mix_fraction=0.5)
+
+
+def train_layer_sae(
+    adapter,
+    rows: pd.DataFrame,
+    layer: int,
+    spec: TrainSpec,
+    *,
+    image_dir,
+    extraction: Mapping[str, Any],
+    model_name: str,
+):
+    """train_vlm_sae: stream ``rows`` through ``adapter`` at ``layer``, mix and shuffle the token kinds, fit the SAE.
+
+    ``extraction``: the config's ``extraction`` section (batch_size, max_tokens). Returns ``(sae, input_scale, curve)``.
+    """
+    source = model_batches(
+        adapter, rows, layer, image_dir=image_dir, batch_size=extraction["batch_size"],
+        max_tokens=extraction["max_tokens"], seed=spec.seed, kinds=[k for k, v in spec.token_mix.items() if v > 0],
+    )  # fmt: skip
+    batches = mixed_stream(source, spec, chunk=min(1024, spec.batch_size))
+    return fit_sae(
+        batches, spec, d_in=adapter.d_model, layer=layer, model_name=model_name, device=str(adapter.device)
+    )

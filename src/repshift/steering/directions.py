@@ -171,3 +171,82 @@ def cosines(directions: Directions, kinds: Sequence[str] = ("probe", "mean-diff"
     return {
         f"{a}~{b}": float(directions[a] @ directions[b]) for i, a in enumerate(have) for b in have[i + 1 :]
     }
+
+
+def sae_direction(
+    sae_dir,
+    X_ND: np.ndarray,
+    y_N: np.ndarray,
+    source: int,
+    target: int,
+    target_name: str,
+    class_features=None,
+) -> tuple[np.ndarray, dict, np.ndarray]:
+    """The SAE decoder row of the target class: the top latent of ``class_features`` (a class_features table)
+    when given, else the latent with the largest class-mean code difference. Returns (row, meta, W_dec_FD)."""
+    import pandas as pd
+    import torch
+
+    from repshift.sae.load import load_sae
+
+    sae = load_sae(sae_dir)
+    W_dec = sae.W_dec.detach().double().cpu().numpy()
+    if class_features:
+        table = pd.read_csv(class_features, sep="\t")
+        top = table[(table["class"] == target_name)].sort_values("rank")
+        if top.empty:
+            raise ValueError(f"{class_features} lists no class feature of {target_name!r}")
+        latent, how = int(top["latent"].iloc[0]), "class_features"
+    else:
+        with torch.no_grad():
+            codes = sae.encode(torch.as_tensor(X_ND, dtype=torch.float32)).double().numpy()
+        latent, how = largest_code_diff(codes, y_N, source, target), "largest class-mean code difference"
+    return W_dec[latent], {"sae_latent": latent, "sae_latent_from": how}, W_dec
+
+
+def fit_directions(
+    acts_path,
+    manifest_path,
+    *,
+    model: str,
+    layer: int,
+    pair: Mapping[str, str],
+    kinds: Sequence[str],
+    heldout: int,
+    n_random: int,
+    seed: int,
+    probe_dir=None,
+    sae_dir=None,
+    class_features=None,
+    params: Mapping[str, Any] | None = None,
+) -> tuple[Directions, np.ndarray | None]:
+    """fit_steering_directions: the requested kinds (probe, mean-diff, sae) from the training folds of one layer's
+    pooled activations, normalised, with ``n_random`` controls seeded by ``seed + layer``; ``params`` is kept in
+    the meta. Returns the directions and the SAE decoder (None without ``sae_dir``)."""
+    from repshift.formats.activations_h5 import read_activations
+
+    source, target = pair_labels(manifest_path, pair)
+    acts = read_activations(acts_path)
+    modality = "image" if (acts.modality == "image").any() else "text"
+    train = np.flatnonzero((acts.modality == modality) & (acts.fold != heldout))
+    X, y = acts.pooled("mean", train), acts.label[train]
+    raw: dict[str, np.ndarray] = {}
+    meta = {"model": model, "layer": layer, "modality": modality, "source": source, "target": target}
+    meta |= {"heldout_fold": heldout, "n_train": int(train.size), "params": params}
+    if "probe" in kinds:
+        fp, f = fold_probe(probe_dir, model, modality, heldout)
+        raw["probe"] = probe_readout(fp.coef_FKD[f], fp.scale_FD[f], fp.classes_K, source, target)
+        meta |= {"probe_seed": int(fp.seed_F[f]), "probe_fold": heldout}
+    if "mean-diff" in kinds:
+        raw["mean-diff"] = class_mean_diff(X, y, source, target)
+    W_dec = None
+    if "sae" in kinds and sae_dir is not None:
+        raw["sae"], info, W_dec = sae_direction(sae_dir, X, y, source, target, pair["target"], class_features)
+        meta |= info
+    dirs = build_directions(raw, n_random=n_random, seed=seed + layer, meta=meta)
+    dirs.meta["cosines"] = cosines(dirs)
+    if W_dec is None and sae_dir is not None:
+        from repshift.sae.load import load_sae
+
+        W_dec = load_sae(sae_dir).W_dec.detach().double().cpu().numpy()
+    return dirs, W_dec

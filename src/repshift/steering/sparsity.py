@@ -3,7 +3,10 @@ with a steering direction, against random directions of the same norm."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
+import pandas as pd
 from sklearn.linear_model import orthogonal_mp
 
 
@@ -32,3 +35,31 @@ def atoms_to_reach(cos_path_K: np.ndarray, cosine: float) -> float:
     """Fewest atoms whose approximation reaches ``cosine`` (NaN when the path never does)."""
     hit = np.flatnonzero(np.asarray(cos_path_K) >= cosine - 1e-9)
     return float(hit[0] + 1) if hit.size else float("nan")
+
+
+def sparsity_table(dirs, W_dec_FD: np.ndarray | None, sparsity_cfg: Mapping | None, **key) -> pd.DataFrame:
+    """Atoms of the SAE decoder OMP needs per direction and cosine (empty without an SAE).
+
+    ``sparsity_cfg``: the steering ``sparsity`` settings (``max_atoms``, ``cosines``); ``key``: model, pair, layer.
+    """
+    from repshift.steering.directions import kind_of
+
+    rows = []
+    if W_dec_FD is not None:
+        sp = {"max_atoms": 64, "cosines": [0.5, 0.7, 0.9], **(sparsity_cfg or {})}
+        for name in dirs.names:
+            path = omp_cosine_path(W_dec_FD, dirs[name], int(sp["max_atoms"]))
+            for c in sp["cosines"]:
+                rows.append(
+                    {
+                        **key,
+                        "direction": name,
+                        "kind": kind_of(name),
+                        "cosine": c,
+                        "atoms": atoms_to_reach(path, c),
+                        "max_atoms": int(sp["max_atoms"]),
+                        "best_cosine": float(path.max()),
+                    }
+                )
+    cols = ["model", "pair", "layer", "direction", "kind", "cosine", "atoms", "max_atoms", "best_cosine"]
+    return pd.DataFrame(rows, columns=cols)

@@ -6,9 +6,6 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from repshift.config import ModelSpec
 from repshift.formats.atomic import atomic_path
 from repshift.formats.layout import layer_file
@@ -34,107 +31,28 @@ TABLE_COLUMNS = [
 ]
 
 
-def _sae_direction(
-    input, sae_dir, model, layer, X_ND, y_N, source, target, target_name
-) -> tuple[np.ndarray, dict, np.ndarray]:
-    import torch
-
-    from repshift.sae.load import load_sae
-
-    sae = load_sae(sae_dir)
-    W_dec = sae.W_dec.detach().double().cpu().numpy()
-    if input.get("class_features"):
-        table = pd.read_csv(input["class_features"], sep="\t")
-        top = table[(table["class"] == target_name)].sort_values("rank")
-        if top.empty:
-            raise ValueError(f"{input['class_features']} lists no class feature of {target_name!r}")
-        latent, how = int(top["latent"].iloc[0]), "class_features"
-    else:
-        from repshift.steering.directions import largest_code_diff
-
-        with torch.no_grad():
-            codes = sae.encode(torch.as_tensor(X_ND, dtype=torch.float32)).double().numpy()
-        latent, how = largest_code_diff(codes, y_N, source, target), "largest class-mean code difference"
-    return W_dec[latent], {"sae_latent": latent, "sae_latent_from": how}, W_dec
-
-
 @step
 def fit_steering_directions(*, input, output, params, wildcards=None, **_):
     """Unit steering directions of one (model, pair, layer) and their sparsity in the SAE decoder basis."""
-    from repshift.formats.activations_h5 import read_activations
     from repshift.steering import directions as D
+    from repshift.steering.sparsity import sparsity_table
 
     wc = wildcards or {}
-    model, layer, heldout = wc["model"], int(wc["layer"]), int(params["heldout_fold"])
-    source, target = D.pair_labels(input["manifest"], params["pair"])
-    acts = read_activations(layer_file(input["acts"], layer))
-    modality = "image" if (acts.modality == "image").any() else "text"
-    train = np.flatnonzero((acts.modality == modality) & (acts.fold != heldout))
-    X, y = acts.pooled("mean", train), acts.label[train]
-    raw, meta = (
-        {},
-        {
-            "model": model,
-            "layer": layer,
-            "modality": modality,
-            "source": source,
-            "target": target,
-            "heldout_fold": heldout,
-            "n_train": int(train.size),
-            "params": params,
-        },
-    )
+    model, layer = wc["model"], int(wc["layer"])
     kinds = params["directions"]
-    if "probe" in kinds:
-        fp, f = D.fold_probe(input["probe"], model, modality, heldout)
-        raw["probe"] = D.probe_readout(fp.coef_FKD[f], fp.scale_FD[f], fp.classes_K, source, target)
-        meta |= {"probe_seed": int(fp.seed_F[f]), "probe_fold": heldout}
-    if "mean-diff" in kinds:
-        raw["mean-diff"] = D.class_mean_diff(X, y, source, target)
-    W_dec = None
-    if "sae" in kinds and input.get("sae"):
-        raw["sae"], info, W_dec = _sae_direction(
-            input, params["sae_dir"], model, layer, X, y, source, target, params["pair"]["target"]
-        )
-        meta |= info
-    dirs = D.build_directions(
-        raw, n_random=int(params["n_random"]), seed=int(params["seed"]) + layer, meta=meta
-    )
-    dirs.meta["cosines"] = D.cosines(dirs)
+    dirs, W_dec = D.fit_directions(
+        layer_file(input["acts"], layer), input["manifest"], model=model, layer=layer, pair=params["pair"],
+        kinds=kinds, heldout=int(params["heldout_fold"]), n_random=int(params["n_random"]), seed=int(params["seed"]),
+        probe_dir=input["probe"] if "probe" in kinds else None,
+        sae_dir=params["sae_dir"] if input.get("sae") else None,
+        class_features=input.get("class_features"), params=params,
+    )  # fmt: skip
     dirs.save(output["directions"].removesuffix(".safetensors"))
-    if W_dec is None and input.get("sae"):
-        from repshift.sae.load import load_sae
-
-        W_dec = load_sae(params["sae_dir"]).W_dec.detach().double().cpu().numpy()
-    table = _sparsity_table(dirs, W_dec, params, model=model, pair=wc.get("pair", ""), layer=layer)
+    table = sparsity_table(
+        dirs, W_dec, params.get("sparsity"), model=model, pair=wc.get("pair", ""), layer=layer
+    )
     with atomic_path(output["sparsity"]) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-
-
-def _sparsity_table(dirs, W_dec, params, **key) -> pd.DataFrame:
-    """Atoms of the SAE decoder OMP needs per direction and cosine (empty without an SAE)."""
-    from repshift.steering import sparsity
-    from repshift.steering.directions import kind_of
-
-    rows = []
-    if W_dec is not None:
-        sp = {"max_atoms": 64, "cosines": [0.5, 0.7, 0.9], **(params.get("sparsity") or {})}
-        for name in dirs.names:
-            path = sparsity.omp_cosine_path(W_dec, dirs[name], int(sp["max_atoms"]))
-            for c in sp["cosines"]:
-                rows.append(
-                    {
-                        **key,
-                        "direction": name,
-                        "kind": kind_of(name),
-                        "cosine": c,
-                        "atoms": sparsity.atoms_to_reach(path, c),
-                        "max_atoms": int(sp["max_atoms"]),
-                        "best_cosine": float(path.max()),
-                    }
-                )
-    cols = ["model", "pair", "layer", "direction", "kind", "cosine", "atoms", "max_atoms", "best_cosine"]
-    return pd.DataFrame(rows, columns=cols)
 
 
 @step

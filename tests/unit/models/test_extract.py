@@ -305,3 +305,34 @@ def test_vision_stream_refuses_llava_next(demo_model_dirs):
     )
     with pytest.raises(ValueError, match="vision stream is supported for paligemma and llava"):
         load_adapter(spec, device="cpu")
+
+
+def _rows(modalities):
+    return pd.DataFrame(
+        {"example_id": [str(i) for i in range(len(modalities))], "modality": modalities, "text": "t"}
+    )
+
+
+def test_shard_rows_cuts_contiguous_slices_that_cover_every_row_once():
+    from repshift.models.extract import shard_rows
+
+    rows = _rows(["text"] * 5)
+    # linspace(0, 5, 3) = [0, 2.5, 5] rounds (half to even) to [0, 2, 5]
+    assert shard_rows(rows, 0, 2)["example_id"].tolist() == ["0", "1"]
+    assert shard_rows(rows, 1, 2)["example_id"].tolist() == ["2", "3", "4"]
+    with pytest.raises(ValueError, match="shard 2 is not in 0..1"):
+        shard_rows(rows, 2, 2)
+
+
+def test_rows_to_extract_refuses_empty_and_image_only_datasets_for_a_text_model():
+    from repshift.config import ModelSpec
+    from repshift.models.extract import rows_to_extract
+
+    lm = ModelSpec(name="lm", family="gemma2", source="demo", num_layers=2)
+    with pytest.raises(ValueError, match="dataset d.parquet is empty"):
+        rows_to_extract(_rows([]), lm, "d.parquet")
+    with pytest.raises(ValueError, match="lm is a text-only model but dataset d.parquet has only image rows"):
+        rows_to_extract(_rows(["image", "image"]), lm, "d.parquet")
+    kept = rows_to_extract(_rows(["image", "text", "text", "text"]), lm, "d.parquet", shard=(1, 2))
+    # text rows 1, 2, 3; linspace(0, 3, 3) = [0, 1.5, 3] rounds to [0, 2, 3]: shard 1 is row 3 alone
+    assert kept["example_id"].tolist() == ["3"]
