@@ -1,7 +1,5 @@
 """Probe statistics: per task, the summary over every layer (corrected intervals, permutation null)."""
 
-from repshift.config import stats_targets as ST
-
 
 rule summarize_probes:
     """Summarise one task's probe tables: means, corrected intervals over fold-runs, permutation null, p-values."""

@@ -74,8 +74,8 @@ def test_schema_errors_are_one_line_each_without_the_schema():
     lines = str(err.value).splitlines()
     assert lines[0] == f"the config does not match {SCHEMA} (3 errors):"
     assert lines[1:] == [
-        "  (top level): unknown key 'modles' (allowed: cifar100, coco, comparisons, datasets, extraction, imagenet, models, "
-        "paths, probes, sae_features, saes, seed, spliced)",
+        "  (top level): unknown key 'modles' (allowed: cifar100, coco, comparisons, datasets, extraction, figures, "
+        "imagenet, models, paths, probes, sae_features, sae_training, saes, seed, spliced, stats, steering)",
         "  coco.source: 'downlaod' is not allowed (allowed: download, path, synthetic)",
         "  seed: expected integer, got 'x'",
     ]
