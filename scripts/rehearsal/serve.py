@@ -4,8 +4,8 @@
 
 CONFIG_OUT = config.yaml + scripts/rehearsal/overlay.yaml (merged key by key) + the loopback URLs and the
 stand-in archives' size/md5/sha256 (coco.archives.val2017, coco.archives.annotations_trainval2017,
-cifar100.archive). REHEARSAL_COCO_ROOT=folder switches COCO to ``source: path`` on that folder (a stop-gap
-while download_coco skips unpacking under Snakemake). Exits with the command's status.
+cifar100.archive); COCO and CIFAR-100 keep ``source: download``, so the download rules run as they would for
+real. Exits with the command's status.
 """
 
 import os
@@ -53,10 +53,6 @@ def main() -> int:
             for key in keys:
                 entry = entry[key]
             entry.update(url=base_url + url_path, **archive_checksums(file))
-        if os.environ.get(
-            "REHEARSAL_COCO_ROOT"
-        ):  # temporary: download_coco cannot unpack under Snakemake yet
-            config["coco"].update(source="path", root=os.environ["REHEARSAL_COCO_ROOT"])
         config_out.parent.mkdir(parents=True, exist_ok=True)
         config_out.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
         print(f"rehearsal: archives at {base_url}, config {config_out}", file=sys.stderr)
