@@ -32,27 +32,37 @@ def merge(base: dict, over: dict) -> dict:
     return out
 
 
+#: Config entry (key path) -> (URL path on the loopback server, archive file name under ARCHIVE_DIR).
+ARCHIVES = {
+    ("coco", "archives", "val2017"): ("/zips/val2017.zip", "val2017.zip"),
+    ("coco", "archives", "annotations_trainval2017"): (
+        "/annotations/annotations_trainval2017.zip",
+        "annotations_trainval2017.zip",
+    ),
+    ("cifar100", "archive"): ("/~kriz/cifar-100-python.tar.gz", "cifar-100-python.tar.gz"),
+}
+
+
+def rehearsal_config(archive_dir: Path, base_url: str) -> dict:
+    """config.yaml + overlay.yaml, with each archive entry pointing at ``base_url`` and the stand-in's checksums."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    config = merge(config, yaml.safe_load((HERE / "overlay.yaml").read_text(encoding="utf-8")))
+    for keys, (url_path, name) in ARCHIVES.items():
+        entry = config
+        for key in keys:
+            entry = entry[key]
+        entry.update(url=base_url + url_path, **archive_checksums(archive_dir / name))
+    return config
+
+
 def main() -> int:
     archive_dir, config_out = Path(sys.argv[1]), Path(sys.argv[2])
     command = sys.argv[sys.argv.index("--") + 1 :]
-    config = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
-    config = merge(config, yaml.safe_load((HERE / "overlay.yaml").read_text(encoding="utf-8")))
-    files = {
-        ("coco", "archives", "val2017"): ("/zips/val2017.zip", archive_dir / "val2017.zip"),
-        ("coco", "archives", "annotations_trainval2017"): (
-            "/annotations/annotations_trainval2017.zip",
-            archive_dir / "annotations_trainval2017.zip",
-        ),
-        ("cifar100", "archive"): ("/~kriz/cifar-100-python.tar.gz", archive_dir / "cifar-100-python.tar.gz"),
-    }
     # a fixed port: the URL is a rule param, so a new port would rerun the downloads and everything after them
     with serve(int(os.environ.get("REHEARSAL_PORT", "47017"))) as (base_url, state):
-        for keys, (url_path, file) in files.items():
-            state.files[url_path] = file.read_bytes()
-            entry = config
-            for key in keys:
-                entry = entry[key]
-            entry.update(url=base_url + url_path, **archive_checksums(file))
+        for url_path, name in ARCHIVES.values():
+            state.files[url_path] = (archive_dir / name).read_bytes()
+        config = rehearsal_config(archive_dir, base_url)
         config_out.parent.mkdir(parents=True, exist_ok=True)
         config_out.write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
         print(f"rehearsal: archives at {base_url}, config {config_out}", file=sys.stderr)
