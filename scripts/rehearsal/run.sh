@@ -18,10 +18,11 @@ if [ ! -f "$OUT/standin.done" ]; then
     touch "$OUT/standin.done"
 fi
 export REPSHIFT_STANDIN_SAE_SHAPE="$(cat "$OUT/sae_shape.txt")"
+# --resources gpu: profiles/default allows one "GPU" job at a time; the stand-ins run on CPU, so the cores decide.
 SECONDS=0
 status=0
 "$BIN/python" scripts/rehearsal/serve.py "$OUT/archives" "$OUT/config.yaml" -- \
-    "$BIN/snakemake" --cores "$CORES" --configfile "$OUT/config.yaml" --keep-going \
+    "$BIN/snakemake" --cores "$CORES" --resources gpu="$CORES" --configfile "$OUT/config.yaml" --keep-going \
     --rerun-incomplete "${@:-all}" || status=$?
 echo "rehearsal: snakemake exited $status after ${SECONDS}s" >&2
 exit $status

@@ -1,0 +1,60 @@
+"""The rehearsal's config: the real config.yaml plus overlay.yaml and loopback archives, valid as a whole."""
+
+import copy
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+
+from repshift.config.checks import check_config, validate_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def serve_module():
+    spec = importlib.util.spec_from_file_location(
+        "rehearsal_serve", ROOT / "scripts" / "rehearsal" / "serve.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def archives(tmp_path):
+    """Three stand-in 'archives' of known content (checksums only read the bytes)."""
+    for name in ("val2017.zip", "annotations_trainval2017.zip", "cifar-100-python.tar.gz"):
+        (tmp_path / name).write_bytes(b"abc")
+    return tmp_path
+
+
+def test_merge_is_key_by_key(serve_module):
+    base = {"a": {"x": 1, "y": 2}, "b": [1, 2]}
+    assert serve_module.merge(base, {"a": {"y": 3}, "b": [9]}) == {"a": {"x": 1, "y": 3}, "b": [9]}
+    assert base == {"a": {"x": 1, "y": 2}, "b": [1, 2]}  # the base is not modified
+
+
+def test_rehearsal_config_downloads_from_loopback_and_validates(serve_module, archives):
+    config = serve_module.rehearsal_config(archives, "http://127.0.0.1:1")
+    entry = config["coco"]["archives"]["val2017"]
+    assert entry["url"] == "http://127.0.0.1:1/zips/val2017.zip"
+    # md5("abc") and sha256("abc"), the published test vectors
+    assert (entry["size"], entry["md5"]) == (3, "900150983cd24fb0d6963f7d28e17f72")
+    assert entry["sha256"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert config["cifar100"]["archive"]["url"] == "http://127.0.0.1:1/~kriz/cifar-100-python.tar.gz"
+    # the download rules run as for real: no `source: path` stop-gap
+    assert (config["coco"]["source"], config["cifar100"]["source"]) == ("download", "download")
+    real = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+    # the overlay shrinks sizes, never the layer sweep, models, comparisons or tasks
+    assert config["extraction"]["layers"] == real["extraction"]["layers"] == "all"
+    for section in ("models", "comparisons", "saes", "sae_features"):
+        assert config[section] == real[section]
+    assert config["probes"]["tasks"] == real["probes"]["tasks"]
+    assert config["steering"]["layers"] == real["steering"]["layers"]
+    assert config["sae_training"]["models"] == real["sae_training"]["models"]
+    assert config["sae_training"]["train"]["tokens"] < real["sae_training"]["train"]["tokens"]
+    # a typo in overlay.yaml fails here, not after the stand-ins are built
+    validated = validate_config(copy.deepcopy(config), ROOT / "rules" / "config.schema.yaml")
+    check_config(validated)
