@@ -9,8 +9,6 @@ rule summarize_probes:
         summary=layout.probe_summary(RESULTS, "{task}"),
     log:
         f"{LOGS}/summarize_probes/{{task}}.log",
-    conda:
-        "../envs/data.yaml"
     params:
         code=step_hash("summarize_probes"),
     script:

@@ -46,11 +46,19 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
+# The one Snakemake lint this workflow does not follow, by design: every rule runs in the one environment Snakemake
+# runs in (the venv of `make install`, or envs/repshift.yaml), so no rule names a per-rule conda environment.
+ACCEPTED_LINTS = {"Specify a conda environment or container for each rule."}
+
+
 def test_lint_and_format():
     proc = subprocess.run(
         [str(BIN / "snakemake"), "--lint", "--cores", "1"], cwd=ROOT, env=ENV, capture_output=True, text=True
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    titles = set(re.findall(r"^\s+\* (.+?):$", out, re.M))
+    assert titles <= ACCEPTED_LINTS, out
+    assert proc.returncode == 0 or titles, out
     fmt = subprocess.run(
         [str(BIN / "snakefmt"), "--check", "Snakefile", "rules"],
         cwd=ROOT,

@@ -252,8 +252,11 @@ def draw_series(ax, g: pd.DataFrame, name: str, style: SeriesStyle, *, dx: float
     ax.plot(x, y, ls=style.ls, marker=style.marker, color=style.color, lw=1.0 if ref else 1.3,
             ms=3, label=name, zorder=2 if ref else 3, alpha=0.95)  # fmt: skip
     band = not ref or name == NULL_SERIES  # the permutation null is drawn as its 95% band
-    if band and {"lo", "hi"} <= set(g) and (g["hi"] > g["lo"]).any():
-        ax.fill_between(x, g["lo"], g["hi"], color=style.color, alpha=0.15, lw=0)
+    if band and {"lo", "hi"} <= set(g):
+        lo = pd.to_numeric(g["lo"], errors="coerce").to_numpy(dtype=float)  # rows without an interval: NaN
+        hi = pd.to_numeric(g["hi"], errors="coerce").to_numpy(dtype=float)
+        if (hi > lo).any():
+            ax.fill_between(x, lo, hi, color=style.color, alpha=0.15, lw=0)
 
 
 def draw_layer_panel(

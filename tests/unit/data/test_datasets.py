@@ -943,8 +943,8 @@ def test_unknown_source_and_bad_classes_fail_schema_validation():
     from snakemake.utils import validate
 
     cfg = yaml.safe_load((_ROOT / "config.yaml").read_text(encoding="utf-8"))
-    cfg["datasets"]["cifar100"]["source"] = "imagenet"
-    with pytest.raises(Exception, match="imagenet"):
+    cfg["datasets"]["cifar100"]["source"] = "tiny-imagenet"
+    with pytest.raises(Exception, match="tiny-imagenet"):
         validate(cfg, str(_ROOT / "rules" / "config.schema.yaml"))
     cfg["datasets"]["cifar100"]["source"] = "cifar100"
     cfg["datasets"]["cifar100"]["classes"] = "most"
