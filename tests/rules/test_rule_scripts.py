@@ -202,7 +202,8 @@ def test_plot_layer_sweep(work, shift, codes, probe_tables, run):
             "probes": [str(p["results"]) for p in probe_tables],
         },
         output=out,
-        params={"min_examples": 1},  # the chain's comparison has a handful of captions (default: 50 to be drawn)
+        # the chain's comparison has a handful of captions (the default needs 50 for a series to be drawn)
+        params={"min_examples": 1},
     )
     table = pd.read_csv(out["tsv"], sep="\t")
     assert {"panel", "series", "layer", "value"} <= set(table.columns)

@@ -128,7 +128,18 @@ def test_spliced_loss(work, chain, run):
             wildcards={"sae": "demo", "model": name, "dataset": "cats"},
         )
         t = pd.read_csv(out, sep="\t")
-        assert list(t.columns) == ["sae", "model", "dataset", "layer", "position_kind", "metric", "value", "lo", "hi", "n"]
+        assert list(t.columns) == [
+            "sae",
+            "model",
+            "dataset",
+            "layer",
+            "position_kind",
+            "metric",
+            "value",
+            "lo",
+            "hi",
+            "n",
+        ]
         assert sorted(t["layer"].unique()) == SAE_LAYERS and set(t["position_kind"]) == {"text"}
         v = t.set_index(["layer", "metric"])["value"]
         assert v[(1, "n_prompts")] == 7
