@@ -60,10 +60,17 @@ rule plot_vlm_sae:
             f"{name}_{ext}": (
                 report(
                     layout.figure(RESULTS, name, ext),
-                    caption=f"../report/{name}.rst",
+                    caption=(
+                        f"../report/{name}.rst"
+                        if ext == "png"
+                        else "../report/table.rst"
+                    ),
                     category="Trained SAEs",
+                    labels=figure_labels(
+                        name, "figure (PNG)" if ext == "png" else "numbers (TSV)"
+                    ),
                 )
-                if ext == "pdf"
+                if ext != "pdf"
                 else layout.figure(RESULTS, name, ext)
             )
             for name in ST.VLM_SAE_FIGURES
@@ -72,6 +79,8 @@ rule plot_vlm_sae:
     log:
         f"{LOGS}/plot_vlm_sae/vlm_sae.log",
     params:
+        palette=palette(),
+        n=figure_n("vlm_sae"),
         code=step_hash("plot_vlm_sae"),
     script:
         "../workflow_scripts/plot_vlm_sae.py"

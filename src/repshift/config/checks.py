@@ -177,106 +177,126 @@ def _check_sae_features(cfg: Mapping[str, Any]) -> None:
 
 def check_config(cfg: Mapping[str, Any]) -> None:
     """Cross-section checks, run once before any job. Raises ConfigError naming the key to change."""
-    models = cfg["models"]
-    for name in models:
-        spec = model_spec(cfg, name)
-        if spec.source == "hub" and not spec.id:
-            raise ConfigError(f"models.{name}: source hub needs `id` (e.g. google/gemma-2-2b)")
-        if spec.source == "local" and not spec.path:
-            raise ConfigError(f"models.{name}: source local needs `path` (a save_pretrained folder)")
-        if spec.source == "demo":
-            demo = dict(spec.demo)
-            arch = demo.get("arch")
-            if not arch:
-                raise ConfigError(f"models.{name}: source demo needs `demo: {{arch: ...}}`")
-            archs = demo_archs()
-            if arch not in archs:
-                raise ConfigError(
-                    f"models.{name}.demo.arch: unknown {arch!r}; choose one of {', '.join(archs)}"
-                )
-            expected = archs[arch]
-            if spec.family != expected:
-                raise ConfigError(f"models.{name}: demo arch {arch} is family {expected}, not {spec.family}")
-            if arch not in DEMO_LLMS:
-                base = demo.get("base")
-                want = FAMILIES[arch].demo_base
-                if base not in models or models[base].get("demo", {}).get("arch") != want:
-                    raise ConfigError(f"models.{name}.demo.base must name a demo {want} model, got {base!r}")
-                if models[base]["num_layers"] != spec.num_layers:
-                    raise ConfigError(f"models.{name}: num_layers must equal its base {base}'s")
-                k = demo.get("perturb_from")
-                if k is None or not 0 <= k <= spec.num_layers:
-                    raise ConfigError(
-                        f"models.{name}.demo.perturb_from must be in 0..{spec.num_layers}, got {k!r}"
-                    )
-        if spec.stream == "vision" and not FAMILIES[spec.family].vision_stream:
-            supported = " and ".join(n for n, f in FAMILIES.items() if f.vision_stream)
-            raise ConfigError(f"models.{name}: stream vision is supported for {supported}, not {spec.family}")
-        model_layers(cfg, name)
+    for name in cfg["models"]:
+        _check_model(cfg, name)
     if cfg["coco"]["source"] == "path" and not cfg["coco"].get("root"):
         raise ConfigError("coco.source is 'path' but coco.root is not set: give the folder holding val2017/")
     check_datasets(cfg)
-    datasets = cfg["datasets"]
-    for name, s in cfg["saes"].items():
-        src = s["source"]
-        need = {"pretrained": ["release", "id_template"], "local": ["path_template"], "demo": ["train"]}[src]
-        for key in need:
-            if key not in s:
-                raise ConfigError(f"saes.{name}: source {src} needs `{key}`")
-        if src == "demo":
-            if s["train"]["model"] not in models:
-                raise ConfigError(f"saes.{name}.train.model: unknown model {s['train']['model']!r}")
-            if s["train"]["dataset"] not in datasets:
-                raise ConfigError(f"saes.{name}.train.dataset: unknown dataset {s['train']['dataset']!r}")
-    for name, c in cfg["comparisons"].items():
-        for key in ("base", "adapted"):
-            if c[key] not in models:
-                raise ConfigError(
-                    f"comparisons.{name}.{key}: unknown model {c[key]!r}; models: {sorted(models)}"
-                )
-        if c["sae"] not in cfg["saes"]:
-            raise ConfigError(
-                f"comparisons.{name}.sae: unknown SAE {c['sae']!r}; saes: {sorted(cfg['saes'])}"
-            )
-        if c["dataset"] not in datasets:
-            raise ConfigError(f"comparisons.{name}.dataset: unknown dataset {c['dataset']!r}")
-        if datasets[c["dataset"]]["modality"] not in ("text", "paired"):
-            raise ConfigError(
-                f"comparisons.{name}: dataset {c['dataset']} has no text rows (text-only comparison)"
-            )
-        if not comparison_layers(cfg, name):
-            raise ConfigError(f"comparisons.{name}: no layer is both extracted and covered by SAE {c['sae']}")
+    for name in cfg["saes"]:
+        _check_sae(cfg, name)
+    for name in cfg["comparisons"]:
+        _check_comparison(cfg, name)
     _check_sae_stage(cfg)
     _check_sae_features(cfg)
     check_pretrained_saes(cfg)
     _check_curve_layers(cfg)
-    for name, t in cfg["probes"]["tasks"].items():
-        if t["dataset"] not in datasets:
-            raise ConfigError(f"probes.tasks.{name}.dataset: unknown dataset {t['dataset']!r}")
-        modality = datasets[t["dataset"]]["modality"]
-        for m in task_models(cfg, name):
-            if m not in models:
-                raise ConfigError(f"probes.tasks.{name}: unknown model {m!r}; models: {sorted(models)}")
-            if modality in ("image", "attribute") and not model_spec(cfg, m).is_vlm:
-                raise ConfigError(
-                    f"probes.tasks.{name}: dataset {t['dataset']} is image-only but {m} is a text-only model"
-                )
-        if t.get("target", "label") == "modality":
-            if modality != "paired":
-                raise ConfigError(
-                    f"probes.tasks.{name}: the modality probe needs a paired dataset, not {modality}"
-                )
-            for m in t["models"]:
-                if not model_spec(cfg, m).is_vlm:
-                    raise ConfigError(f"probes.tasks.{name}: the modality probe needs VLMs; {m} is text-only")
-        for m in t.get("cross_modal", []) + (t["models"] if t.get("target", "label") == "modality" else []):
-            if not model_spec(cfg, m).reads_text:
-                raise ConfigError(f"probes.tasks.{name}: {m} is a vision tower; it reads no captions")
-        for m in t.get("cross_modal", []):
+    for name in cfg["probes"]["tasks"]:
+        _check_probe_task(cfg, name)
+
+
+def _check_model(cfg: Mapping[str, Any], name: str) -> None:
+    """models.<name>: where it loads from, its demo recipe, its stream and its layers."""
+    spec = model_spec(cfg, name)
+    if spec.source == "hub" and not spec.id:
+        raise ConfigError(f"models.{name}: source hub needs `id` (e.g. google/gemma-2-2b)")
+    if spec.source == "local" and not spec.path:
+        raise ConfigError(f"models.{name}: source local needs `path` (a save_pretrained folder)")
+    if spec.source == "demo":
+        _check_demo_model(cfg, name, spec)
+    if spec.stream == "vision" and not FAMILIES[spec.family].vision_stream:
+        supported = " and ".join(n for n, f in FAMILIES.items() if f.vision_stream)
+        raise ConfigError(f"models.{name}: stream vision is supported for {supported}, not {spec.family}")
+    model_layers(cfg, name)
+
+
+def _check_demo_model(cfg: Mapping[str, Any], name: str, spec) -> None:
+    """models.<name>.demo: a known arch of the model's family; a demo VLM names a demo base of equal depth."""
+    models = cfg["models"]
+    demo = dict(spec.demo)
+    arch = demo.get("arch")
+    if not arch:
+        raise ConfigError(f"models.{name}: source demo needs `demo: {{arch: ...}}`")
+    archs = demo_archs()
+    if arch not in archs:
+        raise ConfigError(f"models.{name}.demo.arch: unknown {arch!r}; choose one of {', '.join(archs)}")
+    expected = archs[arch]
+    if spec.family != expected:
+        raise ConfigError(f"models.{name}: demo arch {arch} is family {expected}, not {spec.family}")
+    if arch in DEMO_LLMS:
+        return
+    base = demo.get("base")
+    want = FAMILIES[arch].demo_base
+    if base not in models or models[base].get("demo", {}).get("arch") != want:
+        raise ConfigError(f"models.{name}.demo.base must name a demo {want} model, got {base!r}")
+    if models[base]["num_layers"] != spec.num_layers:
+        raise ConfigError(f"models.{name}: num_layers must equal its base {base}'s")
+    k = demo.get("perturb_from")
+    if k is None or not 0 <= k <= spec.num_layers:
+        raise ConfigError(f"models.{name}.demo.perturb_from must be in 0..{spec.num_layers}, got {k!r}")
+
+
+def _check_sae(cfg: Mapping[str, Any], name: str) -> None:
+    """saes.<name>: the keys its source needs; a demo SAE's training model and dataset exist."""
+    s = cfg["saes"][name]
+    src = s["source"]
+    need = {"pretrained": ["release", "id_template"], "local": ["path_template"], "demo": ["train"]}[src]
+    for key in need:
+        if key not in s:
+            raise ConfigError(f"saes.{name}: source {src} needs `{key}`")
+    if src == "demo":
+        if s["train"]["model"] not in cfg["models"]:
+            raise ConfigError(f"saes.{name}.train.model: unknown model {s['train']['model']!r}")
+        if s["train"]["dataset"] not in cfg["datasets"]:
+            raise ConfigError(f"saes.{name}.train.dataset: unknown dataset {s['train']['dataset']!r}")
+
+
+def _check_comparison(cfg: Mapping[str, Any], name: str) -> None:
+    """comparisons.<name>: known models, SAE and a dataset with text rows, and at least one shared layer."""
+    c, models, datasets = cfg["comparisons"][name], cfg["models"], cfg["datasets"]
+    for key in ("base", "adapted"):
+        if c[key] not in models:
+            raise ConfigError(f"comparisons.{name}.{key}: unknown model {c[key]!r}; models: {sorted(models)}")
+    if c["sae"] not in cfg["saes"]:
+        raise ConfigError(f"comparisons.{name}.sae: unknown SAE {c['sae']!r}; saes: {sorted(cfg['saes'])}")
+    if c["dataset"] not in datasets:
+        raise ConfigError(f"comparisons.{name}.dataset: unknown dataset {c['dataset']!r}")
+    if datasets[c["dataset"]]["modality"] not in ("text", "paired"):
+        raise ConfigError(
+            f"comparisons.{name}: dataset {c['dataset']} has no text rows (text-only comparison)"
+        )
+    if not comparison_layers(cfg, name):
+        raise ConfigError(f"comparisons.{name}: no layer is both extracted and covered by SAE {c['sae']}")
+
+
+def _check_probe_task(cfg: Mapping[str, Any], name: str) -> None:
+    """probes.tasks.<name>: its dataset and models exist and can read the rows the task probes."""
+    t, models, datasets = cfg["probes"]["tasks"][name], cfg["models"], cfg["datasets"]
+    if t["dataset"] not in datasets:
+        raise ConfigError(f"probes.tasks.{name}.dataset: unknown dataset {t['dataset']!r}")
+    modality = datasets[t["dataset"]]["modality"]
+    for m in task_models(cfg, name):
+        if m not in models:
+            raise ConfigError(f"probes.tasks.{name}: unknown model {m!r}; models: {sorted(models)}")
+        if modality in ("image", "attribute") and not model_spec(cfg, m).is_vlm:
+            raise ConfigError(
+                f"probes.tasks.{name}: dataset {t['dataset']} is image-only but {m} is a text-only model"
+            )
+    if t.get("target", "label") == "modality":
+        if modality != "paired":
+            raise ConfigError(
+                f"probes.tasks.{name}: the modality probe needs a paired dataset, not {modality}"
+            )
+        for m in t["models"]:
             if not model_spec(cfg, m).is_vlm:
-                raise ConfigError(f"probes.tasks.{name}.cross_modal: {m} is not a VLM")
-            if modality != "paired":
-                raise ConfigError(f"probes.tasks.{name}.cross_modal needs a paired dataset, not {modality}")
+                raise ConfigError(f"probes.tasks.{name}: the modality probe needs VLMs; {m} is text-only")
+    for m in t.get("cross_modal", []) + (t["models"] if t.get("target", "label") == "modality" else []):
+        if not model_spec(cfg, m).reads_text:
+            raise ConfigError(f"probes.tasks.{name}: {m} is a vision tower; it reads no captions")
+    for m in t.get("cross_modal", []):
+        if not model_spec(cfg, m).is_vlm:
+            raise ConfigError(f"probes.tasks.{name}.cross_modal: {m} is not a VLM")
+        if modality != "paired":
+            raise ConfigError(f"probes.tasks.{name}.cross_modal needs a paired dataset, not {modality}")
 
 
 def _check_curve_layers(cfg: Mapping[str, Any]) -> None:

@@ -392,16 +392,7 @@ def export_cifar100(
     ``allow_fewer``). Use one ``out_dir`` per dataset: two exports of one split into the same folder replace
     each other's images.
     """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if label_level not in LABEL_LEVELS:
-        raise ValueError(f"label_level must be one of {LABEL_LEVELS}, got {label_level!r}")
-    if n_per_class is not None and (
-        isinstance(n_per_class, bool) or not isinstance(n_per_class, int | np.integer) or n_per_class < 1
-    ):
-        raise ValueError(f"n_per_class must be a positive integer or None, got {n_per_class!r}")
-    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-        raise ValueError(f"folds must be an integer >= 2, got {folds!r}")
+    _check_export_args(split, label_level, n_per_class, folds)
     n_per_class = None if n_per_class is None else int(n_per_class)
     name = name or f"cifar100-{split}-{label_level}"
     out_dir = Path(out_dir)
@@ -409,21 +400,7 @@ def export_cifar100(
     part = data[split]
     official_N = part[f"{label_level}_labels_N"]
     official_names = data[f"{label_level}_label_names"]
-    if classes is None:
-        label_names, official_ids = list(official_names), list(range(len(official_names)))
-    else:
-        unknown = [c for c in classes if c not in official_names]
-        if unknown:
-            raise ValueError(
-                f"dataset {name!r}: {unknown[0]!r} is not a CIFAR-100 {label_level} class "
-                f"(e.g. {', '.join(official_names[:5])}, ...)"
-            )
-        if len(set(classes)) != len(classes):
-            raise ValueError(f"dataset {name!r}: a class is listed twice in {list(classes)}")
-        label_names = list(classes)
-        official_ids = [official_names.index(c) for c in classes]
-    remap = np.full(len(official_names), -1, dtype=np.int64)
-    remap[official_ids] = np.arange(len(official_ids))
+    label_names, official_ids, remap = _label_map(official_names, classes, label_level, name)
     labels_N = remap[official_N]  # -1: a class not asked for
     idx_N, shortfall = _select(
         labels_N, label_names, n_per_class, seed, allow_fewer, name, f"CIFAR-100 {split}"
@@ -446,7 +423,63 @@ def export_cifar100(
             _write_png(part["images_NHWC"][i], tmp / f"{i}.png")
     log.info("dataset %s: wrote %d PNGs to %s", name, idx_N.size, image_dir / split)
 
-    df = pd.DataFrame(
+    df = _manifest(idx_N, labels, label_names, folds_N, split)
+    df = df[list(CIFAR_MANIFEST_COLUMNS)]
+    check_manifest(df)
+
+    spec = {
+        "source": "cifar100",
+        "split": split,
+        "classes": "all" if classes is None else list(classes),
+        "label_level": label_level,
+        "n_per_class": n_per_class,
+        "folds": folds,
+        "allow_fewer": allow_fewer,
+    }
+    counts = {"n_in_split": int(labels_N.size), "shortfall": shortfall}
+    meta = _sidecar(name, spec, seed, data, df, label_names, official_ids, image_dir, archive, counts)
+    log.info("dataset %s: %d rows from %s (%s level)", name, len(df), split, label_level)
+    return df, meta
+
+
+def _check_export_args(split: str, label_level: str, n_per_class, folds) -> None:
+    """ValueError naming the argument when a split, level, class size or fold count is not allowed."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if label_level not in LABEL_LEVELS:
+        raise ValueError(f"label_level must be one of {LABEL_LEVELS}, got {label_level!r}")
+    if n_per_class is not None and (
+        isinstance(n_per_class, bool) or not isinstance(n_per_class, int | np.integer) or n_per_class < 1
+    ):
+        raise ValueError(f"n_per_class must be a positive integer or None, got {n_per_class!r}")
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise ValueError(f"folds must be an integer >= 2, got {folds!r}")
+
+
+def _label_map(official_names, classes, label_level: str, name: str):
+    """(label names, their official ids, official id -> label or -1): every class, or the ``classes`` subset in
+    its order (unknown or repeated names are an error naming the dataset)."""
+    if classes is None:
+        label_names, official_ids = list(official_names), list(range(len(official_names)))
+    else:
+        unknown = [c for c in classes if c not in official_names]
+        if unknown:
+            raise ValueError(
+                f"dataset {name!r}: {unknown[0]!r} is not a CIFAR-100 {label_level} class "
+                f"(e.g. {', '.join(official_names[:5])}, ...)"
+            )
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"dataset {name!r}: a class is listed twice in {list(classes)}")
+        label_names = list(classes)
+        official_ids = [official_names.index(c) for c in classes]
+    remap = np.full(len(official_names), -1, dtype=np.int64)
+    remap[official_ids] = np.arange(len(official_ids))
+    return label_names, official_ids, remap
+
+
+def _manifest(idx_N, labels, label_names, folds_N, split: str) -> pd.DataFrame:
+    """Manifest rows of the exported images (one image row per selected index)."""
+    return pd.DataFrame(
         {
             "example_id": [f"{split}-{i}" for i in idx_N],
             "image_id": idx_N,
@@ -462,19 +495,15 @@ def export_cifar100(
             "split": split,
         }
     )
-    df = df[list(CIFAR_MANIFEST_COLUMNS)]
-    check_manifest(df)
 
-    spec = {
-        "source": "cifar100",
-        "split": split,
-        "classes": "all" if classes is None else list(classes),
-        "label_level": label_level,
-        "n_per_class": n_per_class,
-        "folds": folds,
-        "allow_fewer": allow_fewer,
-    }
-    meta = {
+
+def _sidecar(
+    name, spec, seed, data, df, label_names, official_ids, image_dir, archive, counts
+) -> dict[str, Any]:
+    """The manifest's sidecar metadata: the spec and its hash, label names and official ids, counts, the source
+    archive and its files' digests, provenance."""
+    split, label_level = spec["split"], spec["label_level"]
+    return {
         "dataset": name,
         "spec": spec,
         "seed": seed,
@@ -486,9 +515,9 @@ def export_cifar100(
         "official_label_ids": official_ids,
         "coarse_of_fine": data["coarse_of_fine"],
         "n_rows": len(df),
-        "n_in_split": int(labels_N.size),
+        "n_in_split": counts["n_in_split"],
         "counts": _counts(df, label_names),
-        "shortfall": shortfall,
+        "shortfall": counts["shortfall"],
         "source": {
             "archive": dict(archive) if archive is not None else None,
             "folder": str(data["folder"]),
@@ -496,8 +525,6 @@ def export_cifar100(
         },
         "provenance": provenance({"spec": spec, "seed": seed}),
     }
-    log.info("dataset %s: %d rows from %s (%s level)", name, len(df), split, label_level)
-    return df, meta
 
 
 @dataclass(frozen=True)

@@ -323,58 +323,12 @@ def load_coco(annotations_dir: str | os.PathLike, split: str = "val2017") -> Coc
     inst = _read_coco(root / f"instances_{split}.json", ("images", "annotations", "categories"))
     caps = _read_coco(root / f"captions_{split}.json", ("images", "annotations"))
     stats: Counter[str] = Counter()
-
-    files: dict[int, str] = {}
-    for src, api in (("instances", inst), ("captions", caps)):
-        for img in api.dataset["images"]:
-            fname = img.get("file_name")
-            if not isinstance(fname, str) or not fname:
-                raise CocoFormatError(f"{src}_{split}.json: image {img['id']} has no file_name")
-            if files.setdefault(img["id"], fname) != fname:
-                raise CocoFormatError(
-                    f"image id {img['id']} has file {files[img['id']]!r} in instances_{split}.json "
-                    f"but {fname!r} in captions_{split}.json"
-                )
-    inst_ids = {img["id"] for img in inst.dataset["images"]}
-    cap_ids = {img["id"] for img in caps.dataset["images"]}
-    stats["images"] = len(files)
-    stats["images_only_in_instances"] = len(inst_ids - cap_ids)
-    stats["images_only_in_captions"] = len(cap_ids - inst_ids)
-
-    categories: dict[int, tuple[str, str]] = {}
-    for c in inst.dataset["categories"]:
-        categories[c["id"]] = (str(c.get("name", "")), str(c.get("supercategory", "")))
-
-    cat_area: dict[int, dict[int, float]] = defaultdict(dict)
-    for ann in inst.dataset["annotations"]:
-        img_id, cat_id = ann.get("image_id"), ann.get("category_id")
-        if img_id not in files:
-            stats["instances_unknown_image"] += 1
-            continue
-        if cat_id not in categories:
-            stats["instances_unknown_category"] += 1
-            continue
-        area = ann.get("area")
-        if not isinstance(area, int | float) or isinstance(area, bool):
-            bbox = ann.get("bbox") or [0, 0, 0, 0]
-            area = float(bbox[2]) * float(bbox[3]) if len(bbox) == 4 else 0.0
-        per = cat_area[img_id]
-        per[cat_id] = per.get(cat_id, 0.0) + float(area)
-
-    captions: dict[int, list[tuple[int, str]]] = defaultdict(list)
-    for ann in sorted(caps.dataset["annotations"], key=lambda a: a["id"]):
-        img_id, text = ann.get("image_id"), ann.get("caption")
-        if img_id not in files:
-            stats["captions_unknown_image"] += 1
-            continue
-        if text is not None and not isinstance(text, str):
-            raise CocoFormatError(f"captions_{split}.json: caption annotation {ann['id']} is not a string")
-        text = " ".join((text or "").split())
-        if not text:
-            stats["empty_captions"] += 1
-            continue
-        captions[img_id].append((ann["id"], text))
-
+    files = _image_files(inst, caps, split, stats)
+    categories = {
+        c["id"]: (str(c.get("name", "")), str(c.get("supercategory", ""))) for c in inst.dataset["categories"]
+    }
+    cat_area = _instance_areas(inst, files, categories, stats)
+    captions = _captions(caps, files, split, stats)
     stats["images_without_instances"] = sum(1 for i in files if i not in cat_area)
     stats["images_without_captions"] = sum(1 for i in files if i not in captions)
     for key in sorted(stats):
@@ -399,6 +353,66 @@ def load_coco(annotations_dir: str | os.PathLike, split: str = "val2017") -> Coc
         instances_api=inst,
         captions_api=caps,
     )
+
+
+def _image_files(inst, caps, split: str, stats: Counter) -> dict[int, str]:
+    """image id -> file name over both annotation files, which must agree; counts images only in one file."""
+    files: dict[int, str] = {}
+    for src, api in (("instances", inst), ("captions", caps)):
+        for img in api.dataset["images"]:
+            fname = img.get("file_name")
+            if not isinstance(fname, str) or not fname:
+                raise CocoFormatError(f"{src}_{split}.json: image {img['id']} has no file_name")
+            if files.setdefault(img["id"], fname) != fname:
+                raise CocoFormatError(
+                    f"image id {img['id']} has file {files[img['id']]!r} in instances_{split}.json "
+                    f"but {fname!r} in captions_{split}.json"
+                )
+    inst_ids = {img["id"] for img in inst.dataset["images"]}
+    cap_ids = {img["id"] for img in caps.dataset["images"]}
+    stats["images"] = len(files)
+    stats["images_only_in_instances"] = len(inst_ids - cap_ids)
+    stats["images_only_in_captions"] = len(cap_ids - inst_ids)
+    return files
+
+
+def _instance_areas(inst, files, categories, stats: Counter) -> dict[int, dict[int, float]]:
+    """image id -> {category id: summed instance area} (the bbox area where an annotation has no area)."""
+    cat_area: dict[int, dict[int, float]] = defaultdict(dict)
+    for ann in inst.dataset["annotations"]:
+        img_id, cat_id = ann.get("image_id"), ann.get("category_id")
+        if img_id not in files:
+            stats["instances_unknown_image"] += 1
+            continue
+        if cat_id not in categories:
+            stats["instances_unknown_category"] += 1
+            continue
+        area = ann.get("area")
+        if not isinstance(area, int | float) or isinstance(area, bool):
+            bbox = ann.get("bbox") or [0, 0, 0, 0]
+            area = float(bbox[2]) * float(bbox[3]) if len(bbox) == 4 else 0.0
+        per = cat_area[img_id]
+        per[cat_id] = per.get(cat_id, 0.0) + float(area)
+    return cat_area
+
+
+def _captions(caps, files, split: str, stats: Counter) -> dict[int, list[tuple[int, str]]]:
+    """image id -> [(annotation id, caption with whitespace collapsed)] in annotation-id order; empty ones
+    and those of unknown images are counted, not kept."""
+    captions: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for ann in sorted(caps.dataset["annotations"], key=lambda a: a["id"]):
+        img_id, text = ann.get("image_id"), ann.get("caption")
+        if img_id not in files:
+            stats["captions_unknown_image"] += 1
+            continue
+        if text is not None and not isinstance(text, str):
+            raise CocoFormatError(f"captions_{split}.json: caption annotation {ann['id']} is not a string")
+        text = " ".join((text or "").split())
+        if not text:
+            stats["empty_captions"] += 1
+            continue
+        captions[img_id].append((ann["id"], text))
+    return captions
 
 
 class _Skips:

@@ -434,14 +434,7 @@ def make_synthetic_coco(
     ``category_image_counts`` (e.g. :data:`VAL2017_IMAGE_COUNTS` with ``n_images=5000``) fixes how many images
     hold each category (:func:`plan_from_counts`); by default the categories take turns (demo data).
     """
-    if n_images < 1:
-        raise ValueError(f"n_images must be >= 1, got {n_images}")
-    if image_size < 32:
-        raise ValueError(
-            f"image_size must be >= 32 pixels so that objects stay recognisable, got {image_size}"
-        )
-    if not split or "/" in split or split.startswith("."):
-        raise ValueError(f"split must be a plain folder name such as 'val2017', got {split!r}")
+    _check_args(n_images, image_size, split)
     root = Path(root)
     rng = np.random.default_rng([seed, zlib.crc32(split.encode())])
     cat_ids = {name: cid for cid, name, _ in COCO_CATEGORIES}
@@ -451,6 +444,43 @@ def make_synthetic_coco(
         plan = _plan(n_images, rng)
     else:
         plan = plan_from_counts(n_images, dict(category_image_counts), rng)
+    images: list[dict[str, Any]] = []
+    instances: list[dict[str, Any]] = []
+    captions: list[dict[str, Any]] = []
+    per_category = dict.fromkeys(DEMO_CATEGORIES, 0)
+
+    with atomic_dir(root / split) as img_dir:
+        for image_id, cats in zip(image_ids.tolist(), plan, strict=True):
+            file_name = f"{image_id:012d}.jpg"
+            bg_name, canvas_HW3 = _background(image_size, rng)
+            for cat, box in zip(cats, _boxes(cats, image_size, rng), strict=True):
+                ann_id = len(instances) + 1
+                instances.append(_draw_instance(canvas_HW3, cat, cat_ids[cat], box, image_id, ann_id, rng))
+                per_category[cat] += 1
+            canvas_HW3 += rng.normal(0.0, 6.0, size=canvas_HW3.shape)
+            pixels = np.clip(np.rint(canvas_HW3), 0, 255).astype(np.uint8)
+            buf = io.BytesIO()
+            Image.fromarray(pixels, mode="RGB").save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
+            (img_dir / file_name).write_bytes(buf.getvalue())
+            images.append(_image_entry(split, file_name, image_id, image_size))
+            for text in _captions([_LOOKS[c] for c in cats], bg_name, rng):
+                captions.append({"caption": text, "id": len(captions) + 1, "image_id": image_id})
+
+    _write_annotations(root / "annotations", split, images, instances, captions, _header(split, seed))
+    summary = {
+        "split": split,
+        "images": len(images),
+        "instances": len(instances),
+        "captions": len(captions),
+        "images_per_n_objects": {str(k): sum(len(p) == k for p in plan) for k in (0, 1, 2)},
+        "instances_per_category": per_category,
+    }
+    log.info("wrote synthetic COCO %s under %s: %s", split, root, summary)
+    return summary
+
+
+def _header(split: str, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The ``licenses`` and ``info`` blocks of both annotation files."""
     licenses = [
         {
             "id": 1,
@@ -466,66 +496,69 @@ def make_synthetic_coco(
         "version": "1.0",
         "year": 2017,
     }
-    images: list[dict[str, Any]] = []
-    instances: list[dict[str, Any]] = []
-    captions: list[dict[str, Any]] = []
-    per_category = dict.fromkeys(DEMO_CATEGORIES, 0)
+    return licenses, info
 
-    with atomic_dir(root / split) as img_dir:
-        for image_id, cats in zip(image_ids.tolist(), plan, strict=True):
-            file_name = f"{image_id:012d}.jpg"
-            bg_name, canvas_HW3 = _background(image_size, rng)
-            full = (0.0, 0.0, float(image_size), float(image_size))
-            if len(cats) == 2:  # one object per half, split left/right or top/bottom
-                half = image_size / 2
-                if rng.random() < 0.5:
-                    regions = [(0.0, 0.0, half, float(image_size)), (half, 0.0, half, float(image_size))]
-                else:
-                    regions = [(0.0, 0.0, float(image_size), half), (0.0, half, float(image_size), half)]
-                boxes = [
-                    _random_box(rng, _LOOKS[c], r, 0.8, 0.97) for c, r in zip(cats, regions, strict=True)
-                ]
-            else:
-                boxes = [_random_box(rng, _LOOKS[c], full, 0.45, 0.85) for c in cats]
-            for cat, box in zip(cats, boxes, strict=True):
-                segmentation = _draw_object(canvas_HW3, _LOOKS[cat], box, rng)
-                rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, image_size, image_size))
-                bbox = [round(float(v), 2) for v in mask_utils.toBbox(rle)]
-                instances.append(
-                    {
-                        "area": float(mask_utils.area(rle)),
-                        "bbox": bbox,
-                        "category_id": cat_ids[cat],
-                        "id": len(instances) + 1,
-                        "image_id": image_id,
-                        "iscrowd": 0,
-                        "segmentation": segmentation,
-                    }
-                )
-                per_category[cat] += 1
-            canvas_HW3 += rng.normal(0.0, 6.0, size=canvas_HW3.shape)
-            pixels = np.clip(np.rint(canvas_HW3), 0, 255).astype(np.uint8)
-            buf = io.BytesIO()
-            Image.fromarray(pixels, mode="RGB").save(buf, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
-            (img_dir / file_name).write_bytes(buf.getvalue())
-            url = f"https://example.invalid/repshift-synthetic/{split}/{file_name}"
-            images.append(
-                {
-                    "coco_url": url,
-                    "date_captured": f"2017-{1 + image_id % 12:02d}-{1 + image_id % 28:02d} 12:00:00",
-                    "file_name": file_name,
-                    "flickr_url": url,
-                    "height": image_size,
-                    "id": image_id,
-                    "license": 1,
-                    "width": image_size,
-                }
-            )
-            for text in _captions([_LOOKS[c] for c in cats], bg_name, rng):
-                captions.append({"caption": text, "id": len(captions) + 1, "image_id": image_id})
 
+def _boxes(cats, image_size: int, rng: np.random.Generator) -> list:
+    """One box per object: two objects get one half each (left/right or top/bottom), one gets the canvas."""
+    full = (0.0, 0.0, float(image_size), float(image_size))
+    if len(cats) != 2:
+        return [_random_box(rng, _LOOKS[c], full, 0.45, 0.85) for c in cats]
+    half = image_size / 2
+    if rng.random() < 0.5:
+        regions = [(0.0, 0.0, half, float(image_size)), (half, 0.0, half, float(image_size))]
+    else:
+        regions = [(0.0, 0.0, float(image_size), half), (0.0, half, float(image_size), half)]
+    return [_random_box(rng, _LOOKS[c], r, 0.8, 0.97) for c, r in zip(cats, regions, strict=True)]
+
+
+def _draw_instance(canvas_HW3, cat: str, cat_id: int, box, image_id: int, ann_id: int, rng) -> dict[str, Any]:
+    """Draw one object into the canvas; its instance annotation (area and bbox from the polygon's RLE)."""
+    image_size = canvas_HW3.shape[0]
+    segmentation = _draw_object(canvas_HW3, _LOOKS[cat], box, rng)
+    rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, image_size, image_size))
+    return {
+        "area": float(mask_utils.area(rle)),
+        "bbox": [round(float(v), 2) for v in mask_utils.toBbox(rle)],
+        "category_id": cat_id,
+        "id": ann_id,
+        "image_id": image_id,
+        "iscrowd": 0,
+        "segmentation": segmentation,
+    }
+
+
+def _image_entry(split: str, file_name: str, image_id: int, image_size: int) -> dict[str, Any]:
+    """The ``images`` entry of one synthetic image (COCO's keys)."""
+    url = f"https://example.invalid/repshift-synthetic/{split}/{file_name}"
+    return {
+        "coco_url": url,
+        "date_captured": f"2017-{1 + image_id % 12:02d}-{1 + image_id % 28:02d} 12:00:00",
+        "file_name": file_name,
+        "flickr_url": url,
+        "height": image_size,
+        "id": image_id,
+        "license": 1,
+        "width": image_size,
+    }
+
+
+def _check_args(n_images: int, image_size: int, split: str) -> None:
+    """ValueError naming the argument when the image count, size or split name cannot be written."""
+    if n_images < 1:
+        raise ValueError(f"n_images must be >= 1, got {n_images}")
+    if image_size < 32:
+        raise ValueError(
+            f"image_size must be >= 32 pixels so that objects stay recognisable, got {image_size}"
+        )
+    if not split or "/" in split or split.startswith("."):
+        raise ValueError(f"split must be a plain folder name such as 'val2017', got {split!r}")
+
+
+def _write_annotations(ann_dir: Path, split: str, images, instances, captions, header) -> None:
+    """``instances_<split>.json`` and ``captions_<split>.json`` (each atomically), in COCO's layout."""
+    licenses, info = header
     categories = [{"id": cid, "name": name, "supercategory": sup} for cid, name, sup in COCO_CATEGORIES]
-    ann_dir = root / "annotations"
     write_text(
         ann_dir / f"instances_{split}.json",
         _json_text(
@@ -542,13 +575,3 @@ def make_synthetic_coco(
         ann_dir / f"captions_{split}.json",
         _json_text({"annotations": captions, "images": images, "info": info, "licenses": licenses}),
     )
-    summary = {
-        "split": split,
-        "images": len(images),
-        "instances": len(instances),
-        "captions": len(captions),
-        "images_per_n_objects": {str(k): sum(len(p) == k for p in plan) for k in (0, 1, 2)},
-        "instances_per_category": per_category,
-    }
-    log.info("wrote synthetic COCO %s under %s: %s", split, root, summary)
-    return summary

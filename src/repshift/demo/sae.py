@@ -71,55 +71,86 @@ def train_demo_sae(
 
     Deterministic for ``seed`` (the global torch RNG is left untouched). No wandb, no network, no checkpoints.
     """
-    from sae_lens import (
-        JumpReLUSAE,
-        JumpReLUSAEConfig,
-        JumpReLUTrainingSAE,
-        JumpReLUTrainingSAEConfig,
-        LoggingConfig,
-        SAETrainer,
-    )
-    from sae_lens.config import SAETrainerConfig
-    from sae_lens.saes.sae import SAEMetadata
-
-    x_ND = torch.as_tensor(np.asarray(acts_ND), dtype=torch.float32)
-    if x_ND.ndim != 2:
-        raise ValueError(f"acts_ND must be 2-D (tokens, d_in), got shape {tuple(x_ND.shape)}")
+    x_ND = _checked_acts(acts_ND)
     n, d_in = x_ND.shape
-    if n < 2:
-        raise ValueError(f"need at least 2 tokens to fit an SAE, got {n}")
-    if not torch.isfinite(x_ND).all():
-        raise ValueError("acts_ND has non-finite values; cannot fit an SAE")
-    batch_size = max(1, min(int(batch_size), n))
-    steps = int(steps)
-
     mean_D = x_ND.mean(0)
     centred_ms = float((x_ND - mean_D).pow(2).sum(-1).mean())
     scale = math.sqrt(d_in / centred_ms) if centred_ms > 0 else 1.0
-    x_scaled_ND = x_ND * scale
     hook_name = hook_name_for_layer(layer)
+    train_params = {
+        "d_sae": int(d_sae),
+        "steps": int(steps),
+        "batch_size": max(1, min(int(batch_size), n)),
+        "lr": float(lr),
+        "seed": int(seed),
+        "l0_coefficient": float(l0_coefficient),
+        "sparsity_loss_mode": sparsity_loss_mode,
+        "pre_act_loss_coefficient": pre_act_loss_coefficient,
+        "init_threshold": float(init_threshold),
+        "bandwidth": float(bandwidth),
+        "ste_to_input": bool(ste_to_input),
+    }
+    log.info("fitting demo JumpReLU SAE on %s: %d tokens, d_in %d, %s", hook_name, n, d_in, train_params)
+    sae = _fit(
+        x_ND * scale, mean_D * scale, scale, _configs(d_in, hook_name, model_name, train_params), train_params
+    )
+    metrics = transfer_metrics(sae, x_ND)
+    log.info(
+        "demo SAE on its training data: explained variance %.3f, mean L0 %.1f of %d, dead %.1f%%",
+        metrics["explained_variance"],
+        metrics["l0"],
+        d_sae,
+        100 * metrics["dead_frac"],
+    )
+    record = {"source": "demo", "layer": int(layer), "hook_name": hook_name, "model_name": model_name}
+    record |= {"n_tokens": int(n), "input_scale": scale, "train": train_params, "train_metrics": metrics}
+    out = Path(out_dir)
+    with atomic_dir(out) as tmp:
+        sae.save_model(tmp)
+        write_json(tmp / SOURCE_FILENAME, {**record, "provenance": provenance(train_params)})
+    return out
 
+
+def _checked_acts(acts_ND) -> torch.Tensor:
+    """(N, d_in) float32 tensor of at least 2 finite rows, or a ValueError saying which rule failed."""
+    x_ND = torch.as_tensor(np.asarray(acts_ND), dtype=torch.float32)
+    if x_ND.ndim != 2:
+        raise ValueError(f"acts_ND must be 2-D (tokens, d_in), got shape {tuple(x_ND.shape)}")
+    if x_ND.shape[0] < 2:
+        raise ValueError(f"need at least 2 tokens to fit an SAE, got {x_ND.shape[0]}")
+    if not torch.isfinite(x_ND).all():
+        raise ValueError("acts_ND has non-finite values; cannot fit an SAE")
+    return x_ND
+
+
+def _configs(d_in: int, hook_name: str, model_name: str, p: dict):
+    """sae-lens' JumpReLU training-SAE config and trainer config for the demo fit ``p`` (train_params)."""
+    from sae_lens import JumpReLUTrainingSAEConfig, LoggingConfig
+    from sae_lens.config import SAETrainerConfig
+    from sae_lens.saes.sae import SAEMetadata
+
+    steps, batch_size, lr = p["steps"], p["batch_size"], p["lr"]
     train_cfg = JumpReLUTrainingSAEConfig(
         d_in=d_in,
-        d_sae=int(d_sae),
+        d_sae=p["d_sae"],
         dtype="float32",
         device="cpu",
         apply_b_dec_to_input=False,
         normalize_activations="none",
-        jumprelu_init_threshold=float(init_threshold),
-        jumprelu_bandwidth=float(bandwidth),
-        jumprelu_sparsity_loss_mode=sparsity_loss_mode,
-        jumprelu_ste_to_input=bool(ste_to_input),
-        l0_coefficient=float(l0_coefficient),
+        jumprelu_init_threshold=p["init_threshold"],
+        jumprelu_bandwidth=p["bandwidth"],
+        jumprelu_sparsity_loss_mode=p["sparsity_loss_mode"],
+        jumprelu_ste_to_input=p["ste_to_input"],
+        l0_coefficient=p["l0_coefficient"],
         l0_warm_up_steps=max(1, steps // 10),
-        pre_act_loss_coefficient=pre_act_loss_coefficient,
+        pre_act_loss_coefficient=p["pre_act_loss_coefficient"],
         metadata=SAEMetadata(model_name=model_name, hook_name=hook_name, neuronpedia_id=None),
     )
     trainer_cfg = SAETrainerConfig(
         total_training_samples=steps * batch_size,
         train_batch_size_samples=batch_size,
-        lr=float(lr),
-        lr_end=float(lr) / 10,  # required: SAETrainer asserts lr_end is not None
+        lr=lr,
+        lr_end=lr / 10,  # required: SAETrainer asserts lr_end is not None
         lr_scheduler_name="cosineannealing",
         device="cpu",
         autocast=False,
@@ -130,74 +161,28 @@ def train_demo_sae(
         save_final_checkpoint=False,
         logger=LoggingConfig(log_to_wandb=False),
     )
-    log.info(
-        "fitting demo JumpReLU SAE on %s: %d tokens, d_in %d, d_sae %d, %d steps of %d, lr %g, %s loss x %g",
-        hook_name,
-        n,
-        d_in,
-        d_sae,
-        steps,
-        batch_size,
-        lr,
-        sparsity_loss_mode,
-        l0_coefficient,
-    )
+    return train_cfg, trainer_cfg
+
+
+def _fit(
+    x_scaled_ND: torch.Tensor, mean_scaled_D: torch.Tensor, scale: float, configs, p: dict
+) -> JumpReLUSAE:
+    """Train on the scaled activations (b_dec at their mean, b_enc centring the pre-activations), then fold
+    ``scale`` into the weights and return the inference ``JumpReLUSAE`` (reads raw activations)."""
+    from sae_lens import JumpReLUSAE, JumpReLUSAEConfig, JumpReLUTrainingSAE, SAETrainer
+
+    train_cfg, trainer_cfg = configs
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(p["seed"])
         train_sae = JumpReLUTrainingSAE(train_cfg)
         with torch.no_grad():
-            mean_scaled_D = mean_D * scale
             train_sae.b_dec.copy_(mean_scaled_D)
             train_sae.b_enc.copy_(-(mean_scaled_D @ train_sae.W_enc))
-        trainer = SAETrainer(
-            cfg=trainer_cfg, sae=train_sae, data_provider=_batches(x_scaled_ND, batch_size, seed)
-        )
-        train_sae = trainer.fit()
-
+        batches = _batches(x_scaled_ND, p["batch_size"], p["seed"])
+        train_sae = SAETrainer(cfg=trainer_cfg, sae=train_sae, data_provider=batches).fit()
     with torch.no_grad():
         train_sae.threshold.data.clamp_(min=0.0)  # the trainer projects before each step, not after the last
         train_sae.fold_activation_norm_scaling_factor(scale)
-    inf_cfg = JumpReLUSAEConfig.from_dict(train_sae.cfg.get_inference_sae_cfg_dict())
-    sae: JumpReLUSAE = JumpReLUSAE(inf_cfg)
+    sae = JumpReLUSAE(JumpReLUSAEConfig.from_dict(train_sae.cfg.get_inference_sae_cfg_dict()))
     sae.load_state_dict({k: v.detach().float().clone() for k, v in train_sae.state_dict().items()})
-    sae.eval()
-
-    metrics = transfer_metrics(sae, x_ND)
-    log.info(
-        "demo SAE on its training data: explained variance %.3f, mean L0 %.1f of %d, dead %.1f%%",
-        metrics["explained_variance"],
-        metrics["l0"],
-        d_sae,
-        100 * metrics["dead_frac"],
-    )
-    train_params = {
-        "d_sae": int(d_sae),
-        "steps": steps,
-        "batch_size": batch_size,
-        "lr": float(lr),
-        "seed": int(seed),
-        "l0_coefficient": float(l0_coefficient),
-        "sparsity_loss_mode": sparsity_loss_mode,
-        "pre_act_loss_coefficient": pre_act_loss_coefficient,
-        "init_threshold": float(init_threshold),
-        "bandwidth": float(bandwidth),
-        "ste_to_input": bool(ste_to_input),
-    }
-    out = Path(out_dir)
-    with atomic_dir(out) as tmp:
-        sae.save_model(tmp)
-        write_json(
-            tmp / SOURCE_FILENAME,
-            {
-                "source": "demo",
-                "layer": int(layer),
-                "hook_name": hook_name,
-                "model_name": model_name,
-                "n_tokens": int(n),
-                "input_scale": scale,
-                "train": train_params,
-                "train_metrics": metrics,
-                "provenance": provenance(train_params),
-            },
-        )
-    return out
+    return sae.eval()

@@ -54,6 +54,19 @@ def sae_feature_n(cfg: Mapping[str, Any]) -> str:
     return _join(f"{name} on {dataset_n(cfg, a['dataset'])}" for name, a in analyses.items())
 
 
+def vlm_sae_n(cfg: Mapping[str, Any]) -> str:
+    """The trained SAEs' data: the dataset, which folds are held out for evaluation, the training tokens."""
+    st = cfg.get("sae_training") or {}
+    if not st.get("models"):
+        return "no SAE trained (sae_training.models is empty)"
+    folds = ", ".join(str(f) for f in st.get("heldout_folds", []))
+    tokens = (st.get("train") or {}).get("tokens")
+    return (
+        f"{dataset_n(cfg, st['dataset'])}; evaluated on held-out fold(s) {folds}; "
+        f"{tokens:,} training tokens per SAE"
+    )
+
+
 def figure_n(cfg: Mapping[str, Any], figure: str) -> str:
     """The sentence a figure's caption gives for its n."""
     if figure == "layer_sweep":
@@ -62,6 +75,8 @@ def figure_n(cfg: Mapping[str, Any], figure: str) -> str:
         return f"{comparison_n(cfg)}."
     if figure == "sae_features":
         return f"{sae_feature_n(cfg)}."
+    if figure in ("vlm_sae", "dictionary_match", "modality_sharing", "sparse_probes"):
+        return f"{vlm_sae_n(cfg)}."
     chosen = {
         "probe_tasks": list(cfg["probes"]["tasks"]),
         "attribute_probes": T.attribute_tasks(cfg),

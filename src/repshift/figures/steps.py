@@ -171,37 +171,14 @@ def plot_sae_features(*, input, output, params, **_):
 def plot_vlm_sae(*, input, output, params, **_):
     """The trained-SAE figures: quality by modality, dictionary match, modality sharing, sparse probes."""
     from repshift.figures import vlm_sae
-    from repshift.figures.style import write_table
 
     def read(key):
         value = input.get(key, [])
         paths = [value] if isinstance(value, str) else list(value)
         return pd.concat([pd.read_csv(p, sep="\t") for p in paths], ignore_index=True)
 
-    quality = vlm_sae.quality_table(read("eval"))
-    quality = quality.assign(series=quality["sae"] + ": " + quality["position_kind"])
-    vlm_sae.plot_bars(
-        quality, x="layer", hue="series", metrics=["fvu", "l0", "ce_loss_recovered"],
-        title="VLM-trained vs base SAE by modality", out_pdf=output["vlm_sae_pdf"], out_png=output["vlm_sae_png"],
-    )  # fmt: skip
-    write_table(quality, output["vlm_sae_tsv"])
-    compare = read("compare").assign(series="trained vs base")
-    vlm_sae.plot_bars(
-        compare, x="layer", hue="series",
-        metrics=["max_cos_mean", "random_max_cos_mean", "one_to_one_cos_mean", "code_corr_mean"],
-        title="Dictionary match", out_pdf=output["dictionary_match_pdf"], out_png=output["dictionary_match_png"],
-    )  # fmt: skip
-    write_table(compare, output["dictionary_match_tsv"])
-    sharing = vlm_sae.sharing_table(read("sharing")).assign(series="trained SAE")
-    vlm_sae.plot_bars(
-        sharing, x="layer", hue="series",
-        metrics=["frac_image-only", "frac_text-only", "frac_shared", "coactivation_shared"],
-        title="Modality sharing", out_pdf=output["modality_sharing_pdf"], out_png=output["modality_sharing_png"],
-    )  # fmt: skip
-    write_table(sharing, output["modality_sharing_tsv"])
-    sparse = vlm_sae.sparse_table(read("sparse"))
-    vlm_sae.plot_sparse(sparse, out_pdf=output["sparse_probes_pdf"], out_png=output["sparse_probes_png"])
-    write_table(sparse, output["sparse_probes_tsv"])
+    tables = {kind: read(kind) for kind in ("curve", "eval", "compare", "sharing", "sparse")}
+    vlm_sae.draw_all(tables, output, Palette.from_params(params.get("palette")))
 
 
 @step

@@ -104,33 +104,13 @@ def write_codes(
     pooled codes. ``attrs``: JSON-able metadata (model, dataset, layer, SAE ...); a ``provenance`` entry
     (``repshift.formats.provenance.provenance(params)``) is added unless the caller gives one.
     """
-    if values_dtype not in _VALUE_DTYPES:
-        raise ValueError(f"values_dtype must be one of {sorted(_VALUE_DTYPES)}, got {values_dtype!r}")
-    if pooled_dtype not in _VALUE_DTYPES:
-        raise ValueError(f"pooled_dtype must be one of {sorted(_VALUE_DTYPES)}, got {pooled_dtype!r}")
+    for key, value in (("values_dtype", values_dtype), ("pooled_dtype", pooled_dtype)):
+        if value not in _VALUE_DTYPES:
+            raise ValueError(f"{key} must be one of {sorted(_VALUE_DTYPES)}, got {value!r}")
     n, d_sae = codes.n_tokens, codes.d_sae
-
-    ex_off = np.asarray(example_offsets_N1)
-    if ex_off.ndim != 1 or ex_off.size < 1 or not np.issubdtype(ex_off.dtype, np.integer):
-        raise ValueError("example_offsets_N1 must be a 1-D integer array of length n_examples + 1")
-    ex_off = ex_off.astype(np.int64)
-    if ex_off[0] != 0 or ex_off[-1] != n or np.any(np.diff(ex_off) < 0):
-        raise ValueError(
-            f"example_offsets_N1 must rise from 0 to n_tokens={n}, got {ex_off[0]} ... {ex_off[-1]}"
-        )
+    ex_off = _checked_offsets(example_offsets_N1, n)
     n_examples = int(ex_off.size - 1)
-
-    values = codes.values
-    if values_dtype == "float16":
-        finite_max = float(np.finfo(np.float16).max)
-        largest = float(np.abs(values).max()) if values.size else 0.0
-        if largest > finite_max:
-            raise ValueError(
-                f"SAE activations up to {largest:.3g} overflow float16 (max {finite_max:g}); "
-                "write with values_dtype='float32'"
-            )
-    values = values.astype(_VALUE_DTYPES[values_dtype])
-
+    values = _checked_values(codes.values, values_dtype)
     if pooled_NF is not None:
         pooled_NF = np.asarray(pooled_NF)
         if pooled_NF.shape != (n_examples, d_sae):
@@ -158,15 +138,9 @@ def write_codes(
                 chunks=(max(1, min(n_examples, 64)), max(1, min(d_sae, 4096))),
                 **_compression_kwargs(compression, pooled.dtype.itemsize),
             )
-        f.attrs["format"] = FORMAT_NAME
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["d_sae"] = d_sae
-        f.attrs["n_tokens"] = n
-        f.attrs["n_examples"] = n_examples
-        f.attrs["nnz"] = codes.nnz
-        f.attrs["values_dtype"] = values_dtype
-        f.attrs["index_dtype"] = idx_dtype.name
-        f.attrs[ATTRS_JSON] = meta_json
+        header = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "d_sae": d_sae, "n_tokens": n}
+        header |= {"n_examples": n_examples, "nnz": codes.nnz, "values_dtype": values_dtype}
+        f.attrs.update({**header, "index_dtype": idx_dtype.name, ATTRS_JSON: meta_json})
         for key, value in meta.items():
             if _scalar_attr(value) and key not in f.attrs:
                 f.attrs[key] = value
@@ -180,6 +154,32 @@ def write_codes(
         final,
     )
     return final
+
+
+def _checked_offsets(example_offsets_N1, n: int) -> np.ndarray:
+    """(E+1,) int64 example offsets rising from 0 to ``n`` tokens, or a ValueError saying what is wrong."""
+    ex_off = np.asarray(example_offsets_N1)
+    if ex_off.ndim != 1 or ex_off.size < 1 or not np.issubdtype(ex_off.dtype, np.integer):
+        raise ValueError("example_offsets_N1 must be a 1-D integer array of length n_examples + 1")
+    ex_off = ex_off.astype(np.int64)
+    if ex_off[0] != 0 or ex_off[-1] != n or np.any(np.diff(ex_off) < 0):
+        raise ValueError(
+            f"example_offsets_N1 must rise from 0 to n_tokens={n}, got {ex_off[0]} ... {ex_off[-1]}"
+        )
+    return ex_off
+
+
+def _checked_values(values: np.ndarray, values_dtype: str) -> np.ndarray:
+    """``values`` cast to ``values_dtype``; refuses float16 when a value would overflow to inf."""
+    if values_dtype == "float16":
+        finite_max = float(np.finfo(np.float16).max)
+        largest = float(np.abs(values).max()) if values.size else 0.0
+        if largest > finite_max:
+            raise ValueError(
+                f"SAE activations up to {largest:.3g} overflow float16 (max {finite_max:g}); "
+                "write with values_dtype='float32'"
+            )
+    return values.astype(_VALUE_DTYPES[values_dtype])
 
 
 def _check_format(f: h5py.File, path: Path) -> None:

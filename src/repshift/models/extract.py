@@ -176,51 +176,15 @@ def extract_dataset(
         raise ValueError("empty dataset: nothing to extract")
     n = len(rows)
     is_text = (rows["modality"] == "text").to_numpy()
-    text_idx = np.flatnonzero(is_text)
-    image_idx = np.flatnonzero(~is_text)
+    text_idx, image_idx = np.flatnonzero(is_text), np.flatnonzero(~is_text)
     if len(image_idx) and image_dir is None:
         raise ValueError("image rows need image_dir")
 
-    # Tokenise text rows once; sort by length (stable) to cut padding.
-    text_ids: dict[int, list[int]] = {}
-    n_truncated = 0
-    for i in text_idx:
-        ids, trunc = adapter.text_ids(str(rows.at[i, "text"]), max_tokens)
-        text_ids[int(i)] = ids
-        n_truncated += trunc
-    if n_truncated:
-        log.info("%d of %d texts truncated to %d tokens", n_truncated, len(text_idx), max_tokens)
-    text_order = sorted(text_ids, key=lambda i: (len(text_ids[i]), i))
-    batches = [("text", text_order[s : s + batch_size]) for s in range(0, len(text_order), batch_size)]
-    batches += [("image", list(image_idx[s : s + batch_size])) for s in range(0, len(image_idx), batch_size)]
-
-    meta = dict(attrs or {})
-    meta.update(
-        model=adapter.spec.name,
-        stream=adapter.stream,
-        family=adapter.spec.family,
-        d_model=adapter.d_model,
-        num_layers=adapter.num_layers,
-        store_dtype=store_dtype,
-        compute_dtype=str(next(adapter.model.parameters()).dtype).replace("torch.", ""),
-        max_tokens=max_tokens,
-        n_truncated=n_truncated,
-        n_examples=n,
-        pooling="mean: text positions (text rows) / image positions (image rows); BOS, pads, specials excluded",
-        position_kinds=activations_h5.POSITION_KINDS,
-        layer_convention=LAYER_CONVENTION,
-    )
-    stack = contextlib.ExitStack()
-    with stack:
-        files, writers = {}, {}
-        for layer in layers:
-            tmp = stack.enter_context(atomic_path(out_paths[layer]))
-            f = stack.enter_context(h5py.File(tmp, "w"))
-            activations_h5.write_index(f, rows, {**meta, "layer": layer})
-            files[layer] = f
-            writers[layer] = activations_h5.ActivationWriter(
-                f, n_examples=n, d_model=adapter.d_model, store_dtype=store_dtype, tokens=tokens
-            )
+    batches, text_ids, n_truncated = _plan_batches(adapter, rows, text_idx, image_idx, batch_size, max_tokens)
+    meta = _extraction_meta(adapter, attrs, store_dtype=store_dtype, max_tokens=max_tokens)
+    meta.update(n_truncated=n_truncated, n_examples=n)
+    with contextlib.ExitStack() as stack:
+        files, writers = _open_writers(stack, out_paths, rows, meta, adapter.d_model, store_dtype, tokens)
         n_tokens = {"text": 0, "image": 0, "bos": 0, "special": 0}
         loader = stack.enter_context(ThreadPoolExecutor(max_workers=max(1, int(workers))))
 
@@ -248,23 +212,9 @@ def extract_dataset(
             modality = rows["modality"].to_numpy()[idx]
             for name in n_tokens:
                 n_tokens[name] += int((kinds_BT == POSITION_KINDS[name]).sum())
-            if tokens or token_sink is not None:
-                keep_BT = kinds_BT != POSITION_KINDS["pad"]
-                keep_t = torch.from_numpy(keep_BT)
-                lengths = keep_BT.sum(1).astype(np.int64)
-                kinds_T, ids_T = kinds_BT[keep_BT], ids_BT[keep_BT]
-            for layer in layers:
-                hidden = captured.pop(layer)
-                pooled = pool(hidden, kinds_BT, modality)
-                writers[layer].write_batch(idx, pooled, pooled["n_text"], pooled["n_image"])
-                if tokens or token_sink is not None:
-                    # non-pad rows of every example, example by example (row-major mask order)
-                    acts_TD = hidden[keep_t.to(hidden.device)].float().cpu().numpy()
-                    if tokens:
-                        _append_token_rows(writers[layer], idx, acts_TD, kinds_T, ids_T, lengths)
-                    if token_sink is not None:
-                        token_sink(layer, idx, acts_TD, kinds_T, ids_T, lengths)
-                del hidden
+            _write_layers(
+                captured, writers, idx, kinds_BT, ids_BT, modality, tokens=tokens, token_sink=token_sink
+            )
             del captured
         for layer in layers:
             writers[layer].finish()
@@ -273,6 +223,80 @@ def extract_dataset(
         # files close before atomic rename (ExitStack unwinds in reverse order)
     log.info("wrote %d layers x %d examples; tokens %s", len(layers), n, n_tokens)
     return {"n_examples": n, "n_truncated": n_truncated, "n_tokens": n_tokens}
+
+
+def _open_writers(stack, out_paths, rows, meta, d_model: int, store_dtype: str, tokens: bool):
+    """One temporary HDF5 file (renamed into place when ``stack`` closes) with its row index and an
+    :class:`ActivationWriter` per layer: ``({layer: h5py.File}, {layer: writer})``."""
+    files, writers = {}, {}
+    for layer in sorted(out_paths):
+        tmp = stack.enter_context(atomic_path(out_paths[layer]))
+        f = stack.enter_context(h5py.File(tmp, "w"))
+        activations_h5.write_index(f, rows, {**meta, "layer": layer})
+        files[layer] = f
+        writers[layer] = activations_h5.ActivationWriter(
+            f, n_examples=len(rows), d_model=d_model, store_dtype=store_dtype, tokens=tokens
+        )
+    return files, writers
+
+
+def _plan_batches(adapter: Adapter, rows, text_idx, image_idx, batch_size: int, max_tokens: int):
+    """Text rows tokenised once and sorted by length (stable, to cut padding), then image rows, in batches of
+    ``batch_size``: ``([(kind, row indices)], {row: token ids}, number of texts truncated)``."""
+    text_ids: dict[int, list[int]] = {}
+    n_truncated = 0
+    for i in text_idx:
+        ids, trunc = adapter.text_ids(str(rows.at[i, "text"]), max_tokens)
+        text_ids[int(i)] = ids
+        n_truncated += trunc
+    if n_truncated:
+        log.info("%d of %d texts truncated to %d tokens", n_truncated, len(text_idx), max_tokens)
+    text_order = sorted(text_ids, key=lambda i: (len(text_ids[i]), i))
+    batches = [("text", text_order[s : s + batch_size]) for s in range(0, len(text_order), batch_size)]
+    batches += [("image", list(image_idx[s : s + batch_size])) for s in range(0, len(image_idx), batch_size)]
+    return batches, text_ids, n_truncated
+
+
+def _extraction_meta(adapter: Adapter, attrs, *, store_dtype: str, max_tokens: int) -> dict[str, Any]:
+    """The attributes every layer file of one extraction carries (the caller's ``attrs`` first)."""
+    meta = dict(attrs or {})
+    meta.update(
+        model=adapter.spec.name,
+        stream=adapter.stream,
+        family=adapter.spec.family,
+        d_model=adapter.d_model,
+        num_layers=adapter.num_layers,
+        store_dtype=store_dtype,
+        compute_dtype=str(next(adapter.model.parameters()).dtype).replace("torch.", ""),
+        max_tokens=max_tokens,
+        pooling="mean: text positions (text rows) / image positions (image rows); BOS, pads, specials excluded",
+        position_kinds=activations_h5.POSITION_KINDS,
+        layer_convention=LAYER_CONVENTION,
+    )
+    return meta
+
+
+def _write_layers(captured, writers, idx, kinds_BT, ids_BT, modality, *, tokens: bool, token_sink) -> None:
+    """One batch's captured hidden states, layer by layer: pooled rows to each writer; the non-pad token rows
+    (example by example, row-major mask order) to the writer when ``tokens`` and to ``token_sink`` when given.
+    Each layer's tensor is dropped from ``captured`` once written."""
+    per_token = tokens or token_sink is not None
+    if per_token:
+        keep_BT = kinds_BT != POSITION_KINDS["pad"]
+        keep_t = torch.from_numpy(keep_BT)
+        lengths = keep_BT.sum(1).astype(np.int64)
+        kinds_T, ids_T = kinds_BT[keep_BT], ids_BT[keep_BT]
+    for layer in sorted(captured):
+        hidden = captured.pop(layer)
+        pooled = pool(hidden, kinds_BT, modality)
+        writers[layer].write_batch(idx, pooled, pooled["n_text"], pooled["n_image"])
+        if per_token:
+            acts_TD = hidden[keep_t.to(hidden.device)].float().cpu().numpy()
+            if tokens:
+                _append_token_rows(writers[layer], idx, acts_TD, kinds_T, ids_T, lengths)
+            if token_sink is not None:
+                token_sink(layer, idx, acts_TD, kinds_T, ids_T, lengths)
+        del hidden
 
 
 def shard_rows(manifest: pd.DataFrame, shard: int, n_shards: int) -> pd.DataFrame:
