@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export MPLBACKEND ?= Agg
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install dev demo test test-fast lint format clean-demo lock
+.PHONY: install dev demo test test-slow test-all lint format clean-demo lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,11 +39,15 @@ demo: install
 	$(BIN)/snakemake --workflow-profile profiles/demo --cores $(CORES) $(DEMO_TARGET) >&2
 	@echo "$(CURDIR)/$(DEMO_TARGET)"
 
+# `make test`: every test but the few marked slow (whole-DAG runs, minutes each); CI runs those as well.
 test: dev
-	$(BIN)/python -m pytest -q
-
-test-fast: dev
 	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: dev
+	$(BIN)/python -m pytest -q -m slow
+
+test-all: dev
+	$(BIN)/python -m pytest -q
 
 lint: dev
 	$(BIN)/ruff check src tests workflow_scripts benchmarks
