@@ -244,6 +244,38 @@ def save_demo_llm(out_dir: str | os.PathLike, model, tokenizer, *, arch: str, se
     return out
 
 
+#: Sizes of the tiny demo LLMs of the Qwen2 and SmolLM2 families (each builder takes these as keyword overrides).
+TINY_LLM_SIZES = {
+    "num_hidden_layers": 6,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+
+
+def build_tiny_llm(
+    out_dir, model_cls, config_cls, tokenizer, *, arch: str, seed: int, sizes, **config
+) -> Path:
+    """A tiny random causal LM of ``model_cls`` (tied embeddings, 1024 positions, RMSNorm scales 1 + seeded
+    noise) at :data:`TINY_LLM_SIZES` overridden by ``sizes``, saved with its tokenizer by :func:`save_demo_llm`;
+    ``config`` adds the family's own config keys (token ids, norm epsilon)."""
+    unknown = set(sizes) - set(TINY_LLM_SIZES)
+    if unknown:
+        raise TypeError(f"unknown size argument(s) for the demo {arch}: {sorted(unknown)}")
+    cfg = config_cls(
+        vocab_size=len(tokenizer),
+        **{**TINY_LLM_SIZES, **sizes},
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        **config,
+    )
+    return save_demo_llm(
+        out_dir, seeded_model(model_cls, cfg, seed, norm_offset=1.0), tokenizer, arch=arch, seed=seed
+    )
+
+
 def build_demo_llm(
     out_dir: str | os.PathLike,
     *,

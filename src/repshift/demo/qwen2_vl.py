@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from repshift.demo.models import DEMO_CORPUS, VlmParts, save_demo_llm, seeded_model
+from repshift.demo.models import DEMO_CORPUS, VlmParts, build_tiny_llm
 
 #: Special tokens of the demo Qwen2 tokenizer, at ids 0.. (a subset of the hub Qwen2 added tokens).
 QWEN_SPECIAL_TOKENS = (
@@ -43,36 +43,17 @@ def build_demo_qwen2_tokenizer(*, vocab_size: int = 512):
     )
 
 
-def build_demo_qwen2(
-    out_dir: str | os.PathLike,
-    *,
-    seed: int = 0,
-    num_hidden_layers: int = 6,
-    hidden_size: int = 64,
-    intermediate_size: int = 128,
-    num_attention_heads: int = 4,
-    num_key_value_heads: int = 2,
-    vocab_size: int = 512,
-) -> Path:
-    """Build a tiny random ``Qwen2ForCausalLM`` (head_dim = hidden_size / heads) and its tokenizer."""
+def build_demo_qwen2(out_dir: str | os.PathLike, *, seed: int = 0, vocab_size: int = 512, **sizes) -> Path:
+    """Build a tiny random ``Qwen2ForCausalLM`` (head_dim = hidden_size / heads; sizes: :data:`TINY_LLM_SIZES`)
+    and its tokenizer."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     tokenizer = build_demo_qwen2_tokenizer(vocab_size=vocab_size)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size,
-        num_hidden_layers=num_hidden_layers,
-        num_attention_heads=num_attention_heads,
-        num_key_value_heads=num_key_value_heads,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = seeded_model(Qwen2ForCausalLM, config, seed, norm_offset=1.0)
-    return save_demo_llm(out_dir, model, tokenizer, arch="qwen2", seed=seed)
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    return build_tiny_llm(
+        out_dir, Qwen2ForCausalLM, Qwen2Config, tokenizer, arch="qwen2", seed=seed, sizes=sizes,
+        bos_token_id=None, eos_token_id=eos,
+    )  # fmt: skip
 
 
 def build_demo_qwen2_vl(

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from repshift.demo.models import DEMO_CORPUS, VlmParts, save_demo_llm, seeded_model
+from repshift.demo.models import DEMO_CORPUS, VlmParts, build_tiny_llm
 
 SMOL_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 #: Tokens SmolVLM's vocabulary adds to SmolLM2's (Idefics3Processor adds the first three itself).
@@ -49,37 +49,16 @@ def build_demo_smollm2_tokenizer(*, vocab_size: int = 512):
     )
 
 
-def build_demo_smollm2(
-    out_dir: str | os.PathLike,
-    *,
-    seed: int = 0,
-    num_hidden_layers: int = 6,
-    hidden_size: int = 64,
-    intermediate_size: int = 128,
-    num_attention_heads: int = 4,
-    num_key_value_heads: int = 2,
-    vocab_size: int = 512,
-) -> Path:
-    """Build a tiny random ``LlamaForCausalLM`` shaped like SmolLM2 (tied embeddings) and its tokenizer."""
+def build_demo_smollm2(out_dir: str | os.PathLike, *, seed: int = 0, vocab_size: int = 512, **sizes) -> Path:
+    """Build a tiny random ``LlamaForCausalLM`` shaped like SmolLM2 (tied embeddings; sizes:
+    :data:`TINY_LLM_SIZES`) and its tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = build_demo_smollm2_tokenizer(vocab_size=vocab_size)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size,
-        num_hidden_layers=num_hidden_layers,
-        num_attention_heads=num_attention_heads,
-        num_key_value_heads=num_key_value_heads,
-        max_position_embeddings=1024,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = seeded_model(LlamaForCausalLM, config, seed, norm_offset=1.0)
-    return save_demo_llm(out_dir, model, tokenizer, arch="smollm2", seed=seed)
+    return build_tiny_llm(
+        out_dir, LlamaForCausalLM, LlamaConfig, tokenizer, arch="smollm2", seed=seed, sizes=sizes,
+        rms_norm_eps=1e-5, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
 
 
 def build_demo_smolvlm(
