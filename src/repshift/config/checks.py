@@ -192,6 +192,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     _check_curve_layers(cfg)
     for name in cfg["probes"]["tasks"]:
         _check_probe_task(cfg, name)
+    _check_sae_training(cfg)
 
 
 def _check_model(cfg: Mapping[str, Any], name: str) -> None:
@@ -297,6 +298,44 @@ def _check_probe_task(cfg: Mapping[str, Any], name: str) -> None:
             raise ConfigError(f"probes.tasks.{name}.cross_modal: {m} is not a VLM")
         if modality != "paired":
             raise ConfigError(f"probes.tasks.{name}.cross_modal needs a paired dataset, not {modality}")
+
+
+def _check_sae_training(cfg: Mapping[str, Any]) -> None:
+    """sae_training: a paired dataset, VLMs, layers each model has, and a base SAE present at every such layer."""
+    st = cfg.get("sae_training")
+    if not st:
+        return
+    datasets, saes = cfg["datasets"], cfg["saes"]
+    d = st["dataset"]
+    if d not in datasets:
+        raise ConfigError(f"sae_training.dataset: unknown dataset {d!r}; datasets: {sorted(datasets)}")
+    if datasets[d]["modality"] != "paired":
+        raise ConfigError(
+            f"sae_training.dataset: {d} is {datasets[d]['modality']}; modality sharing and the image-span CE "
+            "need a paired dataset (image rows and their captions)"
+        )
+    for m, entry in st["models"].items():
+        if m not in cfg["models"]:
+            raise ConfigError(f"sae_training.models: unknown model {m!r}; models: {sorted(cfg['models'])}")
+        spec = model_spec(cfg, m)
+        if not spec.is_vlm or spec.stream != "decoder":
+            raise ConfigError(f"sae_training.models.{m}: SAEs are trained on a VLM's decoder stream")
+        n = spec.num_layers
+        for layer in entry["layers"]:
+            if not 0 <= layer < n:
+                raise ConfigError(
+                    f"sae_training.models.{m}.layers: layer {layer} requested but {m} has {n} blocks (0-{n - 1})"
+                )
+        base = entry["base_sae"]
+        if base not in saes:
+            raise ConfigError(f"sae_training.models.{m}.base_sae: unknown SAE {base!r}; saes: {sorted(saes)}")
+        on = saes[base]["train"]["model"] if saes[base]["source"] == "demo" else m
+        missing = sorted(set(entry["layers"]) - set(sae_layers(cfg, base, on)))
+        if missing:
+            raise ConfigError(
+                f"sae_training.models.{m}.base_sae: {base} has no SAE at layer(s) {missing}; "
+                f"train at layers the base SAE covers (saes.{base}.layers)"
+            )
 
 
 def _check_curve_layers(cfg: Mapping[str, Any]) -> None:

@@ -3,15 +3,19 @@
 One pass of the VLM over held-out rows collects layer L's tokens by kind (image / prompt / caption, as in
 :mod:`repshift.sae.train`); :func:`repshift.sae.metrics.transfer_metrics` gives FVU, L0, dead and dense
 fractions per kind for each SAE. CE loss recovered (:mod:`repshift.sae.spliced`'s hooks and definition) is
-measured on image inputs whose text is ``image_prompt + " " + caption``: the SAE's reconstruction (or zeros)
-replaces block L's output on the *text* positions, on the *image* positions, or on *all* content positions
-(BOS, pads, specials never); targets are the text positions after the image (tokens predicted from t-1).
+measured on image inputs with one caption each: the SAE's reconstruction (or zeros) replaces block L's output on
+the *text* positions, on the *image* positions, or on *all* content positions (BOS, pads, specials never). Targets
+(tokens predicted from t-1) are the text positions that attend causally: for a prefix-LM family (PaliGemma,
+``token_type_ids``) the caption goes in as the processor's suffix and only its tokens are targets (the prefix
+``image + prompt`` attends both ways, so a prefix token is visible from t-1); for the others the text is
+``image_prompt + " " + caption`` and every text position is a target.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,13 +24,12 @@ import torch
 from repshift.formats.activations_h5 import POSITION_KINDS
 from repshift.sae.spliced import SplicedCE, replace_block_output, sae_splice, zero_splice
 
+if TYPE_CHECKING:
+    from repshift.models.adapter import Batch
+
 log = logging.getLogger(__name__)
 
 SPLICE_SPANS = ("text", "image", "all")
-
-
-def _targets(kinds_BT: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(kinds_BT == POSITION_KINDS["text"])
 
 
 def _ce(logits_BTV: torch.Tensor, ids_BT: torch.Tensor, target_BT: torch.Tensor) -> tuple[float, int]:
@@ -50,7 +53,8 @@ def _logits(adapter, batch) -> torch.Tensor:
 def spliced_ce_by_span(
     adapter, saes: Mapping[str, object], rows: pd.DataFrame, layer: int, *, image_dir, batch_size: int
 ) -> dict[tuple[str, str], SplicedCE]:
-    """{(sae name, span): SplicedCE} on the image rows of ``rows`` (text = image prompt + caption)."""
+    """{(sae name, span): SplicedCE} on the image rows of ``rows``, each with its first caption
+    (:func:`image_caption_batch`)."""
     from repshift.data.images import load_example_image
 
     img = rows[rows["modality"] == "image"]
@@ -62,36 +66,58 @@ def spliced_ce_by_span(
         for s in range(0, len(img), batch_size):
             chunk = img.iloc[s : s + batch_size]
             images = [load_example_image(r, image_dir) for _, r in chunk.iterrows()]
-            texts = [f"{adapter.spec.image_prompt} {c}".strip() for c in caps.iloc[s : s + batch_size]]
-            batch = _image_text_batch(adapter, images, texts)
+            batch, tgt = image_caption_batch(
+                adapter, images, adapter.spec.image_prompt, caps.iloc[s : s + batch_size].tolist()
+            )
             ids = batch.inputs["input_ids"]
-            tgt = _targets(batch.kinds_BT)
             c, n = _ce(_logits(adapter, batch), ids, tgt)
             clean, n_t = clean + c, n_t + n
-            masks = {
-                "text": torch.from_numpy(batch.kinds_BT == POSITION_KINDS["text"]),
-                "image": torch.from_numpy(batch.kinds_BT == POSITION_KINDS["image"]),
-            }
-            masks["all"] = masks["text"] | masks["image"]
-            for name, sae in saes.items():
-                for span, m in masks.items():
+            for span, m in splice_masks(batch.kinds_BT).items():
+                with replace_block_output(block, zero_splice(m)):
+                    zero = _ce(_logits(adapter, batch), ids, tgt)[0]  # the same for every SAE
+                for name, sae in saes.items():
                     with replace_block_output(block, sae_splice(sae, m)):
                         sums[(name, span)][0] += _ce(_logits(adapter, batch), ids, tgt)[0]
-                    with replace_block_output(block, zero_splice(m)):
-                        sums[(name, span)][1] += _ce(_logits(adapter, batch), ids, tgt)[0]
+                    sums[(name, span)][1] += zero
     return {key: SplicedCE(clean, v[0], v[1], n_t, len(img)) for key, v in sums.items()}
 
 
-def _image_text_batch(adapter, images, texts):
-    """Like ``Adapter.image_batch`` but one text per image (the processor pads them)."""
-    token = getattr(adapter.processor, "image_token", "<image>")
-    full = [adapter.family.image_text(token, t) for t in texts]
-    enc = adapter.processor(text=full, images=list(images), return_tensors="pt", padding=True)
+def splice_masks(kinds_BT: np.ndarray) -> dict[str, torch.Tensor]:
+    """{span: positions spliced}: text, image, and both (never BOS, pads or special tokens)."""
+    masks = {
+        "text": torch.from_numpy(kinds_BT == POSITION_KINDS["text"]),
+        "image": torch.from_numpy(kinds_BT == POSITION_KINDS["image"]),
+    }
+    masks["all"] = masks["text"] | masks["image"]
+    return masks
+
+
+def image_caption_batch(adapter, images, prompt: str, captions) -> tuple[Batch, torch.Tensor]:
+    """One image and one caption per row, and the CE targets (text positions that attend causally).
+
+    A prefix-LM family (``token_type_ids`` among its image inputs: PaliGemma) gets ``prompt`` as the prefix and the
+    caption as the processor's ``suffix``: only suffix tokens attend causally, so only they are targets. Any other
+    family gets ``prompt + " " + caption`` after the image, every text position a target.
+    """
     from repshift.models.adapter import Batch
 
+    token = getattr(adapter.processor, "image_token", "<image>")
+    kw = dict(images=list(images), return_tensors="pt", padding=True)
+    prefix_lm = "token_type_ids" in adapter.family.image_inputs
+    if prefix_lm:
+        enc = adapter.processor(
+            text=[adapter.family.image_text(token, prompt)] * len(images), suffix=list(captions), **kw
+        )
+    else:
+        full = [adapter.family.image_text(token, f"{prompt} {c}".strip()) for c in captions]
+        enc = adapter.processor(text=full, **kw)
     inputs = {k: v for k, v in enc.items() if isinstance(v, torch.Tensor) and k != "labels"}
     ids, mask = inputs["input_ids"].numpy(), inputs["attention_mask"].numpy()
-    return Batch(inputs, adapter.kinds(ids, mask), ids)
+    batch = Batch(inputs, adapter.kinds(ids, mask), ids)
+    target_BT = batch.kinds_BT == POSITION_KINDS["text"]
+    if prefix_lm:
+        target_BT &= inputs["token_type_ids"].numpy() == 1
+    return batch, torch.from_numpy(target_BT)
 
 
 def modality_metric_rows(saes: Mapping[str, object], tokens: Mapping[str, torch.Tensor]) -> pd.DataFrame:
