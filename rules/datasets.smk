@@ -69,6 +69,8 @@ rule build_imagenet_dataset:
         seed=config["seed"],
         repeats=config["probes"]["settings"]["repeats"],
         code=step_hash("build_imagenet_dataset"),
+    message:
+        "Building dataset {wildcards.dataset} from ImageNet"
     script:
         "../workflow_scripts/build_imagenet_dataset.py"
 

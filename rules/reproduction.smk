@@ -12,5 +12,7 @@ rule write_reproduction:
     params:
         results=lambda wc, output: str(Path(output.tsv).parent),
         code=step_hash("write_reproduction"),
+    message:
+        "Comparing the published numbers with this run's"
     script:
         "../workflow_scripts/write_reproduction.py"

@@ -20,6 +20,8 @@ rule train_vlm_sae:
         extraction=canon(config["extraction"]),
         seed=config["seed"],
         code=step_hash("train_vlm_sae"),
+    message:
+        "Training an SAE on {wildcards.model} at layer {wildcards.layer}"
     script:
         "../workflow_scripts/train_vlm_sae.py"
 
@@ -47,6 +49,8 @@ rule evaluate_vlm_sae:
         extraction=canon(config["extraction"]),
         base_sae_dir=trained_base_sae_dir,
         code=step_hash("evaluate_vlm_sae"),
+    message:
+        "Evaluating the trained SAE of {wildcards.model} at layer {wildcards.layer}"
     script:
         "../workflow_scripts/evaluate_vlm_sae.py"
 
@@ -82,5 +86,7 @@ rule plot_vlm_sae:
         palette=palette(),
         n=figure_n("vlm_sae"),
         code=step_hash("plot_vlm_sae"),
+    message:
+        "Plotting the trained-SAE figures"
     script:
         "../workflow_scripts/plot_vlm_sae.py"

@@ -11,5 +11,7 @@ rule summarize_probes:
         f"{LOGS}/summarize_probes/{{task}}.log",
     params:
         code=step_hash("summarize_probes"),
+    message:
+        "Summarising the probes of task {wildcards.task}"
     script:
         "../workflow_scripts/summarize_probes.py"

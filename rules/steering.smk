@@ -22,6 +22,8 @@ rule fit_steering_directions:
         sae_dir=lambda wc: steering_targets.sae_layer_dir(config, wc.layer),
         seed=config["seed"],
         code=step_hash("fit_steering_directions"),
+    message:
+        "Fitting steering directions of {wildcards.model} for {wildcards.pair} at layer {wildcards.layer}"
     script:
         "../workflow_scripts/fit_steering_directions.py"
 
@@ -51,6 +53,8 @@ rule steer_model:
         ),
         steering=steering_params,
         code=step_hash("steer_model"),
+    message:
+        "Steering {wildcards.model} along {wildcards.pair} at layer {wildcards.layer}"
     script:
         "../workflow_scripts/steer_model.py"
 
@@ -71,5 +75,7 @@ rule plot_steering:
         f"{LOGS}/plot_steering/steering.log",
     params:
         code=step_hash("plot_steering"),
+    message:
+        "Plotting the steering figures"
     script:
         "../workflow_scripts/plot_steering.py"

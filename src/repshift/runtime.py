@@ -49,7 +49,10 @@ def configure_logging(log_file: str | os.PathLike | None = None, level: int = lo
     handlers: list[logging.Handler] = [console]
     if log_file:
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_file, mode="w", encoding="utf-8"))
+        # a fresh log per run, then appends only: run_step's stderr (progress bars) appends to the same file,
+        # and a handler writing at its own offset (mode "w") would overwrite them
+        Path(log_file).write_text("")
+        handlers.append(logging.FileHandler(log_file, mode="a", encoding="utf-8"))
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -115,6 +115,7 @@ def test_encode_sae(codes):
     assert np.isfinite(t["value"]).all()
     c, meta = codes_h5.read_codes(codes["llm"] / "layer-1.codes.h5")
     assert meta["attrs"]["layer"] == 1
+    assert "encode_sae: 100%" in (codes["llm"].parent / "encode_sae.log").read_text()  # progress in the log
     # pooled code of example 0 = mean of its text-token codes
     idx = codes_h5.read_token_index(codes["llm"] / "layer-1.codes.h5")
     a, b = idx["offsets"][0], idx["offsets"][1]
@@ -186,6 +187,8 @@ def test_train_probe(probe_tables):
     within = t[(t.transfer == "within") & (t.probe == "logreg") & (t.metric == "accuracy")]
     assert within["value"].mean() > 0.25  # 4 balanced classes
     assert any(p.suffix == ".safetensors" for p in Path(probe_tables[1]["weights"]).iterdir())
+    log = (Path(probe_tables[1]["results"]).parent / "train_probe.log").read_text()
+    assert "probe logreg: 100%" in log  # the progress bar goes to the rule's log
 
 
 def test_plot_layer_sweep(work, shift, codes, probe_tables, run):

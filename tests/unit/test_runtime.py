@@ -38,3 +38,22 @@ def test_failure_prints_one_message_and_keeps_the_traceback_in_the_log(tmp_path,
 def test_without_a_log_the_exception_propagates(capfd):
     with pytest.raises(RuntimeError, match="could not load model"):
         run_rule(_Smk(None), _failing_step)
+
+
+def _step_with_progress(*, input, output, params, **_):
+    import logging
+
+    from repshift.progress import progress
+
+    for _ in progress(range(3), desc="fitting", unit="fit"):
+        logging.getLogger("repshift.test").info("one fit done")
+
+
+def test_progress_and_log_lines_share_the_log_and_a_rerun_starts_it_afresh(tmp_path):
+    log_file = tmp_path / "rule.log"
+    log_file.write_text("left from an earlier run\n")
+    run_rule(_Smk(log_file), _step_with_progress)
+    text = log_file.read_text()
+    assert "left from an earlier run" not in text
+    assert "fitting: 100%" in text and "3/3 [" in text  # not overwritten by the log lines
+    assert text.count("one fit done") == 3 and "step _step_with_progress done" in text

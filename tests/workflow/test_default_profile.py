@@ -45,9 +45,7 @@ def test_a_bare_run_uses_the_default_profile_and_gpu_jobs_ask_for_the_gpu(tmp_pa
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Using workflow specific profile profiles/default" in proc.stdout + proc.stderr
-    # rules with a `message:` print it instead of their block in a dry run: check the blocks that are printed
-    jobs = re.findall(r"\nrule (\w+):\n(?:    .*\n)*?    resources: ([^\n]*)", proc.stdout)
-    printed_gpu = {rule for rule, _ in jobs if rule in GPU_RULES}
-    assert printed_gpu, "no GPU rule block in the dry run"
-    assert all("gpu=1" in res for rule, res in jobs if rule in GPU_RULES)
-    assert not any("gpu=" in res for rule, res in jobs if rule not in GPU_RULES)
+    # every rule has a `message:` (tests/workflow/test_workflow.py), which a dry run prints instead of the rule's
+    # block, so the resources are not printed: test_default_profile_limits_gpu_jobs_like_the_local_profile
+    # checks the GPU rules' requests in the profile itself
+    assert set(re.findall(r"^(?:local)?rule (\w+):$", proc.stdout, re.M)) <= {"all"}

@@ -69,6 +69,17 @@ def test_lint_and_format():
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 
+def test_every_rule_has_a_one_line_message():
+    # a rule without one prints its whole block in a dry run and `message: None` when it fails
+    rules = {}
+    for path in [ROOT / "Snakefile", *sorted((ROOT / "rules").glob("*.smk"))]:
+        for block in re.split(r"\n(?=[ \t]*(?:local)?rule \w+:)", path.read_text()):
+            m = re.match(r"[ \t]*(?:local)?rule (\w+):", block)
+            if m and m.group(1) != "all":  # `all` runs nothing
+                rules[m.group(1)] = re.search(r"\n\s+message:\n\s+\"[^\n]+\"\n", block) is not None
+    assert len(rules) > 30 and not [r for r, has in rules.items() if not has]
+
+
 def test_dry_run_real_config_offline(tmp_path):
     proc = snakemake(
         "-n",

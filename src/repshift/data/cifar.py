@@ -313,11 +313,9 @@ def read_cifar100(root: str | os.PathLike, *, splits: Sequence[str] = SPLITS) ->
 
 
 def _file_digest(path: Path) -> dict[str, Any]:
-    h = hashlib.sha256()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
+        sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+    return {"size": path.stat().st_size, "sha256": sha256}
 
 
 def _select(

@@ -5,8 +5,9 @@ The URLs, sizes and checksums of the archives live in the config (``coco.archive
 
 ``download`` streams to ``<dest>.part``, resumes a cut connection with an HTTP Range request, verifies size and
 checksums, and only then renames the file onto ``dest``: a file at ``dest`` is always complete and verified.
-``extract_archive`` refuses entries that would land outside the target folder and makes every extracted
-top-level entry appear only once it is complete.
+``extract_archive`` unpacks through ``tarfile``'s ``"data"`` filter and ``zipfile``'s path handling, refuses
+entries that would land outside the target folder and makes every extracted top-level entry appear only once
+all are complete.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import posixpath
 import re
 import shutil
 import stat
@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import requests
 from tqdm import tqdm
 
-from repshift.formats.atomic import atomic_dir, atomic_path
+from repshift.formats.atomic import scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -89,27 +89,17 @@ def _progress_stream() -> IO[str]:
     return sys.stderr
 
 
-def _digests(path: Path, names: list[str]) -> dict[str, str]:
-    hashers = {name: hashlib.new(name) for name in names}
-    if not hashers:
-        return {}
-    with path.open("rb") as f:
-        while block := f.read(1 << 22):
-            for h in hashers.values():
-                h.update(block)
-    return {name: h.hexdigest() for name, h in hashers.items()}
-
-
 def _mismatch(path: Path, size: int | None, md5: str | None, sha256: str | None) -> str | None:
     """None when ``path`` matches every expectation given, else a description of the first mismatch."""
     got_size = path.stat().st_size
     if size is not None and got_size != size:
         return f"size mismatch: expected {size} bytes, got {got_size}"
     expected = {name: value.lower() for name, value in (("md5", md5), ("sha256", sha256)) if value}
-    got = _digests(path, list(expected))
     for name, want in expected.items():
-        if got[name] != want:
-            return f"{name} mismatch: expected {want}, got {got[name]}"
+        with path.open("rb") as f:
+            got = hashlib.file_digest(f, name).hexdigest()
+        if got != want:
+            return f"{name} mismatch: expected {want}, got {got}"
     return None
 
 
@@ -282,142 +272,39 @@ def _verified(size: int | None, md5: str | None, sha256: str | None) -> str:
 # --------------------------------------------------------------------------------------------- extraction
 
 
-@dataclass(frozen=True)
-class _Entry:
-    """One archive member, with its name checked and normalised to 'a/b/c' parts."""
-
-    parts: tuple[str, ...]
-    kind: str  # file | dir | symlink | hardlink
-    source: Any  # ZipInfo or TarInfo
-    link: tuple[str, ...] = ()  # resolved target (relative to the archive root) for links
-
-
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
-def _safe_parts(raw: str) -> tuple[str, ...] | None:
-    """Normalised path parts of an entry name, or None when the name could leave the target folder."""
-    if not raw or "\x00" in raw or raw[0] in "/\\" or _DRIVE.match(raw):
-        return None
-    parts = tuple(p for p in re.split(r"[\\/]+", raw) if p not in ("", "."))
-    if any(p == ".." for p in parts) or any(_DRIVE.match(p) for p in parts):
-        return None
-    return parts
+def _refusal(info: zipfile.ZipInfo | tarfile.TarInfo) -> str | None:
+    """Why an entry is refused before the library sees it, or None.
 
-
-def _resolve_link(
-    base: tuple[str, ...], target: str, symlinks: set[tuple[str, ...]]
-) -> tuple[str, ...] | None:
-    """Where a link target lands relative to the archive root, or None when it leaves it.
-
-    Lexical resolution is only sound when no intermediate component is itself a link, so such paths are
-    refused too (a link through a link could step out of the folder).
+    Kept by hand because the libraries do not refuse these: zipfile rewrites absolute, drive-lettered and '..'
+    names into the folder, tarfile's data filter strips a leading '/', and zipfile writes a symlink as a plain
+    file holding its target. An official archive carries none of them, so one is a sign of a wrong file.
     """
-    if not target or "\x00" in target or target[0] in "/\\" or _DRIVE.match(target):
-        return None
-    out = list(base)
-    pieces = [p for p in re.split(r"[\\/]+", target) if p not in ("", ".")]
-    for k, piece in enumerate(pieces):
-        if piece == "..":
-            if not out:
-                return None
-            out.pop()
-            continue
-        out.append(piece)
-        if k < len(pieces) - 1 and tuple(out) in symlinks:
-            return None
-    return tuple(out)
+    name = info.filename if isinstance(info, zipfile.ZipInfo) else info.name
+    if name[:1] in ("/", "\\") or _DRIVE.match(name) or ".." in re.split(r"[\\/]", name):
+        return "it would be written outside the target folder (absolute path, '..' or drive letter)"
+    if isinstance(info, zipfile.ZipInfo) and stat.S_ISLNK(info.external_attr >> 16):
+        return "a symlink in a zip archive (zipfile would write it as a plain file)"
+    return None
 
 
-def _zip_entries(zf: zipfile.ZipFile) -> list[tuple[str, str, Any, str]]:
-    rows = []
-    for info in zf.infolist():
-        mode = info.external_attr >> 16
-        if stat.S_ISLNK(mode):
-            rows.append((info.filename, "symlink", info, zf.read(info).decode("utf-8", "replace")))
-        elif info.is_dir():
-            rows.append((info.filename, "dir", info, ""))
-        else:
-            rows.append((info.filename, "file", info, ""))
-    return rows
-
-
-def _tar_entries(tf: tarfile.TarFile) -> list[tuple[str, str, Any, str]]:
-    rows = []
-    for info in tf.getmembers():
-        if info.issym():
-            rows.append((info.name, "symlink", info, info.linkname))
-        elif info.islnk():
-            rows.append((info.name, "hardlink", info, info.linkname))
-        elif info.isdir():
-            rows.append((info.name, "dir", info, ""))
-        elif info.isfile():
-            rows.append((info.name, "file", info, ""))
-        else:
-            rows.append((info.name, "special", info, ""))
-    return rows
-
-
-def _check_entries(archive: Path, rows: list[tuple[str, str, Any, str]], prefix: str | None) -> list[_Entry]:
-    """Validate every entry before anything is written; raise naming the first offending one."""
-    if prefix is not None:
-        rows = [r for r in rows if r[0].startswith(prefix)]
-        if not rows:
-            raise ArchiveError(f"{archive}: no entry starts with {prefix!r}; nothing was extracted")
-    checked: list[tuple[tuple[str, ...], str, Any, str, str]] = []
-    for raw, kind, source, target in rows:
-        parts = _safe_parts(raw)
-        if parts is None:
-            raise UnsafeArchiveError(
-                f"{archive}: refusing entry {raw!r}: it would be written outside the target folder "
-                "(absolute path, '..' or drive letter); nothing was extracted"
-            )
-        if kind == "special":
-            raise UnsafeArchiveError(f"{archive}: refusing entry {raw!r}: not a file, folder or link")
-        if not parts:  # the archive root itself ("./")
-            continue
-        checked.append((parts, kind, source, target, raw))
-    symlinks = {parts for parts, kind, *_ in checked if kind == "symlink"}
-    entries = []
-    for parts, kind, source, target, raw in checked:
-        for k in range(1, len(parts)):
-            if parts[:k] in symlinks:
-                raise UnsafeArchiveError(
-                    f"{archive}: refusing entry {raw!r}: its path goes through a symlink"
-                )
-        link: tuple[str, ...] = ()
-        if kind in ("symlink", "hardlink"):
-            base = parts[:-1] if kind == "symlink" else ()  # hard links are relative to the archive root
-            resolved = _resolve_link(base, target, symlinks)
-            if resolved is None or (kind == "hardlink" and not resolved):
-                raise UnsafeArchiveError(
-                    f"{archive}: refusing entry {raw!r}: {kind} to {target!r} points outside the target folder"
-                )
-            link = resolved
-        entries.append(_Entry(parts=parts, kind=kind, source=source, link=link))
-    files = {e.parts for e in entries if e.kind == "file"}
-    for e in entries:
-        if e.kind == "hardlink" and e.link not in files:
-            raise UnsafeArchiveError(
-                f"{archive}: refusing entry {e.source.name!r}: hard link to a missing or filtered-out file"
-            )
-    return entries
-
-
-def _copy(src: IO[bytes], dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with dst.open("wb") as out:
-        shutil.copyfileobj(src, out, length=1 << 20)
+def _top(name: str) -> str | None:
+    """The top-level folder (or file) an entry belongs to; None for the archive root itself."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    return parts[0] if parts else None
 
 
 @contextlib.contextmanager
-def _open_archive(archive: Path) -> Iterator[tuple[str, Any]]:
+def _open_archive(archive: Path) -> Iterator[tuple[list[Any], zipfile.ZipFile | tarfile.TarFile]]:
+    """The archive's entries (ZipInfo or TarInfo) and its open handle."""
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
-            yield "zip", zf
+            yield zf.infolist(), zf
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive, mode="r:*") as tf:
-            yield "tar", tf
+            yield tf.getmembers(), tf
     else:
         raise ArchiveError(f"{archive}: not a zip or tar archive (or it is damaged); download it again")
 
@@ -427,17 +314,23 @@ def extract_archive(
 ) -> Path:
     """Extract a zip or tar(.gz) archive into ``dest_dir`` and return ``dest_dir``.
 
-    Every entry is checked before anything is written: absolute names, ``..`` components, drive letters,
-    links pointing outside the archive's folder, and devices/FIFOs raise ``UnsafeArchiveError`` naming the entry,
-    and nothing is created in ``dest_dir``. Each top-level entry of the archive (``val2017/``,
-    ``annotations/``, ``cifar-100-python/``) is extracted into a temporary sibling and renamed into place only
-    when complete, replacing an older copy; other content of ``dest_dir`` is left alone, so several archives can
-    share one folder. ``members_prefix`` restricts extraction to entries whose name starts with it (e.g.
-    ``"annotations/instances_"``); paths are kept as in the archive.
+    Safety comes from the standard library: tar archives go through ``tarfile``'s ``"data"`` extraction filter
+    (links pointing outside, paths through links, devices and FIFOs are refused), zip archives through
+    ``zipfile``'s own path handling; absolute and ``..`` names and zip symlinks are refused up front
+    (:func:`_refusal`). A refused entry raises ``UnsafeArchiveError`` naming it, and nothing appears in
+    ``dest_dir``: the archive is unpacked into a temporary sibling folder first, and each top-level entry
+    (``val2017/``, ``annotations/``, ``cifar-100-python/``) is moved into place only when all are complete,
+    replacing an older copy; other content of ``dest_dir`` is left alone, so several archives can share one
+    folder. ``members_prefix`` restricts extraction to entries whose name starts with it (e.g.
+    ``"annotations/instances_"``); paths are kept as in the archive. Archives reach this point only after their
+    pinned checksum matched (:func:`download`), so the filter guards against a wrong file, not an attacker
+    (Python before 3.11.13 has known bypasses of the filter, CVE-2025-4517).
     """
     archive, dest_dir = Path(archive), Path(dest_dir)
     try:
         tops = _extract(archive, dest_dir, members_prefix)
+    except tarfile.FilterError as exc:
+        raise UnsafeArchiveError(f"{archive}: refusing entry: {exc}; nothing was extracted") from exc
     except (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError) as exc:
         raise ArchiveError(
             f"{archive} is damaged ({exc}); nothing was extracted: delete it and download again"
@@ -447,43 +340,46 @@ def extract_archive(
 
 
 def _extract(archive: Path, dest_dir: Path, members_prefix: str | None) -> list[str]:
-    with _open_archive(archive) as (fmt, handle):
-        rows = _zip_entries(handle) if fmt == "zip" else _tar_entries(handle)
-        entries = _check_entries(archive, rows, members_prefix)
-        tops = sorted({e.parts[0] for e in entries})
-        top_is_dir = {
-            t: any(len(e.parts) > 1 or e.kind == "dir" for e in entries if e.parts[0] == t) for t in tops
-        }
-        dest_dir.mkdir(parents=True, exist_ok=True)
-        with contextlib.ExitStack() as stack:
-            staging: dict[str, Path] = {}
+    with _open_archive(archive) as (members, handle):
+        if members_prefix is not None:
+            members = [m for m in members if _name(m).startswith(members_prefix)]
+            if not members:
+                raise ArchiveError(
+                    f"{archive}: no entry starts with {members_prefix!r}; nothing was extracted"
+                )
+        for m in members:
+            if (why := _refusal(m)) is not None:
+                raise UnsafeArchiveError(
+                    f"{archive}: refusing entry {_name(m)!r}: {why}; nothing was extracted"
+                )
+        tops = sorted({t for m in members if (t := _top(_name(m))) is not None})
+        bar = tqdm(
+            members,
+            desc=archive.name[:40],
+            unit="file",
+            file=_progress_stream(),
+            mininterval=1.0,
+            leave=False,
+        )
+        with scratch_dir(dest_dir) as staging:
+            if isinstance(handle, tarfile.TarFile):
+                handle.extractall(staging, members=bar, filter="data")
+            else:
+                for info in bar:  # one at a time, so that a damaged entry is named
+                    try:
+                        handle.extract(info, staging)
+                    except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                        raise zipfile.BadZipFile(f"entry {info.filename!r}: {exc}") from exc
+            dest_dir.mkdir(parents=True, exist_ok=True)
             for top in tops:
-                cm = atomic_dir(dest_dir / top) if top_is_dir[top] else atomic_path(dest_dir / top)
-                staging[top] = stack.enter_context(cm)
-            for entry in tqdm(
-                entries,
-                desc=archive.name[:40],
-                unit="file",
-                file=_progress_stream(),
-                mininterval=1.0,
-                leave=False,
-            ):
-                root = staging[entry.parts[0]]
-                target = root.joinpath(*entry.parts[1:]) if top_is_dir[entry.parts[0]] else root
-                if entry.kind == "dir":
-                    target.mkdir(parents=True, exist_ok=True)
-                elif entry.kind == "symlink":
-                    rel = posixpath.relpath("/".join(entry.link) or ".", "/".join(entry.parts[:-1]) or ".")
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.unlink(missing_ok=True)
-                    os.symlink(rel, target)
-                elif fmt == "zip":
-                    with handle.open(entry.source) as src:
-                        _copy(src, target)
-                else:
-                    src = handle.extractfile(entry.source)  # follows hard links inside the archive
-                    if src is None:
-                        raise UnsafeArchiveError(f"{archive}: cannot read entry {entry.source.name!r}")
-                    with src:
-                        _copy(src, target)
+                final = dest_dir / top
+                if final.is_dir() and not final.is_symlink():
+                    shutil.rmtree(final)
+                elif final.exists() or final.is_symlink():
+                    final.unlink()
+                os.replace(staging / top, final)
     return tops
+
+
+def _name(info: zipfile.ZipInfo | tarfile.TarInfo) -> str:
+    return info.filename if isinstance(info, zipfile.ZipInfo) else info.name

@@ -71,6 +71,23 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def scratch_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary directory next to ``path``, removed afterwards whatever happens.
+
+    For work that is moved into place piece by piece (the caller renames out of it); temporaries a killed
+    earlier attempt left are cleared first, as for :func:`atomic_dir`.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale(final, f".{final.name}.*.scratch")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".scratch", dir=final.parent))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -32,6 +32,7 @@ from repshift.probes.cv import (
     outer_splits,
 )
 from repshift.probes.saved import FoldProbes
+from repshift.progress import progress
 
 logger = logging.getLogger(__name__)
 
@@ -345,6 +346,12 @@ def evaluate_probe(
     )[0]
 
 
+def _parallel(settings: ProbeSettings, jobs: Any, *, total: int, desc: str) -> list[Any]:
+    """``jobs`` over ``settings.n_jobs`` joblib workers, results in order, with a progress bar (the rule's log)."""
+    run = Parallel(n_jobs=settings.n_jobs, return_as="generator")
+    return list(progress(run(jobs), desc=desc, unit="fit", total=total))
+
+
 def _evaluate(
     X_train_ND,
     y_train_N,
@@ -386,22 +393,28 @@ def _evaluate(
         train_fraction,
         "+".join(s[0] for s in p.spaces),
     )
-    results = Parallel(n_jobs=settings.n_jobs)(
-        delayed(_evaluate_split)(
-            p.X,
-            p.y,
-            p.spaces,
-            p.groups,
-            tr,
-            seed=seed,
-            repeat=r,
-            fold=k,
-            kind=kind,
-            train_fraction=train_fraction,
-            classes_K=classes,
-            settings=settings,
-        )
-        for seed, r, k, tr in tasks
+    fraction = f" at {train_fraction:g} of rows" if train_fraction < 1 else ""
+    results = _parallel(
+        settings,
+        (
+            delayed(_evaluate_split)(
+                p.X,
+                p.y,
+                p.spaces,
+                p.groups,
+                tr,
+                seed=seed,
+                repeat=r,
+                fold=k,
+                kind=kind,
+                train_fraction=train_fraction,
+                classes_K=classes,
+                settings=settings,
+            )
+            for seed, r, k, tr in tasks
+        ),
+        total=len(tasks),
+        desc=f"probe {kind}{fraction}",
     )
     rows = [row for task_rows, _, _ in results for row in task_rows]
     fits = [(seed, r, k, *fit) for (seed, r, k, _), (_, _, fit) in zip(tasks, results, strict=True) if fit]
@@ -546,8 +559,11 @@ def permutation_null(
         len(tasks),
         settings.permutation_c,
     )
-    results = Parallel(n_jobs=settings.n_jobs)(
-        delayed(_null_split)(p, r, k, tr, by_run[(r, k)], settings) for r, k, tr in tasks
+    results = _parallel(
+        settings,
+        (delayed(_null_split)(p, r, k, tr, by_run[(r, k)], settings) for r, k, tr in tasks),
+        total=len(tasks),
+        desc=f"probe null ({settings.permutations} permutations per fit)",
     )
     return _rows_frame([row for rows in results for row in rows])
 

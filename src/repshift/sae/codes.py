@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
+
+from repshift.progress import progress
 
 if TYPE_CHECKING:
     from sae_lens import SAE
@@ -167,7 +168,7 @@ def encode(sae: SAE, acts_ND: np.ndarray | torch.Tensor, *, batch_size: int = 40
     parts: list[SparseCodes] = []
     with torch.inference_mode():
         starts = range(0, n, batch_size)
-        for start in tqdm(starts, desc="sae.encode", unit="batch", mininterval=5, disable=len(starts) < 2):
+        for start in progress(starts, desc="sae.encode", unit="batch", min_steps=2):
             x_BD = _rows(acts_ND, start, start + batch_size)
             z_BF = sae.encode(x_BD.to(device=sae.device, dtype=sae.dtype))
             rows, cols = torch.nonzero(z_BF, as_tuple=True)

@@ -288,13 +288,12 @@ def encode_layers(
     acts_dir, out_dir, sae_dirs: dict[int, str], layers, *, device: str, labels: dict, provenance_params
 ) -> None:
     """encode_sae: every layer's codes and transfer table, then the summary, written into ``out_dir`` atomically."""
-    from tqdm import tqdm
-
     from repshift.formats.atomic import atomic_dir
+    from repshift.progress import progress
 
     tables = []
     with atomic_dir(out_dir) as tmp:
-        for layer in tqdm([int(x) for x in layers], desc="encode_sae", unit="layer", mininterval=5):
+        for layer in progress([int(x) for x in layers], desc="encode_sae", unit="layer"):
             acts_path = layout.layer_file(acts_dir, layer)
             tables.append(
                 encode_layer(

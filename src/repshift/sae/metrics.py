@@ -39,11 +39,10 @@ class TransferAccumulator:
     order of float summation): the fused extraction path adds one extraction batch at a time."""
 
     def __init__(self, d_sae: int, *, dense_threshold: float = DENSE_THRESHOLD) -> None:
-        from sae_lens.evals import ExplainedVarianceCalculator
-
         self.d_sae = int(d_sae)
         self.dense_threshold = dense_threshold
-        self.ev = ExplainedVarianceCalculator()
+        self.sum_x_D: np.ndarray | None = None  # float64 sums for the explained variance
+        self.sq_norm_sum = 0.0
         self.cos_sum = self.ratio_sum = self.mse_sum = 0.0
         self.n = 0
         self.fire_F = np.zeros(self.d_sae, dtype=np.int64)
@@ -64,12 +63,14 @@ class TransferAccumulator:
             x = _rows(x_BD, 0, n).to(device=sae.device, dtype=torch.float32)
             z = torch.from_numpy(codes.to_dense()).to(device=sae.device, dtype=sae.dtype)
             x_hat = sae.decode(z).float()
-            self.ev.add_batch(sae_output=x_hat.double(), hidden_acts=x.double())  # float64 sums
             x64, xh64 = x.double().cpu().numpy(), x_hat.double().cpu().numpy()
         nx, nxh = np.linalg.norm(x64, axis=1), np.linalg.norm(xh64, axis=1)
         self.cos_sum += float(_safe_cosine((x64 * xh64).sum(1), nx, nxh).sum())
         self.ratio_sum += float((nxh / np.where(nx < 1e-4, 1.0, nx)).sum())
         self.mse_sum += float(((x64 - xh64) ** 2).sum())
+        self.sq_norm_sum += float((nx**2).sum())
+        sum_D = x64.sum(0)
+        self.sum_x_D = sum_D if self.sum_x_D is None else self.sum_x_D + sum_D
         self.n += n
         self.fire_F += codes.fire_count_F()
         l0_N = codes.l0_N
@@ -77,13 +78,15 @@ class TransferAccumulator:
         self.n_zero += int((l0_N == 0).sum())
 
     def _explained_variance(self) -> float:
-        """sae-lens' ExplainedVarianceCalculator.compute, with a *relative* test for constant inputs: where the
-        total variance is below 1e-9 of the mean squared norm (e.g. BOS, the same vector in every example) it is
-        rounding noise, and explained variance is 1 if the reconstruction is exact, else 0 (sae-lens' rule)."""
-        ev = self.ev
-        mean_sq = ev.sum_squared_norm / ev.num_samples
-        total_var = mean_sq - float((ev.sum_x / ev.num_samples).pow(2).sum())
-        mse = ev.sum_squared_residual / ev.num_samples
+        """1 - E||x - x̂||² / (E||x||² - ||E x||²), from float64 sums, as sae-lens' ExplainedVarianceCalculator.
+
+        Own code rather than that class because its public ``compute`` tests for constant inputs with an
+        absolute threshold: here the test is *relative*; where the total variance is below 1e-9 of the mean
+        squared norm (e.g. BOS, the same vector in every example) it is rounding noise, and explained variance
+        is 1 if the reconstruction is exact, else 0 (sae-lens' rule)."""
+        mean_sq = self.sq_norm_sum / self.n
+        total_var = mean_sq - float(((self.sum_x_D / self.n) ** 2).sum())
+        mse = self.mse_sum / self.n
         if total_var <= max(1e-10, 1e-9 * mean_sq):
             return 1.0 if mse <= max(1e-10, 1e-9 * mean_sq) else 0.0
         return 1.0 - mse / total_var
@@ -118,7 +121,7 @@ def transfer_metrics(
 ) -> dict[str, float]:
     """How well ``sae`` reconstructs ``acts_ND`` (an SAE transferred to another model, Kissane et al.).
 
-    - ``fvu`` / ``explained_variance``: global, as ``sae_lens.evals.ExplainedVarianceCalculator``:
+    - ``fvu`` / ``explained_variance``: global, as ``sae_lens.evals.ExplainedVarianceCalculator`` computes it:
       FVU = sum_i ||x_i - x̂_i||² / sum_i ||x_i - mean(x)||²; explained_variance = 1 - FVU.
     - ``mse``: mean over tokens of ||x - x̂||² (sum over dims, as sae-lens).
     - ``l0``: mean active latents per token; ``cosine``: mean cos(x, x̂) (both zero -> 1, one zero -> 0);

@@ -250,16 +250,18 @@ def test_escaping_zip_entries_are_refused(tmp_path, bad):
     assert _listing(tmp_path) == ["bad.zip"]  # nothing inside the target, nothing outside
 
 
-def test_zip_symlink_pointing_outside_is_refused(tmp_path):
+@pytest.mark.parametrize("target", ["../../outside", "a.txt"])
+def test_zip_symlinks_are_refused(tmp_path, target):
+    # zipfile would write a symlink entry as a plain file holding its target: refused, inside or not
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("pkg/a.txt", b"a")
         info = zipfile.ZipInfo("pkg/link")
         info.external_attr = (stat.S_IFLNK | 0o777) << 16
-        zf.writestr(info, "../../outside")
+        zf.writestr(info, target)
     archive = tmp_path / "link.zip"
     archive.write_bytes(buf.getvalue())
-    with pytest.raises(UnsafeArchiveError, match=r"'pkg/link'.*points outside"):
+    with pytest.raises(UnsafeArchiveError, match=r"'pkg/link'.*symlink"):
         extract_archive(archive, tmp_path / "out")
     assert _listing(tmp_path) == ["link.zip"]
 
@@ -301,7 +303,7 @@ def test_tar_gz_extraction_like_cifar(tmp_path):
         ({"/abs.txt": b"x"}, None, "/abs.txt"),
         ({"d/a": b"a"}, {"d/up": "../../etc/passwd"}, "d/up"),
         ({"d/a": b"a"}, {"d/abs": "/etc/passwd"}, "d/abs"),
-        ({"d/a": b"a"}, {"d/l": ".", "d/l2": "l/.."}, "d/l2"),  # a link through a link
+        ({"d/a": b"a"}, {"d/l": "..", "d/l2": "l/../x"}, "d/l2"),  # inside on paper, outside through d/l
     ],
 )
 def test_escaping_tar_entries_are_refused(tmp_path, files, links, bad):
@@ -310,6 +312,20 @@ def test_escaping_tar_entries_are_refused(tmp_path, files, links, bad):
         extract_archive(archive, tmp_path / "out")
     assert repr(bad) in str(err.value)
     assert _listing(tmp_path) == ["bad.tar.gz"]
+
+
+def test_tar_special_files_are_refused(tmp_path):
+    archive = tmp_path / "fifo.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        info = tarfile.TarInfo("d/a")
+        info.size = 1
+        tf.addfile(info, io.BytesIO(b"a"))
+        fifo = tarfile.TarInfo("d/pipe")
+        fifo.type = tarfile.FIFOTYPE
+        tf.addfile(fifo)
+    with pytest.raises(UnsafeArchiveError, match=r"'d/pipe' is a special file"):
+        extract_archive(archive, tmp_path / "out")
+    assert _listing(tmp_path) == ["fifo.tar.gz"]
 
 
 def test_corrupt_member_leaves_no_partial_folder(tmp_path):

@@ -1,8 +1,10 @@
 """Atomic outputs: nothing at the final path unless complete; leftovers of killed attempts are cleared."""
 
+import os
+
 import pytest
 
-from repshift.formats.atomic import atomic_dir, atomic_path
+from repshift.formats.atomic import atomic_dir, atomic_path, scratch_dir
 
 
 def test_atomic_path_leaves_nothing_on_error(tmp_path):
@@ -31,3 +33,14 @@ def test_leftovers_of_a_killed_attempt_are_cleared(tmp_path):
         tmp.write_text("ok")
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [".other.zz.tmpdir", "acts", "x.h5"]
+
+
+def test_scratch_dir_is_removed_whatever_happens(tmp_path):
+    (tmp_path / ".out.abc.scratch").mkdir()  # left by a killed attempt
+    with scratch_dir(tmp_path / "out") as tmp:
+        (tmp / "a").write_text("a")
+        os.replace(tmp / "a", tmp_path / "a")
+    with pytest.raises(RuntimeError), scratch_dir(tmp_path / "out") as tmp:
+        (tmp / "b").write_text("b")
+        raise RuntimeError
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]

@@ -95,6 +95,16 @@ def test_separable_binary_is_near_perfect_with_tidy_rows():
     assert (rows.n_train + rows.n_test == len(y)).all()
 
 
+def test_probe_fitting_shows_progress_on_stderr(capsys):
+    # run_step points sys.stderr at the rule's log: the bar counts every (seed, fold) fit there
+    X, y, groups, folds = make_binary(n=60)
+    settings = dataclasses.replace(FAST, seeds=(0,), c_grid=(1.0,), permutations=2)
+    run_probe_suite(X, y, folds, settings=settings, groups_N=groups)
+    err = capsys.readouterr().err
+    assert "probe logreg: 100%" in err and "5/5 [" in err
+    assert "probe null (2 permutations per fit): 100%" in err
+
+
 def test_shuffled_labels_give_chance():
     means = []
     for seed in range(4):

@@ -200,6 +200,31 @@ def test_transfer_metrics_global_fvu_and_zero_codes(hand_sae):
     assert m["norm_ratio"] == pytest.approx((nxh / np.where(nx < 1e-4, 1, nx)).mean(), rel=1e-5)
 
 
+def test_explained_variance_pinned_by_hand():
+    # x: mean (1, 1), sum of squared deviations 4 * 2 = 8; every token reconstructed exactly but the last,
+    # (2, 2) -> (2, 1), a squared residual of 1: FVU = 1/8, explained variance 7/8, mse 1/4
+    x = np.array([[0, 0], [2, 0], [0, 2], [2, 2]], np.float32)
+    codes = SparseCodes.from_dense(
+        np.array([[0, 0, 0, 0], [2, 0, 0, 0], [0, 2, 0, 0], [2, 1, 0, 0]], np.float32)
+    )
+    m = sae_metrics.transfer_metrics(identity_sae(2), x, codes)
+    assert m["fvu"] == pytest.approx(0.125) and m["explained_variance"] == pytest.approx(0.875)
+    assert m["mse"] == pytest.approx(0.25)
+    acc = sae_metrics.TransferAccumulator(4)  # streamed in two batches: the same numbers
+    acc.add(identity_sae(2), x[:1], codes.slice_tokens(0, 1))
+    acc.add(identity_sae(2), x[1:], codes.slice_tokens(1, 4))
+    assert acc.result()["fvu"] == pytest.approx(0.125)
+
+
+def test_explained_variance_of_a_constant_token_is_one_only_when_exact():
+    # the same large vector in every example (a BOS row): its variance is rounding noise, relative to its norm
+    x = np.full((5, 2), 1000.0, np.float32)
+    exact = SparseCodes.from_dense(np.tile(np.array([[1000, 1000, 0, 0]], np.float32), (5, 1)))
+    off = SparseCodes.from_dense(np.tile(np.array([[1000, 999, 0, 0]], np.float32), (5, 1)))
+    assert sae_metrics.transfer_metrics(identity_sae(2), x, exact)["explained_variance"] == 1.0
+    assert sae_metrics.transfer_metrics(identity_sae(2), x, off)["explained_variance"] == 0.0
+
+
 # ------------------------------------------------------------------------------------------------ shift
 
 
