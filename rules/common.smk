@@ -178,7 +178,7 @@ def steering_params(wc):
 
 
 def vlm_sae_training():
-    return canon(config["sae_training"])
+    return canon(config.get("sae_training") or {})
 
 
 def trained_base_sae_dir(wc):
@@ -193,11 +193,14 @@ def trained_base_sae_input(wc):
 
 
 def training_manifest():
-    return manifest(config["sae_training"]["dataset"])
+    """The SAE-training dataset's manifest ([] when the config trains no SAE: the rules stay defined)."""
+    st = config.get("sae_training") or {}
+    return manifest(st["dataset"]) if st.get("models") else []
 
 
 def training_images():
-    return dataset_images(config["sae_training"]["dataset"])
+    st = config.get("sae_training") or {}
+    return dataset_images(st["dataset"]) if st.get("models") else []
 
 
 def palette():

@@ -53,9 +53,7 @@ rule build_cifar100_dataset:
 rule build_imagenet_dataset:
     """Build a balanced ImageNet-1k manifest (seeded per-class draw, unreadable files skipped) from a local copy."""
     input:
-        mapping=lambda wc: ancient(
-            f"{config['imagenet']['root']}/LOC_synset_mapping.txt"
-        ),
+        mapping=lambda wc: ancient(T.imagenet_mapping(config)),
     output:
         manifest=f"{DATA}/datasets/{{dataset}}.tsv",
         meta=f"{DATA}/datasets/{{dataset}}.json",

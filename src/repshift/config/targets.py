@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from repshift.config.sae_training import vlm_sae_figures
-from repshift.config.specs import model_spec
+from repshift.config.specs import ConfigError, model_spec
 from repshift.formats import layout
 
 
@@ -493,3 +494,17 @@ def default_targets(cfg: Mapping[str, Any]) -> list[str]:
         + sae_feature_targets(cfg)
         + attribute_contact_sheets(cfg)
     )
+
+
+def imagenet_mapping(cfg: Mapping[str, Any]) -> str:
+    """``<imagenet.root>/LOC_synset_mapping.txt``, the input of every ImageNet dataset job; a ConfigError naming
+    the key and the expected layout when the local copy is not there (ImageNet is never downloaded)."""
+    from repshift.data.imagenet import EXPECTED_LAYOUT, SYNSET_MAPPING
+
+    root = Path(str((cfg.get("imagenet") or {}).get("root") or ""))
+    path = root / SYNSET_MAPPING
+    if not path.is_file():
+        raise ConfigError(
+            f"imagenet.root: no {path}; an ImageNet dataset needs a local copy laid out as {EXPECTED_LAYOUT}"
+        )
+    return str(path)
