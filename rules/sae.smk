@@ -21,6 +21,28 @@ rule fetch_sae:
         "../workflow_scripts/fetch_sae.py"
 
 
+rule collect_sae:
+    """One marker per (pretrained SAE, model) over its fetched layer folders: later jobs (and the dry run) list one
+    input instead of every layer's folder."""
+    input:
+        lambda wc: list(sae_dirs(wc.sae, wc.model).values()),
+    output:
+        marker=layout.sae_fetched(DATA, "{sae}", "{model}"),
+    log:
+        f"{LOGS}/collect_sae/{{sae}}/{{model}}.log",
+    wildcard_constraints:
+        sae=_names("saes", source="pretrained"),
+        model=_names("models"),
+    localrule: True
+    params:
+        sae_dirs=lambda wc: sae_dirs(wc.sae, wc.model),
+        code=step_hash("collect_sae"),
+    message:
+        "Checking that SAE {wildcards.sae} is fetched at every layer of {wildcards.model}"
+    script:
+        "../workflow_scripts/collect_sae.py"
+
+
 rule train_demo_sae:
     """Fit the demo's tiny JumpReLU SAEs (one per layer) on the demo LLM's own activations with sae-lens."""
     input:

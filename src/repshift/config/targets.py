@@ -278,9 +278,13 @@ def sae_dirs(cfg: Mapping[str, Any], sae: str, model: str) -> dict[int, str]:
 
 
 def sae_inputs(cfg: Mapping[str, Any], sae: str, model: str) -> str | list[str]:
-    """What encoding needs: the demo family's folder (one job fits all layers) or each layer's folder."""
-    if cfg["saes"][sae]["source"] == "demo":
+    """What encoding needs: the demo family's folder (one job fits all layers), the pretrained SAE's marker
+    (one input for all of its fetched layers, so that the dry run lists one file) or each local layer folder."""
+    source = cfg["saes"][sae]["source"]
+    if source == "demo":
         return layout.sae_family_dir(_data(cfg), sae)
+    if source == "pretrained":
+        return layout.sae_fetched(_data(cfg), sae, model)
     return list(sae_dirs(cfg, sae, model).values())
 
 

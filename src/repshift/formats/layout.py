@@ -93,6 +93,11 @@ def sae_family_dir(data: str, sae: str) -> str:
     return f"{data}/saes/{sae}"
 
 
+def sae_fetched(data: str, sae: str, model: str) -> str:
+    """Marker of one (pretrained SAE, model): every layer folder the model's jobs read is fetched."""
+    return f"{sae_family_dir(data, sae)}/fetched-{model}.json"
+
+
 def sae_layer_dir(data: str, sae: str, layer: int | str) -> str:
     """One layer's SAE folder (SAE.save_model layout)."""
     return f"{sae_family_dir(data, sae)}/{layer_name(layer)}"

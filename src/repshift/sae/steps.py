@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,24 @@ def fetch_sae(*, input, output, params, **_):
     from repshift.sae import load as sae_load
 
     sae_load.fetch_pretrained_sae(params["release"], params["sae_id"], output["sae"])
+
+
+@step
+def collect_sae(*, input, output, params, wildcards=None, **_):
+    """The marker of one (pretrained SAE, model): its layer folders, each with its sae-lens release and id."""
+    from repshift.formats.atomic import write_json
+    from repshift.formats.provenance import provenance
+
+    layers = {str(k): str(v) for k, v in params["sae_dirs"].items()}
+    missing = [d for d in layers.values() if not Path(d).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"SAE folder(s) not fetched: {missing}")
+    record = {
+        "sae": (wildcards or {}).get("sae", ""),
+        "model": (wildcards or {}).get("model", ""),
+        "layers": layers,
+    }
+    write_json(output["marker"], {**record, "provenance": provenance(params)})
 
 
 @step

@@ -199,7 +199,10 @@ def test_real_fused_sae_reads_codes_from_activation_folders(real):
         == "results/activations/paligemma2-3b/cifar100"
     )
     saes = T.fused_inputs(real, "paligemma2-3b", "cifar100")
-    assert len(saes) == 26 and saes[12] == "data/saes/gemma-scope/layer-12"
+    # one marker per (SAE, model) over its 26 fetched layer folders, which the marker's job reads
+    assert saes == "data/saes/gemma-scope/fetched-paligemma2-3b.json"
+    layers = T.sae_dirs(real, "gemma-scope", "paligemma2-3b")
+    assert len(layers) == 26 and layers[12] == "data/saes/gemma-scope/layer-12"
     params = T.fused_params(real, "gemma2-2b", "coco-categories")
     assert params["sae"] == "gemma-scope" and params["sae_dirs"][25] == "data/saes/gemma-scope/layer-25"
     assert T.fused_inputs(real, "paligemma2-3b-vision", "coco-categories") == []
