@@ -193,13 +193,15 @@ def fit_logistic_batched(
     memory: int = 10,
     device: str | torch.device | None = None,
     threads: int | None = None,
+    reduce: bool | None = None,
 ) -> BatchedLogistic:
     """Fit B L2 logistic regressions on the rows of ``X_ND`` (n, d) at once.
 
     ``y``: labels (n,) shared by all problems or (n, B), one column per problem (e.g. permutations); ``C``: a
     number or (B,); ``weights``: None, (n,) or (n, B) non-negative row weights (0/1 selects rows). B is the
     largest of these. Every problem uses the classes found anywhere in ``y`` (two: binary model). ``device``:
-    a torch device (default CPU); ``threads``: torch CPU threads inside the call (None: unchanged). Problems
+    a torch device (default CPU); ``threads``: torch CPU threads inside the call (None: unchanged); ``reduce``:
+    solve in the row space of X (n x n instead of n x d per GEMM; default: when n < 0.75 d). Problems
     that stop without meeting ``tol`` (``max_iter`` reached, or a line search that cannot decrease the objective
     in float32) are logged as a warning and marked in ``converged_B``.
     """
@@ -207,10 +209,18 @@ def fit_logistic_batched(
     with torch_threads(threads), torch.no_grad():
         X, Y, cw, scale_B, classes = _inputs(X_ND, y, C, weights, device, dtype)
         binary = classes.size == 2
-        T, n_iter = _lbfgs(X, Y, cw, scale_B, binary, tol, max_iter, memory)
+        n, d = X.shape
+        if reduce if reduce is not None else n < 0.75 * d:
+            # The L2 optimum lies in the row space of X: with X^T = Q R (Q: d x min(n, d), orthonormal) and W = Q V,
+            # X W = R^T V and ||W|| = ||V||, so the same problems are solved on R^T (n x n) and mapped back.
+            Q, Rm = torch.linalg.qr(X.double().T)
+            T_r, n_iter = _lbfgs(Rm.T.to(dtype).contiguous(), Y, cw, scale_B, binary, tol, max_iter, memory)
+            r, b, k = Q.shape[1], *T_r.shape[1:]
+            T = torch.cat([(Q @ T_r[:r].double().reshape(r, b * k)).to(dtype).view(d, b, k), T_r[r:]])
+        else:
+            T, n_iter = _lbfgs(X, Y, cw, scale_B, binary, tol, max_iter, memory)
         f, G = _loss_grad(X, T, Y, cw, binary)
         grad_B = (G.abs().amax((0, 2)).double().cpu().numpy()) / scale_B
-    d = X.shape[1]
     coef = T[:d].permute(1, 2, 0).cpu().numpy()
     converged = grad_B <= tol
     if not converged.all():
