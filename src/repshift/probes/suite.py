@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,9 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.pipeline import Pipeline
-from threadpoolctl import threadpool_limits
 
 from repshift.probes.cv import (
     KINDS,
@@ -23,7 +20,6 @@ from repshift.probes.cv import (
     _as_features,
     _as_vector,
     _check_folds,
-    _make_classifier,
     _metrics,
     _positive_score,
     _rows_frame,
@@ -503,15 +499,16 @@ def _null_split(
             X_test = X_test - X_eval[centre_by_run[(r, k)]].mean(axis=0) + source_mean_D
         tests.append((space, scaler.transform(X_test) if fixed else X_test, y_eval[test_idx]))
     rng = np.random.default_rng([seed, r, k, _STREAM_NULL])
+    perms = [rng.permutation(p.y[train_idx]) for _ in range(settings.permutations)]
     rows = []
     groups = None if p.groups is None else p.groups[train_idx]
-    for i in range(settings.permutations):
-        y_perm = rng.permutation(p.y[train_idx])
+    if fixed:  # all permutations in one batched fit (scikit-learn's objective and stopping rule)
+        from repshift.probes.batched import fit_logistic_batched
+
+        batch = fit_logistic_batched(X_tr, np.stack(perms, axis=1), C, max_iter=settings.max_iter, threads=1)
+    for i, y_perm in enumerate(perms):
         if fixed:
-            with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                model = _make_classifier("logreg", C, seed, settings).fit(X_tr, y_perm)
-            C_i = C
+            model, C_i = batch.model(i), C
         else:
             model, info = fit_probe_pipeline(X_tr, y_perm, settings=settings, seed=seed, groups_N=groups)
             C_i = info["C"]
@@ -545,8 +542,10 @@ def permutation_null(
     Labels are permuted within the fold-run's training rows only (test rows keep their true labels). With
     ``settings.permutation_c == "fixed"`` (default) each null fit reuses the fold-run's scaler (it never sees
     labels, so permuting them cannot change it) and the C that inner CV chose for the real labels (first seed):
-    one fit per permutation instead of a full inner CV. This makes the null slightly optimistic for the real
-    probe (the null does not get its own best C, which on permuted labels is usually the strongest
+    one fit per permutation instead of a full inner CV, and all permutations of a fold-run are fit at once by
+    :func:`repshift.probes.batched.fit_logistic_batched` (scikit-learn's objective and stopping rule; agrees
+    with its ``LogisticRegression`` within the tolerance tested there). This makes the null slightly optimistic
+    for the real probe (the null does not get its own best C, which on permuted labels is usually the strongest
     regularisation and lands at chance anyway); ``inner`` repeats the inner CV per permutation (exact, slower).
     :func:`repshift.probes.summary.summarize` turns the rows into a band and a permutation p-value.
     """

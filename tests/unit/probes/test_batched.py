@@ -1,0 +1,113 @@
+"""The batched logistic solver agrees with scikit-learn's LogisticRegression and stops at a true optimum."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from repshift.probes.batched import fit_logistic_batched
+
+#: Stated tolerance: at tol=1e-6 the batched float32 fit is within these of scikit-learn's float64 fit run to
+#: tol=1e-10 (its optimum), on standardised-scale features.
+PROBA_ATOL, COEF_ATOL, INTERCEPT_ATOL = 1e-3, 2e-3, 1e-2  # decision values: 3e-2 (C = 10, d > n)
+
+
+def _problem(k: int, n: int = 240, d: int = 20, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % k
+    rng.shuffle(y)
+    X = rng.standard_normal((n, d)) + 0.8 * np.eye(k, d)[y] + 0.3 * rng.standard_normal((1, d))
+    return X.astype(np.float32), y
+
+
+def _reference(X, y, C, rows=None):
+    rows = np.ones(y.size, bool) if rows is None else rows
+    return LogisticRegression(C=C, tol=1e-10, max_iter=20000).fit(X[rows].astype(np.float64), y[rows])
+
+
+@pytest.mark.parametrize(
+    ("k", "d", "reduce"), [(2, 20, False), (3, 20, False), (3, 400, None), (2, 400, True)]
+)
+def test_agrees_with_sklearn_over_c_permutations_and_row_weights(k, d, reduce):
+    # d = 400 > n = 240: solved in the row space of X (reduce), mapped back to d coefficients
+    X, y = _problem(k, d=d)
+    rng = np.random.default_rng(1)
+    C = np.array([0.003, 0.1, 1.0, 10.0, 0.1, 1.0])
+    subset = rng.random(y.size) < 0.7
+    labels = np.stack([y, y, y, y, rng.permutation(y), y], axis=1)
+    weights = np.ones((y.size, C.size))
+    weights[~subset, 5] = 0  # problem 5: the subset's rows only, through 0/1 weights on the shared X
+    fit = fit_logistic_batched(X, labels, C, weights=weights, tol=1e-6, reduce=reduce)
+    assert fit.converged_B.all() and (fit.grad_B <= 1e-6).all()
+    proba = fit.predict_proba(X)
+    for b in range(C.size):
+        ref = _reference(X, labels[:, b], C[b], weights[:, b] > 0)
+        np.testing.assert_allclose(proba[:, b], ref.predict_proba(X), atol=PROBA_ATOL, rtol=0)
+        np.testing.assert_allclose(fit.coef_BKD[b], ref.coef_, atol=COEF_ATOL, rtol=0)
+        # intercepts of the softmax are defined up to a shared constant
+        centre = (lambda v: v - v.mean()) if k > 2 else (lambda v: v)
+        np.testing.assert_allclose(
+            centre(fit.intercept_BK[b]), centre(ref.intercept_), atol=INTERCEPT_ATOL, rtol=0
+        )
+        model = fit.model(b)
+        np.testing.assert_array_equal(model.predict(X), ref.predict(X))
+        np.testing.assert_allclose(model.decision_function(X), ref.decision_function(X), atol=3e-2, rtol=0)
+
+
+def test_default_tolerance_is_sklearns_stopping_rule():
+    # at tol=1e-4 (scikit-learn's default) both stop near the optimum: predictions agree, probabilities closely
+    X, y = _problem(3, seed=2)
+    fit = fit_logistic_batched(X, y, [0.1, 1.0])
+    for b, C in enumerate([0.1, 1.0]):
+        ref = LogisticRegression(C=C).fit(X, y)
+        assert fit.grad_B[b] <= 1e-4
+        np.testing.assert_allclose(fit.predict_proba(X)[:, b], ref.predict_proba(X), atol=1e-2, rtol=0)
+        assert np.mean(fit.model(b).predict(X) == ref.predict(X)) >= 0.99
+
+
+def test_one_feature_optimum_by_hand():
+    # d = 1, binary: the optimum has zero gradient of C * sum log(1 + exp(-s_i (w x_i + c))) + w^2 / 2,
+    # written out here by hand (s_i = +-1), independent of the solver's own gradient code.
+    x = np.array([-2.0, -1.0, -0.5, 0.5, 1.0, 2.0, 0.2, -0.3])
+    y = np.array([0, 0, 0, 1, 1, 1, 0, 1])
+    C = 0.7
+    fit = fit_logistic_batched(x[:, None], y, C, tol=1e-7)
+    w, c = float(fit.coef_BKD[0, 0, 0]), float(fit.intercept_BK[0, 0])
+    p = 1 / (1 + np.exp(-(w * x + c)))
+    grad_w = C * np.sum((p - y) * x) + w
+    grad_c = C * np.sum(p - y)
+    assert abs(grad_w) < 1e-5 and abs(grad_c) < 1e-5
+    assert w > 0  # larger x, class 1
+
+    # and a perturbed solution is worse: the objective is at a minimum, not a saddle or a stall
+    def objective(w_, c_):
+        return C * np.sum(np.logaddexp(0, -(2 * y - 1) * (w_ * x + c_))) + 0.5 * w_**2
+
+    assert objective(w, c) < min(objective(w + 1e-2, c), objective(w - 1e-2, c), objective(w, c + 1e-2))
+
+
+def test_row_weights_equal_fitting_on_the_subset():
+    X, y = _problem(3, seed=3)
+    rows = np.arange(y.size) % 4 != 0
+    weighted = fit_logistic_batched(X, y, 1.0, weights=rows.astype(float), tol=1e-6)
+    subset = fit_logistic_batched(X[rows], y[rows], 1.0, tol=1e-6)
+    np.testing.assert_allclose(weighted.coef_BKD, subset.coef_BKD, atol=1e-4, rtol=0)
+
+
+def test_max_iter_reports_problems_not_converged(caplog):
+    X, y = _problem(3)
+    with caplog.at_level("WARNING"):
+        fit = fit_logistic_batched(X, y, [0.01, 100.0], max_iter=2, tol=1e-8)
+    assert not fit.converged_B.all() and (fit.n_iter_B <= 2).all()
+    assert "stopped above tol" in caplog.text
+
+
+def test_bad_inputs_are_named():
+    X, y = _problem(2)
+    with pytest.raises(ValueError, match="single class"):
+        fit_logistic_batched(X, np.zeros(y.size, int), 1.0)
+    with pytest.raises(ValueError, match="C must be positive"):
+        fit_logistic_batched(X, y, [1.0, 0.0])
+    with pytest.raises(ValueError, match="shape"):
+        fit_logistic_batched(X, y[:-1], 1.0)
