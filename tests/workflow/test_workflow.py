@@ -101,6 +101,7 @@ def test_dry_run_real_config_offline(tmp_path):
         # gemma2-2b and paligemma2-3b on coco-categories and the two prompt sets, all 26 layers each
         "extract_activations": 6,
         "fetch_sae": 26,  # one Gemma Scope SAE per block, encoded inside extraction (extraction.fused_sae)
+        "collect_sae": 2,  # one marker per (SAE, model) over its 26 folders: the jobs list one input
         "spliced_loss": 6,  # both models on the three compared datasets
         "compare_sae": 3,  # one comparison per input set
         "train_probe": 26,

@@ -29,7 +29,7 @@ def fetch_sae(*, input, output, params, **_):
 
 @step
 def collect_sae(*, input, output, params, wildcards=None, **_):
-    """The marker of one (pretrained SAE, model): its layer folders, each with its sae-lens release and id."""
+    """The marker of one (pretrained SAE, model): its layer folders (each must exist), with provenance."""
     from repshift.formats.atomic import write_json
     from repshift.formats.provenance import provenance
 

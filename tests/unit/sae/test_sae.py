@@ -414,3 +414,25 @@ def test_train_demo_sae_is_deterministic(demo_sae_dir, demo_acts, tmp_path):
         demo_sae.train_demo_sae(demo_acts, tmp_path / "other", layer=3, d_sae=D_SAE, seed=1, steps=20)
     )
     assert not torch.equal(other.W_enc, first.W_enc)
+
+
+def test_collect_sae_marker_lists_the_layer_folders_and_refuses_a_missing_one(tmp_path):
+    from repshift.sae.steps import collect_sae
+
+    dirs = {3: tmp_path / "layer-3", 7: tmp_path / "layer-7"}
+    dirs[3].mkdir()
+    params = {"sae_dirs": {k: str(v) for k, v in dirs.items()}, "code": "x"}
+    marker = tmp_path / "fetched-m.json"
+    with pytest.raises(FileNotFoundError, match="layer-7"):
+        collect_sae(
+            input={}, output={"marker": str(marker)}, params=params, wildcards={"sae": "s", "model": "m"}
+        )
+    assert not marker.exists()
+    dirs[7].mkdir()
+    collect_sae(input={}, output={"marker": str(marker)}, params=params, wildcards={"sae": "s", "model": "m"})
+    record = json.loads(marker.read_text())
+    assert record["layers"] == {"3": str(dirs[3]), "7": str(dirs[7])} and (
+        record["sae"],
+        record["model"],
+    ) == ("s", "m")
+    assert "provenance" in record
