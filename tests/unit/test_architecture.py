@@ -139,7 +139,6 @@ MAX_STEP_LINES = 30
 LONG_STEPS = {
     "repshift.probes.steps.train_probe": "being reworked (probes/ is edited in another branch)",
     "repshift.probes.steps.score_cross_layer": "being reworked (probes/ is edited in another branch)",
-    "repshift.data.steps.download_coco": "not yet moved to data.download (thin-steps branch ran out of time)",
 }
 
 

@@ -383,3 +383,30 @@ def _extract(archive: Path, dest_dir: Path, members_prefix: str | None) -> list[
 
 def _name(info: zipfile.ZipInfo | tarfile.TarInfo) -> str:
     return info.filename if isinstance(info, zipfile.ZipInfo) else info.name
+
+
+def fetch_and_unpack(archives, wanted, root: Path, *, section: str, hint: str) -> None:
+    """Fetch and verify every archive of ``wanted`` (``{config key: (member prefix, files it provides)}``) into
+    ``root/archives`` before extracting any (a failed download leaves nothing extracted), then unpack under
+    ``root`` each archive whose files are not all there yet. ``archives`` is the config's ``section``;
+    ``hint`` (with ``{key}``) is added to a download error."""
+    zips = {}
+    for key in wanted:
+        if key not in archives:
+            raise KeyError(f"{section} has no entry {key!r} (url and checksums); add it to the config")
+        try:
+            zips[key] = fetch_archive(archives[key], root / "archives", where=f"{section}.{key}")
+        except DownloadError as err:
+            raise DownloadError(f"{err}\n{hint.format(key=key)}") from err
+    for key, (members, provides) in wanted.items():
+        if not all(_unpacked(Path(p)) for p in provides):
+            extract_archive(zips[key], root, members_prefix=members)
+    for key, (_, provides) in wanted.items():
+        for p in provides:
+            if not Path(p).exists():
+                raise FileNotFoundError(f"{p} missing after extracting {section}.{key}")
+
+
+def _unpacked(path: Path) -> bool:
+    """An extracted file, or a non-empty extracted folder."""
+    return path.is_file() or (path.is_dir() and any(path.iterdir()))

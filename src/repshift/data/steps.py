@@ -18,41 +18,21 @@ def download_coco(*, input, output, params, **_):
     the split (url, size, md5, sha256). Every archive is downloaded and verified before anything is
     extracted, so a failed or mismatching download leaves no extracted folder behind.
     """
-    from repshift.data.download import DownloadError, extract_archive, fetch_archive
+    from repshift.data.download import fetch_and_unpack
 
-    root = Path(params["root"])
     split = params["split"]
-    archives = params["archives"]
-    wanted = (("annotations_trainval2017", "annotations"), (split, split))
-    zips = {}
-    for key, _members in wanted:
-        if key not in archives:
-            raise KeyError(f"coco.archives has no entry {key!r} (url and checksums); add it to the config")
-        try:
-            zips[key] = fetch_archive(archives[key], root / "archives", where=f"coco.archives.{key}")
-        except DownloadError as err:
-            raise DownloadError(
-                f"{err}\nCOCO 2017 archive {key!r} could not be fetched and verified: check coco.archives.{key} "
-                "in the config. Without network access, point coco.source: path / coco.root at an existing "
-                "copy, or run the offline demo preset (`make demo`)."
-            ) from err
     # Snakemake creates the parent folders of the outputs (coco/annotations/) before the job starts: whether an
     # archive still needs unpacking is decided by the files it provides, never by its folder.
-    provides = {
-        "annotations_trainval2017": (output["instances"], output["captions"]),
-        split: (output["images"],),
+    wanted = {
+        "annotations_trainval2017": ("annotations/", (output["instances"], output["captions"])),
+        split: (f"{split}/", (output["images"],)),
     }
-    for key, members in wanted:
-        if not all(_unpacked(Path(p)) for p in provides[key]):
-            extract_archive(zips[key], root, members_prefix=f"{members}/")
-    for key in ("instances", "captions", "images"):
-        if not Path(output[key]).exists():
-            raise FileNotFoundError(f"{output[key]} missing after extracting the COCO archives")
-
-
-def _unpacked(path: Path) -> bool:
-    """An extracted file, or a non-empty extracted folder."""
-    return path.is_file() or (path.is_dir() and any(path.iterdir()))
+    hint = (
+        "COCO 2017 archive {key!r} could not be fetched and verified: check coco.archives.{key} in the config. "
+        "Without network access, point coco.source: path / coco.root at an existing copy, or run the offline demo "
+        "preset (`make demo`)."
+    )
+    fetch_and_unpack(params["archives"], wanted, Path(params["root"]), section="coco.archives", hint=hint)
 
 
 @step
