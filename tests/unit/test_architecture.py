@@ -137,8 +137,6 @@ MAX_STEP_LINES = 30
 # @step functions over MAX_STEP_LINES, each with why. Steps are entry points: read inputs, call the subpackage's
 # tested library code, write outputs; move logic out rather than growing this list.
 LONG_STEPS = {
-    "repshift.probes.steps.train_probe": "being reworked (probes/ is edited in another branch)",
-    "repshift.probes.steps.score_cross_layer": "being reworked (probes/ is edited in another branch)",
 }
 
 
