@@ -616,34 +616,13 @@ def fit_probe_suite(
     return pd.concat(frames, ignore_index=True), FoldProbes.from_fits(repeat0, np.unique(p.y))
 
 
-def run_probe_suite(
-    X_train_ND: np.ndarray,
-    y_train_N: np.ndarray,
-    folds_N: np.ndarray,
-    *,
-    settings: ProbeSettings,
-    groups_N: np.ndarray | None = None,
-    X_test_ND: np.ndarray | None = None,
-    y_test_N: np.ndarray | None = None,
-    report_within: bool = False,
-    names: tuple[str, str] = ("X_train_ND", "X_test_ND"),
-    other_spaces: Sequence[EvalSpace] = (),
-) -> pd.DataFrame:
-    """Logistic probe, plus (per settings) the permutation null (:func:`permutation_null`; without permutations
-    the single shuffled-label control), the MLP, the learning curve and the majority baseline, as one tidy frame (:data:`ROW_COLUMNS`; ``probe`` and ``train_fraction`` tell them apart).
+def run_probe_suite(*args, **kwargs) -> pd.DataFrame:
+    """:func:`fit_probe_suite`'s rows (same arguments): the logistic probe, plus (per settings) the permutation
+    null (:func:`permutation_null`; without permutations the single shuffled-label control), the MLP, the
+    learning curve and the majority baseline, as one tidy frame (:data:`ROW_COLUMNS`; ``probe`` and
+    ``train_fraction`` tell them apart).
 
     Every fit is made once and scored in every space (``same``, ``X_test_ND``'s ``other`` or each of
     ``other_spaces``); the learning curve reuses the full logistic run for fraction 1.0 instead of refitting it.
     """
-    return fit_probe_suite(
-        X_train_ND,
-        y_train_N,
-        folds_N,
-        settings=settings,
-        groups_N=groups_N,
-        X_test_ND=X_test_ND,
-        y_test_N=y_test_N,
-        report_within=report_within,
-        names=names,
-        other_spaces=other_spaces,
-    )[0]
+    return fit_probe_suite(*args, **kwargs)[0]
