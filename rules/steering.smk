@@ -64,18 +64,50 @@ rule plot_steering:
     input:
         tables=steering_targets.all_steering_tables(config),
     output:
-        pdf=report(
-            layout.figure(RESULTS, "steering"),
+        pdf=layout.figure(RESULTS, "steering"),
+        png=report(
+            layout.figure(RESULTS, "steering", "png"),
             caption="../report/steering.rst",
             category="Steering",
+            labels=figure_labels("steering", "figure (PNG)"),
         ),
-        png=layout.figure(RESULTS, "steering", "png"),
-        tsv=layout.figure(RESULTS, "steering", "tsv"),
+        tsv=report(
+            layout.figure(RESULTS, "steering", "tsv"),
+            caption="../report/table.rst",
+            category="Steering",
+            labels=figure_labels("steering", "numbers (TSV)"),
+        ),
     log:
         f"{LOGS}/plot_steering/steering.log",
     params:
+        n=figure_n("steering"),
         code=step_hash("plot_steering"),
     message:
         "Plotting the steering figures"
     script:
         "../workflow_scripts/plot_steering.py"
+
+
+rule table_steering_rollouts:
+    """Every steering job's greedy rollouts as one small table for the report (HTML, TSV), unedited rows first."""
+    input:
+        rollouts=steering_targets.all_steering_tables(config, "rollouts"),
+    output:
+        html=report(
+            layout.figure(RESULTS, "steering_rollouts", "html"),
+            caption="../report/steering_rollouts.rst",
+            category="Steering",
+            labels=figure_labels("steering_rollouts", "rollouts (HTML)"),
+        ),
+        tsv=report(
+            layout.figure(RESULTS, "steering_rollouts", "tsv"),
+            caption="../report/steering_rollouts_table.rst",
+            category="Steering",
+            labels=figure_labels("steering_rollouts", "rollouts (TSV)"),
+        ),
+    log:
+        f"{LOGS}/table_steering_rollouts/steering_rollouts.log",
+    params:
+        code=step_hash("table_steering_rollouts"),
+    script:
+        "../workflow_scripts/table_steering_rollouts.py"

@@ -127,4 +127,4 @@ def test_every_demo_rule_passes_the_params_its_step_reads(demo_jobs):
         checked.add(rule.name)
     assert not problems, "\n".join(sorted(problems))
     # the demo DAG has every rule but the download/fetch ones and merge_activations (shards: 1)
-    assert len(checked) == 32, sorted(checked)
+    assert len(checked) == 33, sorted(checked)

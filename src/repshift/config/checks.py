@@ -14,6 +14,7 @@ from repshift.config.targets import (
     fused_pairs,
     fused_sae,
     model_layers,
+    probe_layers,
     sae_feature_analyses,
     sae_feature_layers,
     sae_feature_pairs,
@@ -188,6 +189,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
         _check_comparison(cfg, name)
     _check_sae_stage(cfg)
     _check_sae_features(cfg)
+    _check_steering(cfg)
     check_pretrained_saes(cfg)
     _check_curve_layers(cfg)
     for name in cfg["probes"]["tasks"]:
@@ -336,6 +338,75 @@ def _check_sae_training(cfg: Mapping[str, Any]) -> None:
                 f"sae_training.models.{m}.base_sae: {base} has no SAE at layer(s) {missing}; "
                 f"train at layers the base SAE covers (saes.{base}.layers)"
             )
+
+
+def _check_steering(cfg: Mapping[str, Any]) -> None:
+    """steering: the task, models, layers, SAE and pair classes name what exists (before the first job)."""
+    s = cfg.get("steering") or {}
+    if not (s.get("models") and s.get("pairs")):
+        return
+    tasks = cfg["probes"]["tasks"]
+    task = s.get("task")
+    if task not in tasks:
+        raise ConfigError(f"steering.task: unknown probe task {task!r}; probes.tasks: {sorted(tasks)}")
+    probed, layers = tasks[task]["models"], probe_layers(cfg, task)
+    for m in s["models"]:
+        if m not in cfg["models"]:
+            raise ConfigError(f"steering.models: unknown model {m!r}; models: {sorted(cfg['models'])}")
+        if m not in probed:
+            raise ConfigError(
+                f"steering.models: {m} has no saved probes of task {task} (probes.tasks.{task}.models: {probed})"
+            )
+        spec = model_spec(cfg, m)
+        if not spec.reads_text:
+            raise ConfigError(f"steering.models: {m} is a vision tower; steering measures need its decoder")
+        try:
+            spec.check_layers(list(s.get("layers", [])))
+        except ConfigError as err:
+            raise ConfigError(f"steering.layers: {err}") from err
+    for layer in s.get("layers", []):
+        if layer not in layers:
+            raise ConfigError(
+                f"steering.layers: layer {layer} is not a probe layer of task {task} (probed: {_span(layers)})"
+            )
+    _check_steering_data(cfg, s, task)
+
+
+def _check_steering_data(cfg: Mapping[str, Any], s: Mapping[str, Any], task: str) -> None:
+    """steering.pairs name classes of the task's dataset; heldout_fold, sae and class_features exist."""
+    from repshift.data.sources import spec_from_config
+
+    name = cfg["probes"]["tasks"][task]["dataset"]
+    spec = spec_from_config(name, cfg["datasets"][name])
+    classes = getattr(spec, "label_names", None)
+    for pair, p in s["pairs"].items():
+        for key in ("source", "target"):
+            if classes is not None and p[key] not in classes:
+                raise ConfigError(
+                    f"steering.pairs.{pair}.{key}: {p[key]!r} is not a class of dataset {name} "
+                    f"(steering.task {task}); classes: {', '.join(classes)}"
+                )
+        if p["source"] == p["target"]:
+            raise ConfigError(f"steering.pairs.{pair}: source and target are both {p['source']!r}")
+    folds = getattr(spec, "folds", None)
+    if folds is not None and not 0 <= int(s.get("heldout_fold", 0)) < folds:
+        raise ConfigError(
+            f"steering.heldout_fold: {s['heldout_fold']} but dataset {name} has {folds} folds (0-{folds - 1})"
+        )
+    sae = s.get("sae")
+    if sae is not None:
+        if sae not in cfg["saes"]:
+            raise ConfigError(f"steering.sae: unknown SAE {sae!r}; saes: {sorted(cfg['saes'])}")
+        for m in s["models"]:
+            missing = [L for L in s.get("layers", []) if L not in sae_layers(cfg, sae, m)]
+            if missing:
+                raise ConfigError(f"steering.sae: {sae} is not applied to {m} at layer {missing[0]}")
+    features = s.get("class_features")
+    if features is not None and features not in sae_feature_analyses(cfg):
+        raise ConfigError(
+            f"steering.class_features: unknown sae_features analysis {features!r}; "
+            f"sae_features: {sorted(sae_feature_analyses(cfg))}"
+        )
 
 
 def _check_curve_layers(cfg: Mapping[str, Any]) -> None:

@@ -108,5 +108,8 @@ def all_steering_tables(cfg: Mapping[str, Any], kind: str = "table") -> list[str
 
 
 def steering_targets(cfg: Mapping[str, Any]) -> list[str]:
-    """The steering figure (for ``rule all``), or nothing when no steering job is configured."""
-    return [layout.figure(cfg["paths"]["results"], "steering")] if steering_jobs(cfg) else []
+    """The steering figure and the rollouts table (for ``rule all``), or nothing when no steering job is configured."""
+    results = cfg["paths"]["results"]
+    if not steering_jobs(cfg):
+        return []
+    return [layout.figure(results, "steering"), layout.figure(results, "steering_rollouts", "html")]

@@ -67,6 +67,19 @@ def vlm_sae_n(cfg: Mapping[str, Any]) -> str:
     )
 
 
+def steering_n(cfg: Mapping[str, Any]) -> str:
+    """How many held-out inputs each steering measure averages, as configured."""
+    s = cfg.get("steering") or {}
+    task = s.get("task")
+    if not task or task not in cfg["probes"]["tasks"]:
+        return "no steering jobs"
+    dataset = cfg["probes"]["tasks"][task]["dataset"]
+    return (
+        f"Each point: at most {s.get('max_examples', 32)} held-out inputs of the source class (fold "
+        f"{s.get('heldout_fold', 0)} of {dataset_n(cfg, dataset)})"
+    )
+
+
 def figure_n(cfg: Mapping[str, Any], figure: str) -> str:
     """The sentence a figure's caption gives for its n."""
     if figure == "layer_sweep":
@@ -77,6 +90,8 @@ def figure_n(cfg: Mapping[str, Any], figure: str) -> str:
         return f"{sae_feature_n(cfg)}."
     if figure in ("vlm_sae", "dictionary_match", "modality_sharing", "sparse_probes"):
         return f"{vlm_sae_n(cfg)}."
+    if figure == "steering":
+        return f"{steering_n(cfg)}."
     chosen = {
         "probe_tasks": list(cfg["probes"]["tasks"]),
         "attribute_probes": T.attribute_tasks(cfg),

@@ -190,10 +190,12 @@ def _rollouts(adapter, held, image_dir, dirs, norm, layer, positions, params, pa
         for (_, r), seq in zip(rows.iterrows(), ids, strict=True):
             out.append(
                 {
+                    "model": adapter.spec.name,
                     "example_id": str(r["example_id"]),
                     "pair": pair_name,
                     "layer": layer,
                     "direction": name,
+                    "kind": kind_of(name),
                     "alpha": alpha,
                     "text": decode(adapter, seq),
                 }

@@ -83,3 +83,13 @@ def plot_steering(*, input, output, params, **_):
     tables = input["tables"]
     tables = [tables] if isinstance(tables, str) else list(tables)
     fig.plot_steering(tables, out_pdf=output["pdf"], out_png=output["png"], out_tsv=output["tsv"])
+
+
+@step
+def table_steering_rollouts(*, input, output, **_):
+    """Every steering job's greedy rollouts as one table for the report (HTML) and as TSV, unedited rows first."""
+    from repshift.figures.steering_rollouts import write_rollout_table
+
+    paths = input["rollouts"]
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    write_rollout_table(paths, out_html=output["html"], out_tsv=output["tsv"])

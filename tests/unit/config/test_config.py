@@ -195,3 +195,47 @@ def test_fused_sae_covers_every_pair_it_encodes_and_keeps_no_token_activations()
     cfg["extraction"]["fused_sae"] = None
     assert rcfg.fused_pairs(cfg) == []
     assert all(rcfg.needs_tokens(cfg, m, d) for m, d in pairs)
+
+
+@pytest.mark.parametrize(
+    "mutate, needle",
+    [
+        (lambda s: s.update(task="nope"), r"steering.task: unknown probe task 'nope'"),
+        (
+            lambda s: s.update(models=["demo-paligemma-vision"]),
+            r"steering.models: demo-paligemma-vision has no saved",
+        ),
+        (
+            lambda s: s.update(layers=[2, 7]),
+            r"steering.layers: layer 7 requested but demo-paligemma has 6 blocks",
+        ),
+        (
+            lambda s: s["pairs"].update({"cat-cow": {"source": "cat", "target": "cow"}}),
+            r"steering.pairs.cat-cow.target: 'cow' is not a class of dataset demo-categories",
+        ),
+        (
+            lambda s: s["pairs"].update({"cat-cat": {"source": "cat", "target": "cat"}}),
+            r"steering.pairs.cat-cat",
+        ),
+        (
+            lambda s: s.update(heldout_fold=5),
+            r"steering.heldout_fold: 5 but dataset demo-categories has 5 folds",
+        ),
+        (lambda s: s.update(sae="nope"), r"steering.sae: unknown SAE 'nope'"),
+        (
+            lambda s: s.update(class_features="nope"),
+            r"steering.class_features: unknown sae_features analysis",
+        ),
+    ],
+)
+def test_steering_references_are_checked(mutate, needle):
+    cfg = copy.deepcopy(load("config/demo.yaml"))
+    mutate(cfg["steering"])
+    with pytest.raises(rcfg.ConfigError, match=needle):
+        rcfg.check_config(cfg)
+
+
+def test_steering_without_models_is_not_checked():
+    cfg = copy.deepcopy(load("config/demo.yaml"))
+    cfg["steering"].update(models=[], task="nope")
+    rcfg.check_config(cfg)

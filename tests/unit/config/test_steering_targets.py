@@ -25,7 +25,10 @@ def test_demo_steering_jobs_are_pinned():
     assert S.write_layers(cfg, "demo-llm", 5) == [5, 4]  # block 6 does not exist
     assert S.readout_layers(cfg, 4) == [4, 5]
     assert S.all_steering_tables(cfg)[0] == "demo/results/steering/demo-paligemma/cat-dog/layer-2.tsv"
-    assert S.steering_targets(cfg) == ["demo/results/figs/steering.pdf"]
+    assert S.steering_targets(cfg) == [
+        "demo/results/figs/steering.pdf",
+        "demo/results/figs/steering_rollouts.html",
+    ]
     inputs = S.steer_inputs(cfg, "demo-llm", "cat-dog", 4)
     assert inputs["directions"] == "demo/results/steering/demo-llm/cat-dog/directions/layer-4.safetensors"
     assert inputs["probes"] == [
