@@ -73,7 +73,7 @@ def test_a_new_helper_counts_only_once_the_step_calls_it(package):
     source = steps.read_text() + "\n\ndef _new_helper():\n    return 1\n"
     steps.write_text(source)
     assert _hashes(package)["train_probe"] == before["train_probe"]  # defined, never called
-    first = 'task = params["task"]\n'  # first statement of train_probe reading the task
+    first = "wc = wildcards or {}\n"  # first statement of train_probe's body
     assert source.index(first) < source.index("def score_cross_layer")
     steps.write_text(source.replace(first, "_new_helper()\n    " + first, 1))
     after = _hashes(package)
