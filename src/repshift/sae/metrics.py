@@ -248,33 +248,12 @@ def shift_metrics(
         )
     if codes_a.d_sae != codes_b.d_sae:
         raise ValueError(f"codes come from SAEs of different widths ({codes_a.d_sae} vs {codes_b.d_sae})")
-    n, d_sae = codes_a.n_tokens, codes_a.d_sae
+    n = codes_a.n_tokens
     denom = max(n, 1)
 
-    # Per-token overlap without densifying: match (token, latent) keys of both canonical CSR codes.
-    tok_a, tok_b = codes_a.token_ids(), codes_b.token_ids()
-    keys_a = tok_a * d_sae + codes_a.indices
-    keys_b = tok_b * d_sae + codes_b.indices
-    _, ia, ib = np.intersect1d(keys_a, keys_b, assume_unique=True, return_indices=True)
-    tok_common = tok_a[ia]
-    va, vb = codes_a.values[ia].astype(np.float64), codes_b.values[ib].astype(np.float64)
-    dot_N = np.bincount(tok_common, weights=va * vb, minlength=n)
-    inter_N = np.bincount(tok_common, minlength=n).astype(np.float64)
+    cos_N, jac_N, l2_N = _per_token_overlap(codes_a, codes_b)
     l0a_N, l0b_N = codes_a.l0_N.astype(np.float64), codes_b.l0_N.astype(np.float64)
-    sqa_N, sqb_N = codes_a.sq_norm_N(), codes_b.sq_norm_N()
     za, zb = l0a_N == 0, l0b_N == 0
-
-    cos_N = _safe_cosine(dot_N, np.sqrt(sqa_N), np.sqrt(sqb_N))
-    union_N = l0a_N + l0b_N - inter_N
-    jac_N = np.where(union_N > 0, inter_N / np.where(union_N > 0, union_N, 1.0), 1.0)
-    # ||a-b||² = (a-only part) + (b-only part) + (shared latents), without cancellation for equal codes
-    l2sq_N = (
-        (sqa_N - np.bincount(tok_common, weights=va * va, minlength=n))
-        + (sqb_N - np.bincount(tok_common, weights=vb * vb, minlength=n))
-        + np.bincount(tok_common, weights=(va - vb) ** 2, minlength=n)
-    )
-    l2_N = np.sqrt(np.clip(l2sq_N, 0.0, None))
-
     mean_a, mean_b = codes_a.mean_F(), codes_b.mean_F()
     freq_a, freq_b = latent_density(codes_a), latent_density(codes_b)
     norm_ma, norm_mb = np.linalg.norm(mean_a), np.linalg.norm(mean_b)
@@ -293,6 +272,37 @@ def shift_metrics(
         "l0_b": float(l0b_N.mean()) if n else 0.0,
     }
 
+    return metrics, _changes(mean_a, mean_b, freq_a, freq_b, top_k, neuronpedia_id)
+
+
+def _per_token_overlap(codes_a: SparseCodes, codes_b: SparseCodes):
+    """(cosine, Jaccard, L2 distance) of each token's two codes, without densifying: the (token, latent) keys of
+    both canonical CSR codes are matched. Both codes zero: cosine 1, Jaccard 1."""
+    n, d_sae = codes_a.n_tokens, codes_a.d_sae
+    tok_a, tok_b = codes_a.token_ids(), codes_b.token_ids()
+    keys_a = tok_a * d_sae + codes_a.indices
+    keys_b = tok_b * d_sae + codes_b.indices
+    _, ia, ib = np.intersect1d(keys_a, keys_b, assume_unique=True, return_indices=True)
+    tok_common = tok_a[ia]
+    va, vb = codes_a.values[ia].astype(np.float64), codes_b.values[ib].astype(np.float64)
+    dot_N = np.bincount(tok_common, weights=va * vb, minlength=n)
+    inter_N = np.bincount(tok_common, minlength=n).astype(np.float64)
+    l0a_N, l0b_N = codes_a.l0_N.astype(np.float64), codes_b.l0_N.astype(np.float64)
+    sqa_N, sqb_N = codes_a.sq_norm_N(), codes_b.sq_norm_N()
+    cos_N = _safe_cosine(dot_N, np.sqrt(sqa_N), np.sqrt(sqb_N))
+    union_N = l0a_N + l0b_N - inter_N
+    jac_N = np.where(union_N > 0, inter_N / np.where(union_N > 0, union_N, 1.0), 1.0)
+    # ||a-b||² = (a-only part) + (b-only part) + (shared latents), without cancellation for equal codes
+    l2sq_N = (
+        (sqa_N - np.bincount(tok_common, weights=va * va, minlength=n))
+        + (sqb_N - np.bincount(tok_common, weights=vb * vb, minlength=n))
+        + np.bincount(tok_common, weights=(va - vb) ** 2, minlength=n)
+    )
+    return cos_N, jac_N, np.sqrt(np.clip(l2sq_N, 0.0, None))
+
+
+def _changes(mean_a, mean_b, freq_a, freq_b, top_k: int, neuronpedia_id) -> pd.DataFrame:
+    """The ``top_k`` latents gained and lost in firing frequency and in mean activation (:data:`SHIFT_COLUMNS`)."""
     table = {"freq_a": freq_a, "freq_b": freq_b, "mean_a": mean_a, "mean_b": mean_b}
     scale = max(float(np.abs(mean_a).max(initial=0.0)), float(np.abs(mean_b).max(initial=0.0)))
     mean_tol = MEAN_CHANGE_RTOL * scale
@@ -304,7 +314,7 @@ def shift_metrics(
     ]
     non_empty = [f for f in frames if len(f)]
     changes = pd.concat(non_empty, ignore_index=True) if non_empty else frames[0]
-    return metrics, changes[SHIFT_COLUMNS]
+    return changes[SHIFT_COLUMNS]
 
 
 #: Shift metrics that get bootstrap intervals (per-token means and mean-code comparisons; counts do not).
