@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from scipy import sparse
 
 from repshift.progress import progress
 
@@ -24,6 +25,9 @@ class SparseCodes:
 
     Canonical form (checked on construction): latents strictly increasing within each token, so two
     ``SparseCodes`` holding the same codes hold the same arrays. Only non-zero activations are stored.
+    Slicing, row selection, stacking and densifying go through ``scipy.sparse.csr_array`` (:meth:`csr`); the
+    class adds the validation, fixed dtypes (int32 latents, float32 values) and the float64 per-latent sums
+    (scipy would accumulate in float32).
     """
 
     indices: np.ndarray  # int32, (nnz,)
@@ -75,11 +79,21 @@ class SparseCodes:
         return np.repeat(np.arange(self.n_tokens, dtype=np.int64), self.l0_N)
 
     # -- conversions -------------------------------------------------------------------------------------
+    def csr(self) -> sparse.csr_array:
+        """The same codes as a ``scipy.sparse.csr_array`` of shape (N, d_sae), sharing the arrays."""
+        return sparse.csr_array((self.values, self.indices, self.offsets), shape=(self.n_tokens, self.d_sae))
+
+    @classmethod
+    def from_csr(cls, csr: Any) -> SparseCodes:
+        """From any scipy sparse matrix or array of shape (N, d_sae) (explicit zeros dropped, indices sorted)."""
+        csr = sparse.csr_array(csr, copy=True)
+        csr.eliminate_zeros()
+        csr.sum_duplicates()  # also sorts the indices: the canonical form
+        return cls(csr.indices, csr.data, csr.indptr, csr.shape[1])
+
     def to_dense(self, dtype: Any = np.float32) -> np.ndarray:
         """Dense codes_NF (N, d_sae)."""
-        codes_NF = np.zeros((self.n_tokens, self.d_sae), dtype=dtype)
-        codes_NF[self.token_ids(), self.indices] = self.values
-        return codes_NF
+        return self.csr().toarray().astype(dtype, copy=False)
 
     @classmethod
     def from_dense(cls, codes_NF: np.ndarray | torch.Tensor) -> SparseCodes:
@@ -88,10 +102,7 @@ class SparseCodes:
         codes_NF = np.asarray(codes_NF)
         if codes_NF.ndim != 2:
             raise ValueError(f"codes_NF must be 2-D, got shape {codes_NF.shape}")
-        rows, cols = np.nonzero(codes_NF)
-        offsets = np.zeros(codes_NF.shape[0] + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=codes_NF.shape[0]), out=offsets[1:])
-        return cls(cols.astype(np.int32), codes_NF[rows, cols].astype(np.float32), offsets, codes_NF.shape[1])
+        return cls.from_csr(sparse.csr_array(codes_NF.astype(np.float32, copy=False)))
 
     @classmethod
     def concatenate(cls, parts: list[SparseCodes]) -> SparseCodes:
@@ -103,35 +114,20 @@ class SparseCodes:
             raise ValueError(
                 f"cannot concatenate codes of different widths {sorted({p.d_sae for p in parts})}"
             )
-        shifts = np.cumsum([0] + [p.nnz for p in parts[:-1]])
-        offsets = np.concatenate([[0]] + [p.offsets[1:] + s for p, s in zip(parts, shifts, strict=True)])
-        return cls(
-            np.concatenate([p.indices for p in parts]),
-            np.concatenate([p.values for p in parts]),
-            offsets,
-            d_sae,
-        )
+        return cls.from_csr(sparse.vstack([p.csr() for p in parts], format="csr"))
 
     def slice_tokens(self, start: int, stop: int) -> SparseCodes:
         """Codes of tokens ``start:stop`` (a copy)."""
-        start, stop, _ = slice(start, stop).indices(self.n_tokens)
-        stop = max(stop, start)
-        lo, hi = int(self.offsets[start]), int(self.offsets[stop])
-        return SparseCodes(
-            self.indices[lo:hi].copy(),
-            self.values[lo:hi].copy(),
-            self.offsets[start : stop + 1] - lo,
-            self.d_sae,
-        )
+        return SparseCodes.from_csr(self.csr()[start:stop])
 
     def take(self, rows: np.ndarray) -> SparseCodes:
         """Codes of the token rows ``rows`` (any order, repeats allowed), as a new SparseCodes."""
         rows = np.asarray(rows, dtype=np.int64)
-        starts, ends = self.offsets[rows], self.offsets[rows + 1]
-        lengths = ends - starts
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        take = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-        return SparseCodes(self.indices[take], self.values[take], offsets, self.d_sae)
+        if rows.size == 0:
+            return SparseCodes(
+                np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(1, np.int64), self.d_sae
+            )
+        return SparseCodes.from_csr(self.csr()[rows])
 
     # -- per-latent statistics -----------------------------------------------------------------------------
     def fire_count_F(self) -> np.ndarray:

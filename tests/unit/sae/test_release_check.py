@@ -67,6 +67,7 @@ def test_check_config_refuses_a_release_whose_hook_is_off_by_one():
     }
     bad["extraction"]["fused_sae"] = None
     bad["sae_features"] = {}
+    bad["steering"] = {}  # its SAE check (layers 6, 12, 18) would speak first
     with pytest.raises(ConfigError, match=r"saes\.gemma-scope: layer 3 .*blocks\.3\.hook_resid_pre"):
         rcfg.check_config(bad)
 
