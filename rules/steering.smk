@@ -109,5 +109,7 @@ rule table_steering_rollouts:
         f"{LOGS}/table_steering_rollouts/steering_rollouts.log",
     params:
         code=step_hash("table_steering_rollouts"),
+    message:
+        "Tabulating the steered rollouts for the report"
     script:
         "../workflow_scripts/table_steering_rollouts.py"

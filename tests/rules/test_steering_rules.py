@@ -147,7 +147,7 @@ def _steering_file(root, cfg, kind, model):
 def test_snakemake_ran_exactly_the_steering_jobs(steered):
     root, cfg, proc = steered
     out = proc.stdout + proc.stderr
-    ran = re.findall(r"^\s*(?:local)?rule (\w+):", out, re.M)
+    ran = re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", out)
     assert sorted(ran) == sorted(
         ["fit_steering_directions"] * 2 + ["steer_model"] * 2 + ["plot_steering", "table_steering_rollouts"]
     ), out[-3000:]

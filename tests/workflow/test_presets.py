@@ -22,7 +22,6 @@ PRESETS = {
         "extract_activations",
         "train_probe",
         "build_imagenet_dataset",
-        "compare_sae",
     },
     "config/examples/qwen2-vl.yaml": {"extract_activations", "train_probe"},
     "config/examples/smolvlm.yaml": {"extract_activations", "train_probe"},
