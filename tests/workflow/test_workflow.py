@@ -198,6 +198,8 @@ def test_demo_end_to_end_and_probe_only_rerun(tmp_path):
     # captions are drawn with their n; the 5- and 8-sentence prompt sets are below figures.min_examples (TSV only)
     drawn = {c for c, d in cfg["comparisons"].items() if not d["dataset"].startswith("prompts")}
     assert {s.split(" (n=")[0] for s in cos["series"]} == drawn and all(" (n=" in s for s in cos["series"])
+    # each comparison in its adapted model's colour (the n in the name does not hide it from the registry)
+    assert cos.groupby("series")["color"].first().nunique() == len(drawn)
     spliced = table[table["panel"] == "SAE transfer: spliced-loss recovered (text-only inputs)"]
     assert {s.split(" ")[0] for s in spliced["series"]} == {"demo-llm", "demo-paligemma", "demo-llava"}
     for name in ("latent_density", "latents_shift"):

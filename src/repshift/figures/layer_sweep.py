@@ -56,7 +56,7 @@ PROBE_PANELS = {
 PROBE_FACETS = {
     ("within", "text", "text"): "Probe accuracy: within model, text",
     ("within", "image", "image"): "Probe accuracy: within model, image",
-    ("cross-model", None, None): "Probe accuracy: cross-model (train -> test model)",
+    ("cross-model", None, None): "Probe accuracy: cross-model (train -> test)",
     ("cross-modal", "text", "image"): "Probe accuracy: cross-modal, text -> image",
     ("cross-modal", "image", "text"): "Probe accuracy: cross-modal, image -> text",
 }

@@ -125,6 +125,7 @@ class Palette:
         """The style of a series named as the figure tables name them: a comparison; ``model``;
         ``model [dataset]``; a probe series ``train -> test [modality]`` (colour of the model scored on; cross-model
         dashed; image-trained probes with square markers); the control or majority lines."""
+        series = re.sub(r" \(n=[^)]*\)$", "", series)  # a series drawn with its n keeps its colour
         if series in (CONTROL_SERIES, NULL_SERIES):
             return CONTROL_STYLE
         if series == MAJORITY_SERIES:

@@ -42,6 +42,9 @@ def test_palette_colours_follow_config_order_not_drawing_order():
     ):
         assert p.color(series) == "#E69F00", series
     assert p.color("llm-vs-llava") == "#009E73"
+    # a series drawn with its n ("llm-vs-llava (n=80)") keeps the comparison's colour and line style
+    assert p.style("llm-vs-llava (n=80)") == p.style("llm-vs-llava")
+    assert p.style("llm-vs-pali-prompts (n=5)") == p.style("llm-vs-pali-prompts")
     # a comparison on the second dataset: same colour, its dataset's line style
     assert p.style("llm-vs-pali-prompts").ls == "--" and p.style("llm-vs-pali").ls == "-"
     assert (p.style(CONTROL_SERIES).color, p.style(CONTROL_SERIES).ls) == ("#7F7F7F", "--")
