@@ -224,7 +224,7 @@ def test_demo_end_to_end_and_probe_only_rerun(tmp_path):
         & (probe_rows.metric == "accuracy")
         & (probe_rows.train_fraction == 1)
         & (probe_rows.test_space == "other")  # the matrix scores raw activations; "other-recentred" is extra
-        & (probe_rows.repeat == 0)  # the saved fold probes (the matrix's) are those of the first outer-CV repeat
+        & (probe_rows.repeat == 0)  # the matrix's saved fold probes are the first outer-CV repeat's
     ]
     for (model, src, dst, layer), g in cross.groupby(
         ["train_model", "train_modality", "test_modality", "layer"]
@@ -263,13 +263,13 @@ def test_demo_end_to_end_and_probe_only_rerun(tmp_path):
     # change a probe setting: only probe and figure jobs are planned, never extraction or SAE jobs
     cfg["probes"]["settings"]["c_grid"] = [0.1, 1.0]
     changed = tmp_path / "changed.yaml"
-    changed.write_text(yaml.safe_dump(cfg))
+    changed.write_text(yaml.safe_dump(cfg, sort_keys=False))  # config order is the colour order: keep it
     proc = snakemake(
         "-n", "--cores", "2", "--configfile", str(changed), "--replace-workflow-config", cwd=tmp_path
     )
     counts = job_counts(proc.stdout)
     planned = set(counts) - {"total", "all"}
-    probe_jobs = {"train_probe", "score_cross_layer"}
+    probe_jobs = {"train_probe", "score_cross_layer", "pixel_baseline"}  # the pixel baseline is a probe too
     assert (
         probe_jobs
         | {
@@ -281,9 +281,12 @@ def test_demo_end_to_end_and_probe_only_rerun(tmp_path):
         }
         <= planned
     ), counts
-    # only probe jobs and figures, from cached inputs (the SAE-feature classifiers have their own settings)
-    assert all(r in probe_jobs or r.startswith("plot_") for r in planned), counts
-    assert "plot_sae_features" not in planned, counts
+    # only probe jobs, what reads the saved probes (summaries; steering, whose probe directions change) and figures,
+    # from cached inputs: never extraction or SAE jobs (the SAE-feature classifiers have their own settings)
+    downstream = {"summarize_probes", "fit_steering_directions", "steer_model", "table_steering_rollouts"}
+    assert all(r in probe_jobs | downstream or r.startswith("plot_") for r in planned), counts
+    assert not planned & {"extract_activations", "encode_sae", "spliced_loss", "train_vlm_sae"}, counts
+    assert not planned & {"sae_feature_probe", "class_features", "plot_sae_features", "plot_vlm_sae"}, counts
     assert counts["train_probe"] == sum(len(rcfg.probe_layers(cfg, t)) for t in cfg["probes"]["tasks"])
 
 
