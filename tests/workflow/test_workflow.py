@@ -224,7 +224,7 @@ def test_demo_end_to_end_and_probe_only_rerun(tmp_path):
         & (probe_rows.metric == "accuracy")
         & (probe_rows.train_fraction == 1)
         & (probe_rows.test_space == "other")  # the matrix scores raw activations; "other-recentred" is extra
-        & (probe_rows.repeat == 0)  # the saved fold probes (the matrix's) are those of the first outer-CV repeat
+        & (probe_rows.repeat == 0)  # the matrix's saved fold probes are the first outer-CV repeat's
     ]
     for (model, src, dst, layer), g in cross.groupby(
         ["train_model", "train_modality", "test_modality", "layer"]
