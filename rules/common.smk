@@ -182,14 +182,15 @@ def vlm_sae_training():
 
 
 def trained_base_sae_dir(wc):
-    base = config["sae_training"]["models"][wc.model]["base_sae"]
-    return sae_dir(base, wc.layer)
+    """The base model's SAE folder at this layer, or None when the config names none."""
+    base = config["sae_training"]["models"][wc.model].get("base_sae")
+    return sae_dir(base, wc.layer) if base else None
 
 
 def trained_base_sae_input(wc):
     """What the base SAE's layer folder comes from: the demo family's folder (one job) or the layer folder."""
-    base = config["sae_training"]["models"][wc.model]["base_sae"]
-    return sae_inputs(base, wc.model)
+    base = config["sae_training"]["models"][wc.model].get("base_sae")
+    return sae_inputs(base, wc.model) if base else []
 
 
 def training_manifest():

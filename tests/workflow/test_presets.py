@@ -22,6 +22,10 @@ PRESETS = {
         "extract_activations",
         "train_probe",
         "build_imagenet_dataset",
+        "train_vlm_sae",
+        "evaluate_vlm_sae",
+        "steer_model",
+        "table_steering_rollouts",
     },
     "config/examples/qwen2-vl.yaml": {"extract_activations", "train_probe"},
     "config/examples/smolvlm.yaml": {"extract_activations", "train_probe"},
@@ -45,6 +49,9 @@ def test_preset_plans_its_whole_dag(preset, tmp_path):
                      *config, cwd=tmp_path)  # fmt: skip
     counts = job_counts(proc.stdout)
     assert PRESETS[preset] <= set(counts), counts
+    cfg = yaml.safe_load((ROOT / preset).read_text())
+    # the SAE-latent figures draw comparisons: a preset without any asks for none (no empty figures)
+    assert ("plot_latent_density" in counts) == bool(cfg["comparisons"]), counts
 
 
 def test_a_missing_imagenet_names_the_key_and_the_layout(tmp_path):

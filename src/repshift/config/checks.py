@@ -328,7 +328,9 @@ def _check_sae_training(cfg: Mapping[str, Any]) -> None:
                 raise ConfigError(
                     f"sae_training.models.{m}.layers: layer {layer} requested but {m} has {n} blocks (0-{n - 1})"
                 )
-        base = entry["base_sae"]
+        base = entry.get("base_sae")
+        if base is None:
+            continue
         if base not in saes:
             raise ConfigError(f"sae_training.models.{m}.base_sae: unknown SAE {base!r}; saes: {sorted(saes)}")
         on = saes[base]["train"]["model"] if saes[base]["source"] == "demo" else m

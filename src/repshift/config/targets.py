@@ -486,10 +486,9 @@ def sae_feature_targets(cfg: Mapping[str, Any]) -> list[str]:
 
 def default_targets(cfg: Mapping[str, Any]) -> list[str]:
     """Everything ``rule all`` asks for."""
-    figs = [
-        layout.figure(_results(cfg), n)
-        for n in ("layer_sweep", "probe_tasks", "latent_density", "latents_shift")
-    ]
+    # the SAE-latent figures draw the comparisons: none configured (e.g. line-of-sight), no empty figures
+    latent = ("latent_density", "latents_shift") if cfg.get("comparisons") else ()
+    figs = [layout.figure(_results(cfg), n) for n in ("layer_sweep", "probe_tasks", *latent)]
     return (
         figs
         + probe_figures(cfg)

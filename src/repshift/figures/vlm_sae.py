@@ -157,6 +157,11 @@ def plot_bars(table: pd.DataFrame, *, metrics: list[str], title: str, out_pdf, o
     for ax in axes[0][len(metrics) :]:
         ax.axis("off")
     for ax, metric in zip(axes[0], metrics, strict=False):
+        if table.empty:  # e.g. dictionary match without a base SAE (sae_training.models.<m>.base_sae: null)
+            ax.text(0.5, 0.5, "no base SAE configured:\nnothing to compare", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=8, color="grey")  # fmt: skip
+            ax.set_title(METRIC_LABELS.get(metric, metric), fontsize=9)
+            continue
         _bars(ax, table[table["metric"] == metric], metric)
     legend = {}
     for ax in axes[0][: len(metrics)]:

@@ -179,7 +179,8 @@ def evaluate_trained_sae(
     training: Mapping,
     common: Mapping,
 ) -> dict[str, pd.DataFrame]:
-    """evaluate_vlm_sae: the ``trained`` SAE beside the ``base`` one at ``layer``, from one pass over ``manifest``.
+    """evaluate_vlm_sae: the ``trained`` SAE beside the ``base`` one (when given) at ``layer``, from one pass over
+    ``manifest``.
 
     ``extraction``/``training``: the config's sections; ``common``: columns put on every row (model, layer).
     Returns the tables ``eval`` (metrics by token kind, spliced CE by span), ``compare`` (dictionary match, code
@@ -194,10 +195,13 @@ def evaluate_trained_sae(
     ce = spliced_ce_by_span(
         adapter, saes, manifest[held], layer, image_dir=image_dir, batch_size=extraction["batch_size"]
     )
-    compare = _compare_rows(saes, tokens["caption"], training["compare"])
+    compare = _compare_rows(saes, tokens["caption"], training["compare"]) if "base" in saes else {}
     return {
         "eval": pd.concat([modality_metric_rows(saes, tokens), ce_rows(ce)]).assign(**common),
-        "compare": pd.DataFrame([{**common, "metric": k, "value": v} for k, v in compare.items()]),
+        "compare": pd.DataFrame(
+            [{**common, "metric": k, "value": v} for k, v in compare.items()],
+            columns=[*common, "metric", "value"],
+        ),
         "sharing": _sharing_rows(saes["trained"], manifest, per_row, training["sharing"]).assign(**common),
         "sparse": _sparse_rows(
             saes["trained"], manifest, per_row, adapter.d_model, training["sparse_probes"]

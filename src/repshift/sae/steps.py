@@ -216,7 +216,9 @@ def evaluate_vlm_sae(*, input, output, params, wildcards=None, **_):
     wc = wildcards or {}
     name, layer = wc.get("model") or params["model"], int(wc.get("layer", params.get("layer", 0)))
     adapter, manifest = _adapter_and_manifest(name, params["spec"], params["extraction"], input)
-    saes = {"trained": sae_load.load_sae(input["sae"]), "base": sae_load.load_sae(params["base_sae_dir"])}
+    saes = {"trained": sae_load.load_sae(input["sae"])}
+    if params.get("base_sae_dir"):  # no base SAE configured: the trained one is evaluated alone
+        saes["base"] = sae_load.load_sae(params["base_sae_dir"])
     tables = ev.evaluate_trained_sae(
         adapter, saes, manifest, layer, image_dir=input.get("images") or None,
         extraction=params["extraction"], training=params["training"], common={"model": name, "layer": layer},

@@ -163,6 +163,9 @@ def test_demo_default_targets(demo):
     # 4 main figures + 3 probe companions + 2 pixel baselines + 4 VLM-SAE figures + 7 SAE-feature targets
     # + 1 contact sheet
     assert len(t) == 4 + 3 + 2 + 4 + 7 + 1
+    # without comparisons the SAE-latent figures would be empty: not asked for
+    bare = T.default_targets({**demo, "comparisons": {}})
+    assert not [x for x in bare if "latent_density" in x or "latents_shift" in x] and len(bare) == len(t) - 2
 
 
 def test_demo_wildcard_regexes(demo):

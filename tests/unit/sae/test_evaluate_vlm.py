@@ -334,3 +334,31 @@ def test_modality_sharing_counts_latents_by_hand():
     assert v["coactivation_shared"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="paired"):
         ev._sharing_rows(identity_sae(3), rows.iloc[[0, 2]], per_row, {"lo": 0.1, "hi": 0.9})
+
+
+def test_without_a_base_sae_the_trained_one_is_evaluated_alone(adapters, tmp_path):
+    # sae_training.models.<m>.base_sae: null (no pretrained SAE exists for the decoder, e.g. Mistral-7B)
+    adapter = adapters["llava"]
+    rows = _manifest().assign(
+        group=lambda f: f["pair_id"], label=["a", "a", "b", "b"] * 2
+    )  # both in each fold
+    training = {
+        "heldout_folds": [0],
+        "compare": {"thresholds": [0.5], "max_latents": 16},
+        "sharing": {"lo": 0.1, "hi": 0.9},
+        "sparse_probes": {"k": [1, 2], "settings": {"c_grid": [1.0], "inner_folds": 2, "seeds": [0]}},
+    }
+    extraction = {"batch_size": 3, "max_tokens": 32}
+    tables = ev.evaluate_trained_sae(
+        adapter, {"trained": identity_sae(adapter.d_model)}, rows, LAYER, image_dir=_images(tmp_path, 0),
+        extraction=extraction, training=training, common={"model": "m", "layer": LAYER},
+    )  # fmt: skip
+    assert set(tables["eval"]["sae"]) == {"trained"}
+    assert tables["compare"].empty and list(tables["compare"].columns) == [
+        "model",
+        "layer",
+        "metric",
+        "value",
+    ]
+    ce = tables["eval"][tables["eval"]["metric"] == "ce_loss_recovered"]
+    assert len(ce) == 3 and np.allclose(ce["value"], 1.0, atol=1e-3)  # identity: all recovered on every span
