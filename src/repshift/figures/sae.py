@@ -142,7 +142,7 @@ def plot_latent_density(
         n_tok = int(g["n_tokens"].max())
         ax.axvline(np.log10(1.0 / max(n_tok, 1)), color="grey", ls=":", lw=1)
         ax.set_xlim(max(DENSITY_EDGES[0], np.floor(np.log10(1.0 / max(n_tok, 1))) - 0.5), 0)
-        ax.set_title(f"{key[1]} on {key[2]} ({key[0]}, n={n_tok} tokens)", color=palette.model_color(key[1]))
+        ax.set_title(f"{key[1]} on {key[2]}\n({key[0]}, n={n_tok} tokens)", color=palette.model_color(key[1]))
         ax.legend(fontsize=5.5, handlelength=1.2)
     for ax in axes[-1]:
         ax.set_xlabel(f"log10 firing frequency ({kind} tokens)")
@@ -251,9 +251,10 @@ def plot_latents_shift(
                                                          "Δfreq", "Δmean"], loc="center", cellLoc="right")  # fmt: skip
             tab.auto_set_font_size(False)
             tab.set_fontsize(6)
+            tab.auto_set_column_width(list(range(7)))  # "freq adapted" fits its cell
             tab.scale(1, 0.9)
         ax_t.set_title(f"{first}: top {n_show} gained / lost latents\n(all, with links: {Path(out_tsv).name})",
-                       color=palette.color(first))  # fmt: skip
+                       color=palette.color(first), pad=14)  # fmt: skip
     fig.suptitle("SAE latents gained and lost: base LLM → adapted decoder (text tokens)")
     fig.tight_layout()
     _save(fig, out_pdf, out_png)

@@ -44,8 +44,8 @@ MAJORITY_SERIES = "majority baseline"
 
 #: Okabe & Ito's colour-blind-safe palette (yellow left out: unreadable on white), then two of Paul Tol's.
 MODEL_COLORS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#882255", "#44AA99")
-#: Line styles per dataset, in config order (a comparison on the first dataset is solid).
-DATASET_LINESTYLES = ("-", "--", "-.", ":")
+#: Line styles per dataset, in config order (a comparison on the first dataset is solid); seven before one repeats.
+DATASET_LINESTYLES = ("-", "--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1, 1, 1)), (0, (1, 3)))
 CONTROL_COLOR, MAJORITY_COLOR, UNKNOWN_COLORS = (
     "#7F7F7F",
     "#000000",
@@ -58,7 +58,7 @@ class SeriesStyle:
     """How one series is drawn: colour (hex), line style and marker."""
 
     color: str
-    ls: str = "-"
+    ls: str | tuple = "-"  # a matplotlib line style: name or (offset, dash pattern)
     marker: str | None = "o"
 
     def kw(self) -> dict[str, Any]:
