@@ -123,9 +123,12 @@ EOF
 log "wrote $CONF ($NODE_LINE)"
 
 # --- daemons --------------------------------------------------------------------------------------
-# -i: ignore saved state (a fresh cluster each time); both daemonize and write the pidfiles named above.
+# A fresh cluster each time: -c clears the saved jobs and node states (without it, jobs of an earlier, interrupted
+# test are restarted and keep the node allocated), -i ignores unreadable state files, and slurmd's spool (its
+# record of running job steps) is emptied. Both daemonize and write the pidfiles named above.
 rm -f "$STATE/pids/slurmctld.pid" "$STATE/pids/slurmd.pid"
-/usr/sbin/slurmctld -i
+rm -rf "${STATE:?}/slurmd" && mkdir -p "$STATE/slurmd"
+/usr/sbin/slurmctld -c -i
 for _ in $(seq 100); do [[ -s $STATE/pids/slurmctld.pid ]] && break; sleep 0.1; done
 [[ -s $STATE/pids/slurmctld.pid ]] || die "slurmctld did not start; see $STATE/log/slurmctld.log"
 log "slurmctld pid $(cat "$STATE/pids/slurmctld.pid")"
