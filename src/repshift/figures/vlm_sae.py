@@ -130,15 +130,16 @@ def _bars(ax, t: pd.DataFrame, metric: str) -> None:
     series = list(dict.fromkeys(t["series"]))
     layers = sorted(t["layer"].unique())
     width = 0.8 / max(1, len(series))
+    limits = robust_limits(t["value"], refs=(0.0, 1.0)) if metric == "ce_loss_recovered" else None
+    if limits:
+        ax.set_ylim(*limits)
     for k, s in enumerate(series):
         g = t[t["series"] == s]
         color, hatch = _bar_style(s, g["color"].iloc[0])
         v = g.groupby("layer")["value"].mean().reindex(layers).to_numpy()
         x = np.arange(len(layers)) - 0.4 + width * (k + 0.5)
         ax.bar(x, v, width, color=color, hatch=hatch, edgecolor="white", lw=0.3, label=s)
-        if metric == "ce_loss_recovered":
-            limits = robust_limits(t["value"], refs=(0.0, 1.0))
-            ax.set_ylim(*limits)
+        if limits:
             mark_outliers(ax, x, v, limits, color)
     ax.set_xticks(range(len(layers)), [str(int(layer)) for layer in layers])
     ax.set_title(METRIC_LABELS.get(metric, metric), fontsize=9)

@@ -54,13 +54,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def _fresh_tmpdir(final: Path, suffix: str) -> Path:
+    """A new hidden temporary folder beside ``final`` (``suffix`` names its kind), after clearing those of that
+    kind a killed earlier attempt left."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _clear_stale(final, f".{final.name}.*{suffix}")
+    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent))
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary directory next to ``path``; move it onto ``path`` if the block succeeds."""
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    _clear_stale(final, f".{final.name}.*.tmpdir")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmpdir", dir=final.parent))
+    tmp = _fresh_tmpdir(final, ".tmpdir")
     try:
         yield tmp
         if final.exists():
@@ -78,10 +84,7 @@ def scratch_dir(path: str | os.PathLike) -> Iterator[Path]:
     For work that is moved into place piece by piece (the caller renames out of it); temporaries a killed
     earlier attempt left are cleared first, as for :func:`atomic_dir`.
     """
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    _clear_stale(final, f".{final.name}.*.scratch")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".scratch", dir=final.parent))
+    tmp = _fresh_tmpdir(Path(path), ".scratch")
     try:
         yield tmp
     finally:

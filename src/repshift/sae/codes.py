@@ -122,12 +122,7 @@ class SparseCodes:
 
     def take(self, rows: np.ndarray) -> SparseCodes:
         """Codes of the token rows ``rows`` (any order, repeats allowed), as a new SparseCodes."""
-        rows = np.asarray(rows, dtype=np.int64)
-        if rows.size == 0:
-            return SparseCodes(
-                np.zeros(0, np.int32), np.zeros(0, np.float32), np.zeros(1, np.int64), self.d_sae
-            )
-        return SparseCodes.from_csr(self.csr()[rows])
+        return SparseCodes.from_csr(self.csr()[np.asarray(rows, dtype=np.int64)])
 
     # -- per-latent statistics -----------------------------------------------------------------------------
     def fire_count_F(self) -> np.ndarray:
