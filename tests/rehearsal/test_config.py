@@ -47,10 +47,20 @@ def test_rehearsal_config_downloads_from_loopback_and_validates(serve_module, ar
     # the download rules run as for real: no `source: path` stop-gap
     assert (config["coco"]["source"], config["cifar100"]["source"]) == ("download", "download")
     real = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
-    # the overlay shrinks sizes, never the layer sweep, models, comparisons or tasks
-    assert config["extraction"]["layers"] == real["extraction"]["layers"] == "all"
-    for section in ("models", "comparisons", "saes", "sae_features"):
+    # the overlay shrinks sizes, never the models, comparisons or tasks; the extracted layers are exactly the
+    # blocks some analysis of the real config names, plus the first and the last
+    assert real["extraction"]["layers"] == "all"
+    named = {0, 25}
+    named |= set(real["probes"]["settings"]["curve_layers"])
+    named |= {L for s in real["sae_features"].values() for L in s["layers"]}
+    named |= {L for m in real["sae_training"]["models"].values() for L in m["layers"]}
+    named |= set(real["steering"]["layers"])
+    assert config["extraction"]["layers"] == sorted(named) == [0, 6, 10, 12, 17, 18, 25]
+    for section in ("models", "comparisons", "saes"):
         assert config[section] == real[section]
+    for name, analysis in real["sae_features"].items():  # only the classifier's sizes change
+        kept = ("sae", "models", "dataset", "layers", "poolings", "top_n", "binarise", "max_image_fraction")
+        assert {k: config["sae_features"][name][k] for k in kept} == {k: analysis[k] for k in kept}
     assert config["probes"]["tasks"] == real["probes"]["tasks"]
     assert config["steering"]["layers"] == real["steering"]["layers"]
     assert config["sae_training"]["models"] == real["sae_training"]["models"]

@@ -103,3 +103,33 @@ def test_plan_from_counts_hits_every_count_with_at_most_two_per_image():
     assert sorted(len(p) for p in plan) == [1, 1, 1, 2]  # one empty image left, so one cat must join a person
     with pytest.raises(ValueError, match="zebra"):
         plan_from_counts(4, {"zebra": 1}, np.random.default_rng(0))
+
+
+def test_calibrated_thresholds_fire_each_latent_on_three_in_a_hundred_samples():
+    from repshift.demo.standin import gemma_scope_params
+
+    acts_ND = np.random.default_rng(1).normal(size=(100, 8)).astype(np.float32)
+    params = gemma_scope_params(8, 16, seed=0, acts_ND=acts_ND)
+    pre_NS = acts_ND @ params["W_enc"] + params["b_enc"]
+    # the 0.97 quantile of 100 samples lies between the 97th and 98th smallest: 3 samples are above it
+    assert ((pre_NS > params["threshold"]).sum(axis=0) == 3).all()
+    assert (gemma_scope_params(8, 16, seed=0)["threshold"] == np.float32(0.05)).all()  # uncalibrated
+
+
+def test_residual_samples_are_block_outputs_without_bos(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from repshift.demo.models import build_demo_llm
+    from repshift.demo.standin import residual_samples
+
+    model_dir = build_demo_llm(tmp_path / "llm", num_hidden_layers=2)
+    ids_BT = torch.tensor([[2, 40, 41, 42, 43], [2, 50, 51, 52, 53]])
+    samples = residual_samples(model_dir, ids_BT)
+    assert sorted(samples) == [0, 1] and samples[1].shape == (2 * 4, 64)  # 2 blocks; BOS left out of 5
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        hidden = model(input_ids=ids_BT, output_hidden_states=True).hidden_states
+    # layer 0 is block 0's output (the second hidden state, not the embedding), rows in (sequence, position) order
+    np.testing.assert_allclose(samples[0], hidden[1][:, 1:].reshape(8, 64).numpy(), rtol=1e-5, atol=1e-6)
+    assert samples[1][4] == pytest.approx(hidden[2][1, 1].numpy(), rel=1e-5, abs=1e-6)
+    assert len(residual_samples(model_dir, n_seqs=3, seq_len=4)[0]) == 3 * 3

@@ -115,24 +115,66 @@ def build_standin_models(
     return sorted(repos)
 
 
-def gemma_scope_params(d_in: int, d_sae: int, seed: int) -> dict[str, np.ndarray]:
-    """Random JumpReLU weights in Gemma Scope's ``params.npz`` naming and shapes (float32)."""
+#: Fraction of tokens on which each stand-in latent fires (Gemma Scope's 16k SAEs fire ~50-100 of 16,384 latents
+#: per token; a random SAE with a fixed threshold fires half of them, which made every code file ~30x too big).
+STANDIN_FIRING_RATE = 0.03
+
+
+def gemma_scope_params(
+    d_in: int, d_sae: int, seed: int, *, acts_ND: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Random JumpReLU weights in Gemma Scope's ``params.npz`` naming and shapes (float32).
+
+    With ``acts_ND`` (residual-stream samples of the layer), each latent's threshold is the
+    ``1 - STANDIN_FIRING_RATE`` quantile of its pre-activation on them, so the SAE is as sparse as a trained one;
+    without, a fixed 0.05.
+    """
     rng = np.random.default_rng(seed)
     W_dec = rng.normal(size=(d_sae, d_in)).astype(np.float32)
     W_dec /= np.linalg.norm(W_dec, axis=1, keepdims=True)
+    threshold = np.full(d_sae, 0.05, np.float32)
+    if acts_ND is not None:
+        pre_NS = acts_ND.astype(np.float32) @ W_dec.T
+        threshold = np.maximum(np.quantile(pre_NS, 1 - STANDIN_FIRING_RATE, axis=0), 1e-3).astype(np.float32)
     return {
         "W_enc": np.ascontiguousarray(W_dec.T),
         "W_dec": W_dec,
         "b_enc": np.zeros(d_sae, np.float32),
         "b_dec": np.zeros(d_in, np.float32),
-        "threshold": np.full(d_sae, 0.05, np.float32),
+        "threshold": threshold,
     }
 
 
+def residual_samples(model_dir: str | os.PathLike, ids_BT=None, *, n_seqs: int = 8, seq_len: int = 64):
+    """Residual stream at the output of every block (repshift layer L = ``hidden_states[L + 1]``) of the causal LM
+    in ``model_dir``, BOS positions left out: ``{layer: acts_ND}``. ``ids_BT`` defaults to ``n_seqs`` seeded
+    random sequences of ``seq_len`` tokens after BOS."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    if ids_BT is None:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        gen = torch.Generator().manual_seed(0)
+        ids_BT = torch.randint(len(tokenizer.all_special_ids), len(tokenizer), (n_seqs, seq_len), generator=gen)
+        ids_BT[:, 0] = tokenizer.bos_token_id
+    with torch.no_grad():
+        hidden = model(input_ids=ids_BT, output_hidden_states=True).hidden_states
+    return {L: h[:, 1:].reshape(-1, h.shape[-1]).numpy() for L, h in enumerate(hidden[1:])}
+
+
 def build_standin_saes(
-    cache: str | os.PathLike, release: str, sae_ids: list[str], *, d_in: int, d_sae: int, seed: int = 0
+    cache: str | os.PathLike,
+    release: str,
+    sae_ids: list[str],
+    *,
+    d_in: int,
+    d_sae: int,
+    seed: int = 0,
+    acts: list[np.ndarray] | None = None,
 ) -> Path:
-    """Gemma-Scope-format ``params.npz`` files for ``sae_ids`` of ``release``, where sae-lens looks for them."""
+    """Gemma-Scope-format ``params.npz`` files for ``sae_ids`` of ``release``, where sae-lens looks for them
+    (``acts[i]``: residual samples that set the thresholds of ``sae_ids[i]``, see :func:`gemma_scope_params`)."""
     from sae_lens.loading.pretrained_saes_directory import get_repo_id_and_folder_name
 
     repo_id = None
@@ -140,7 +182,8 @@ def build_standin_saes(
         for i, sae_id in enumerate(sae_ids):
             repo_id, folder = get_repo_id_and_folder_name(release, sae_id)
             (tmp / folder).mkdir(parents=True, exist_ok=True)
-            np.savez(tmp / folder / "params.npz", **gemma_scope_params(d_in, d_sae, seed + i))
+            params = gemma_scope_params(d_in, d_sae, seed + i, acts_ND=None if acts is None else acts[i])
+            np.savez(tmp / folder / "params.npz", **params)
     if repo_id is None:
         raise ValueError(f"no SAE ids given for release {release!r}")
     snapshot = publish_snapshot(cache, repo_id, work_dir)
@@ -180,7 +223,15 @@ def build_standin_hub(
         if spec.get("source") != "pretrained":
             continue
         ids = [spec["id_template"].format(layer=layer) for layer in range(depth)]
-        build_standin_saes(cache, spec["release"], ids, d_in=LLM_WIDTH["hidden_size"], d_sae=STANDIN_D_SAE)
+        samples = residual_samples(Path(work) / "llm-base")
+        build_standin_saes(
+            cache,
+            spec["release"],
+            ids,
+            d_in=LLM_WIDTH["hidden_size"],
+            d_sae=STANDIN_D_SAE,
+            acts=[samples[layer] for layer in range(depth)],
+        )
         saes[name] = {"release": spec["release"], "d_in": LLM_WIDTH["hidden_size"], "d_sae": STANDIN_D_SAE}
     return {"models": repos, "saes": saes}
 
