@@ -156,7 +156,9 @@ def residual_samples(model_dir: str | os.PathLike, ids_BT=None, *, n_seqs: int =
     if ids_BT is None:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         gen = torch.Generator().manual_seed(0)
-        ids_BT = torch.randint(len(tokenizer.all_special_ids), len(tokenizer), (n_seqs, seq_len), generator=gen)
+        ids_BT = torch.randint(
+            len(tokenizer.all_special_ids), len(tokenizer), (n_seqs, seq_len), generator=gen
+        )
         ids_BT[:, 0] = tokenizer.bos_token_id
     with torch.no_grad():
         hidden = model(input_ids=ids_BT, output_hidden_states=True).hidden_states
