@@ -6,6 +6,7 @@
 #   REHEARSAL_CONFIG   the workflow config rehearsed           (config.yaml; e.g. config/llava-gemma.yaml)
 #   REHEARSAL_OVERLAY  its size overlay                        (scripts/rehearsal/overlay.yaml)
 #   REHEARSAL_DIR      everything goes here                    (build/rehearsal)
+#   REHEARSAL_PORT     the loopback port of the archive server (47017; a rule param: keep it fixed per run)
 #   REHEARSAL_IMAGENET val images per class of a stand-in ImageNet built under REHEARSAL_DIR/imagenet and set as
 #                      imagenet.root (0: none)
 # Arguments replace the target `all` (e.g. a dataset TSV).
