@@ -243,3 +243,18 @@ def test_sae_shape_env_holds_several_releases():
         }
     }
     assert sae_shape_env_value(summary) == f"{RELEASE}=64,512"
+
+
+def test_fetched_jb_sae_keeps_its_hook_and_folded_scale_on_reload(hub_cache, tmp_path):
+    """fetch_pretrained_sae -> load_sae round trip of a pre-6.0 sae-lens release: the saved cfg must not be
+    converted a second time (that dropped metadata.hook_name, so every spliced/encode job refused the SAE)."""
+    from safetensors.numpy import load_file
+
+    from repshift.sae.load import fetch_pretrained_sae, load_sae, sae_hook_name
+
+    snapshot = build_standin_saes(hub_cache, JB, ["blocks.12.hook_resid_post"], d_in=64, d_sae=STANDIN_D_SAE)
+    written = load_file(snapshot / "gemma_2b_blocks.12.hook_resid_post_16384" / "sae_weights.safetensors")
+    sae = load_sae(fetch_pretrained_sae(JB, "blocks.12.hook_resid_post", tmp_path / "layer-12"))
+    assert sae_hook_name(sae) == "blocks.12.hook_resid_post"
+    assert sae.cfg.normalize_activations == "none"
+    np.testing.assert_allclose(sae.W_enc.detach().numpy(), written["W_enc"] * JB_12_FACTOR, rtol=1e-6)
