@@ -74,3 +74,18 @@ test-slurm: dev
 .PHONY: rehearsal
 rehearsal: install
 	CORES=$(CORES) BIN=$(BIN) bash scripts/rehearsal/run.sh
+
+# The study presets the same way (tiny Gemma-1 / Mistral stand-ins under their repo ids, the jb SAEs in sae-lens's
+# own format, a stand-in ImageNet), each with its own size overlay and loopback port (so that the three rehearsals
+# can run side by side). Outputs under build/rehearsal-<preset>/.
+.PHONY: rehearsal-llava-gemma rehearsal-line-of-sight
+rehearsal-llava-gemma: PORT = 47018
+rehearsal-llava-gemma: install
+	CORES=$(CORES) BIN=$(BIN) REHEARSAL_CONFIG=config/llava-gemma.yaml \
+		REHEARSAL_OVERLAY=scripts/rehearsal/overlay-llava-gemma.yaml REHEARSAL_DIR=build/rehearsal-llava-gemma \
+		REHEARSAL_IMAGENET=10 REHEARSAL_PORT=$(PORT) bash scripts/rehearsal/run.sh
+rehearsal-line-of-sight: PORT = 47019
+rehearsal-line-of-sight: install
+	CORES=$(CORES) BIN=$(BIN) REHEARSAL_CONFIG=config/line-of-sight.yaml \
+		REHEARSAL_OVERLAY=scripts/rehearsal/overlay-line-of-sight.yaml REHEARSAL_DIR=build/rehearsal-line-of-sight \
+		REHEARSAL_IMAGENET=10 REHEARSAL_PORT=$(PORT) bash scripts/rehearsal/run.sh

@@ -68,3 +68,59 @@ def test_rehearsal_config_downloads_from_loopback_and_validates(serve_module, ar
     # a typo in overlay.yaml fails here, not after the stand-ins are built
     validated = validate_config(copy.deepcopy(config), ROOT / "rules" / "config.schema.yaml")
     check_config(validated)
+
+
+#: preset -> the sections its overlay must leave as they are (models, SAEs and their layers, extraction layers,
+#: probe tasks, the analyses), checked key by key below.
+PRESETS = ("llava-gemma", "line-of-sight")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_rehearsal_config_keeps_the_study_and_validates(serve_module, archives, preset):
+    config = serve_module.rehearsal_config(
+        archives,
+        "http://127.0.0.1:1",
+        config=f"config/{preset}.yaml",
+        overlay=f"scripts/rehearsal/overlay-{preset}.yaml",
+        imagenet=f"build/rehearsal-{preset}/imagenet",
+    )
+    real = yaml.safe_load((ROOT / "config" / f"{preset}.yaml").read_text(encoding="utf-8"))
+    assert config["imagenet"]["root"] == f"build/rehearsal-{preset}/imagenet"
+    assert config["paths"] == {
+        "data": f"build/rehearsal-{preset}/data",
+        "results": f"build/rehearsal-{preset}/results",
+    }
+    assert config["coco"]["archives"]["val2017"]["url"] == "http://127.0.0.1:1/zips/val2017.zip"
+    for section in ("models", "saes", "comparisons"):
+        assert config[section] == real[section], section
+    assert config["extraction"]["layers"] == real["extraction"]["layers"]
+    assert config["probes"]["tasks"] == real["probes"]["tasks"]
+    for name, dataset in real["datasets"].items():  # the same datasets, sources and modalities
+        assert {k: config["datasets"][name].get(k) for k in ("source", "modality")} == {
+            k: dataset.get(k) for k in ("source", "modality")
+        }
+    assert set(config["datasets"]) == set(real["datasets"])
+    for name, analysis in real.get("sae_features", {}).items():
+        for key in ("sae", "models", "dataset", "layers", "poolings", "top_n", "binarise", "train_fractions"):
+            assert config["sae_features"][name].get(key) == analysis.get(key), (name, key)
+    if "steering" in real:
+        for key in ("task", "models", "layers", "pairs", "directions", "sae"):
+            assert config["steering"][key] == real["steering"][key], key
+    if "sae_training" in real:
+        assert config["sae_training"]["models"] == real["sae_training"]["models"]
+        assert config["sae_training"]["train"]["tokens"] < real["sae_training"]["train"]["tokens"]
+    assert "cifar100" in config or preset == "line-of-sight"  # no cifar100 section added where there was none
+    validated = validate_config(copy.deepcopy(config), ROOT / "rules" / "config.schema.yaml")
+    check_config(validated)
+
+
+def test_preset_overlay_keys_exist_in_the_preset(serve_module):
+    """An overlay key the preset lacks would add a section (e.g. a typo'd dataset slug): every overlay dataset,
+    SAE-feature analysis and probe task must name one of the preset's."""
+    for preset in PRESETS:
+        real = yaml.safe_load((ROOT / "config" / f"{preset}.yaml").read_text(encoding="utf-8"))
+        overlay = yaml.safe_load(
+            (ROOT / "scripts" / "rehearsal" / f"overlay-{preset}.yaml").read_text(encoding="utf-8")
+        )
+        for section in ("datasets", "sae_features"):
+            assert set(overlay.get(section, {})) <= set(real.get(section, {})), (preset, section)

@@ -18,7 +18,9 @@ OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
 def needed_files(cfg: Mapping[str, Any]) -> dict[str, list[str]]:
-    """hub repo id -> files the run reads first from it (config.json per model, params.npz per SAE layer)."""
+    """hub repo id -> files the run reads first from it (config.json per model; per SAE layer the weights file of
+    the release's format: ``params.npz`` for Gemma Scope, ``cfg.json`` + ``sae_weights.safetensors`` for
+    releases in sae-lens's own format such as gemma-2b-res-jb)."""
     need: dict[str, list[str]] = {}
     for name in cfg["models"]:
         spec = model_spec(cfg, name)
@@ -37,8 +39,15 @@ def needed_files(cfg: Mapping[str, Any]) -> dict[str, list[str]]:
         for layer in layers:
             sae_id = s["id_template"].format(layer=layer)
             path = release.saes_map.get(sae_id, sae_id)
-            need.setdefault(release.repo_id, []).append(f"{path}/params.npz")
+            need.setdefault(release.repo_id, []).extend(f"{path}/{f}" for f in _sae_files(release))
     return need
+
+
+def _sae_files(release) -> tuple[str, ...]:
+    """The files sae-lens's loader for this release (its ``conversion_func``) reads from each SAE folder."""
+    if release.conversion_func in (None, "sae_lens"):
+        return ("cfg.json", "sae_weights.safetensors")
+    return ("params.npz",)
 
 
 def _cached(repo: str, filename: str) -> bool:

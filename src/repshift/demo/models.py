@@ -255,10 +255,20 @@ TINY_LLM_SIZES = {
 
 
 def build_tiny_llm(
-    out_dir, model_cls, config_cls, tokenizer, *, arch: str, seed: int, sizes, **config
+    out_dir,
+    model_cls,
+    config_cls,
+    tokenizer,
+    *,
+    arch: str,
+    seed: int,
+    sizes,
+    norm_offset: float = 1.0,
+    **config,
 ) -> Path:
-    """A tiny random causal LM of ``model_cls`` (tied embeddings, 1024 positions, RMSNorm scales 1 + seeded
-    noise) at :data:`TINY_LLM_SIZES` overridden by ``sizes``, saved with its tokenizer by :func:`save_demo_llm`;
+    """A tiny random causal LM of ``model_cls`` (tied embeddings, 1024 positions, RMSNorm scales
+    ``norm_offset`` + seeded noise: 1 for norms that multiply by ``weight``, 0 for Gemma's ``1 + weight``) at
+    :data:`TINY_LLM_SIZES` overridden by ``sizes``, saved with its tokenizer by :func:`save_demo_llm`;
     ``config`` adds the family's own config keys (token ids, norm epsilon)."""
     unknown = set(sizes) - set(TINY_LLM_SIZES)
     if unknown:
@@ -272,7 +282,7 @@ def build_tiny_llm(
         **config,
     )
     return save_demo_llm(
-        out_dir, seeded_model(model_cls, cfg, seed, norm_offset=1.0), tokenizer, arch=arch, seed=seed
+        out_dir, seeded_model(model_cls, cfg, seed, norm_offset=norm_offset), tokenizer, arch=arch, seed=seed
     )
 
 
@@ -311,6 +321,49 @@ def build_demo_llm(
     return save_demo_llm(out_dir, model, tokenizer, arch="gemma2", seed=seed)
 
 
+#: Demo LLM architectures built with :func:`build_demo_tokenizer` (Gemma's special ids, ``<image>``): any of them
+#: can be the decoder of a demo PaliGemma / LLaVA / LLaVA-NeXT.
+DEMO_TOKENIZER_LLMS: tuple[str, ...] = ("gemma2", "gemma", "mistral")
+
+
+def _demo_token_ids() -> dict[str, int]:
+    """EOS and BOS of the demo tokenizer (build_tiny_llm sets the pad id from the tokenizer)."""
+    return {"eos_token_id": SPECIAL_TOKENS.index("<eos>"), "bos_token_id": SPECIAL_TOKENS.index("<bos>")}
+
+
+def build_demo_gemma(
+    out_dir: str | os.PathLike, *, seed: int = 0, vocab_size: int = 512, head_dim: int = 16, **sizes
+) -> Path:
+    """A tiny random Gemma-1 ``GemmaForCausalLM`` (the architecture of ``google/gemma-2b``: GeGLU MLP, RMSNorm
+    scaling by ``1 + weight``, no softcapping, no sliding window) at :data:`TINY_LLM_SIZES` overridden by
+    ``sizes``. The tokenizer is the demo's (:func:`build_demo_tokenizer`), not Gemma's real one."""
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    tokenizer = build_demo_tokenizer(vocab_size=vocab_size)
+    ids = _demo_token_ids()
+    return build_tiny_llm(
+        out_dir, GemmaForCausalLM, GemmaConfig, tokenizer, arch="gemma", seed=seed, sizes=sizes,
+        norm_offset=0.0, head_dim=head_dim, rms_norm_eps=1e-6, attn_implementation="eager", **ids,
+    )  # fmt: skip
+
+
+def build_demo_mistral(
+    out_dir: str | os.PathLike, *, seed: int = 0, vocab_size: int = 512, head_dim: int = 16, **sizes
+) -> Path:
+    """A tiny random ``MistralForCausalLM`` (the architecture of ``mistralai/Mistral-7B-Instruct-v0.2``:
+    SwiGLU MLP, grouped-query attention, no sliding window as in v0.2) at :data:`TINY_LLM_SIZES` overridden by
+    ``sizes``; embeddings tied (the real checkpoint's are not). The tokenizer is the demo's Gemma-style one
+    (:func:`build_demo_tokenizer`), not Mistral's real Llama tokenizer."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    tokenizer = build_demo_tokenizer(vocab_size=vocab_size)
+    ids = _demo_token_ids()
+    return build_tiny_llm(
+        out_dir, MistralForCausalLM, MistralConfig, tokenizer, arch="mistral", seed=seed, sizes=sizes,
+        head_dim=head_dim, sliding_window=None, rms_norm_eps=1e-5, attn_implementation="eager", **ids,
+    )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class VlmParts:
     """What a family's demo builder returns: the VLM class and config, and its processor (not yet saved)."""
@@ -343,12 +396,14 @@ def _vision_config(
 
 
 def _gemma_parts(base_dir: Path, arch: str, *, image_size: int, patch_size: int, **vision):
-    from transformers import AutoTokenizer, Gemma2Config
+    """Vision config, the base LLM's tokenizer, a copy of the base LLM's own text config (Gemma-2 for the demo,
+    Gemma-1 or Mistral for the rehearsal's stand-ins: any LLM built with the demo tokenizer) and the image id."""
+    from transformers import AutoConfig, AutoTokenizer
 
-    base_config = Gemma2Config.from_pretrained(base_dir)
+    base_config = AutoConfig.from_pretrained(base_dir)
     vision_config = _vision_config(arch, image_size=image_size, patch_size=patch_size, **vision)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    text_config = Gemma2Config.from_dict(base_config.to_dict())
+    text_config = type(base_config).from_dict(base_config.to_dict())
     return vision_config, tokenizer, text_config, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
 
 
@@ -498,9 +553,12 @@ def _check_vlm_args(out_dir, base_dir: Path, arch: str, perturb_from, perturb_sc
             f"out_dir must differ from base_dir ({base_dir}): the VLM would replace its base LLM"
         )
     want = FAMILIES[arch].demo_base
+    allowed = DEMO_TOKENIZER_LLMS if want in DEMO_TOKENIZER_LLMS else (want,)
     got = load_demo_meta(base_dir).get("arch")
-    if got is not None and got != want:
-        raise ValueError(f"a demo {arch} copies a demo {want} LLM, but {base_dir} holds a demo {got}")
+    if got is not None and got not in allowed:
+        raise ValueError(
+            f"a demo {arch} copies a demo {' or '.join(allowed)} LLM, but {base_dir} holds a demo {got}"
+        )
     if (
         isinstance(perturb_from, bool)
         or not isinstance(perturb_from, int)

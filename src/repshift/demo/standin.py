@@ -7,14 +7,22 @@
       models--google--gemma-2-2b/refs/main                      (the commit hash, no newline)
       models--google--gemma-2-2b/snapshots/<hash>/config.json   (plain files; the hub cache symlinks to blobs/)
 
-  Real depths (26 decoder blocks, 27 SigLIP blocks, 256 image tokens at 224 px), small widths, the demo's
-  tokenizer and processor. Gemma Scope SAEs are written in Gemma Scope's own format (``params.npz`` holding
+  Real depths (the config's ``num_layers``: 26 decoder blocks, 27 SigLIP blocks for config.yaml), the real
+  224 px input with 56 px patches (16 image tokens, where the real towers have 256 or more: on CPU the sequence
+  length is what costs), small widths, the demo's tokenizer and processor (not the real tokenizers). Each repo's stand-in
+  has the architecture of the real checkpoint (:data:`STANDIN_ARCHS`: Gemma-1 for ``google/gemma-2b`` and
+  ``Intel/llava-gemma-2b``'s decoder, Mistral for ``mistralai/Mistral-7B-Instruct-v0.2`` and LLaVA-NeXT-Mistral;
+  Gemma-2 otherwise). Gemma Scope SAEs are written in Gemma Scope's own format (``params.npz`` holding
   ``W_enc``, ``W_dec``, ``b_enc``, ``b_dec``, ``threshold``) at the folders sae-lens's ``pretrained_saes.yaml``
   maps each ``layer_L/width_16k/canonical`` id to, in the repo it names (``google/gemma-scope-2b-pt-res``), so
-  ``SAE.from_pretrained(release, sae_id)`` runs its own Gemma-2 loader on them.
+  ``SAE.from_pretrained(release, sae_id)`` runs its own Gemma-2 loader on them. Releases in sae-lens's own
+  format (``gemma-2b-res-jb``: ``cfg.json`` + ``sae_weights.safetensors`` + ``sparsity.safetensors`` per
+  folder) get those files, with ``d_in``/``d_sae`` in the ``cfg.json`` and the block-12
+  ``normalize_activations`` the release lists a scaling factor for (:func:`sae_lens_format_files`).
 * sae-lens's Gemma-2 loader hard-codes ``d_in`` (2304 for "2b" repos) and ``d_sae`` (16384 for
   ``width_16k``). :func:`install_sae_shape_override` adds ``d_in``/``d_sae`` to the release's
-  ``config_overrides`` in sae-lens's (cached) pretrained-SAE directory, which that loader applies last. The
+  ``config_overrides`` in sae-lens's (cached) pretrained-SAE directory, which that loader applies last (only
+  Gemma-Scope-format releases need it). The
   rehearsal therefore cannot prove that the real Gemma Scope widths match the real models, nor anything about
   the real weights' scale, memory or run time.
 """
@@ -24,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -34,7 +43,7 @@ from repshift.formats.atomic import atomic_dir, write_text
 
 log = logging.getLogger(__name__)
 
-#: Environment variable read by scripts/rehearsal/sitecustomize.py: ``RELEASE=D_IN,D_SAE``.
+#: Environment variable read by scripts/rehearsal/sitecustomize.py: ``RELEASE=D_IN,D_SAE[;RELEASE=D_IN,D_SAE]``.
 SAE_SHAPE_ENV = "REPSHIFT_STANDIN_SAE_SHAPE"
 
 #: Widths of the stand-in models (depths are the real ones, read from the config's ``num_layers``).
@@ -42,8 +51,9 @@ LLM_WIDTH = dict(
     hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=16
 )
 VISION_WIDTH = 32
-#: The real PaliGemma-2-224 geometry: 224 px, 14 px patches, 256 image tokens.
-IMAGE_SIZE, PATCH_SIZE = 224, 14
+#: The real PaliGemma-2-224 input size (224 px) with 56 px patches: 16 image tokens instead of 256 (14 px patches),
+#: so that a stand-in VLM's sequences are ~30 tokens, not ~270 (the rehearsal's CPU time is mostly VLM forwards).
+IMAGE_SIZE, PATCH_SIZE = 224, 56
 #: SAE width of the stand-in Gemma Scope (8 x LLM_WIDTH["hidden_size"]).
 STANDIN_D_SAE = 512
 
@@ -69,6 +79,35 @@ def publish_snapshot(cache: str | os.PathLike, repo_id: str, src: str | os.PathL
     return snapshot
 
 
+#: Repo id -> architecture of the real checkpoint's decoder (for a VLM: the language model inside it), for the repos
+#: whose stand-in is not the default Gemma-2. Read off the hub configs: google/gemma-2b is ``GemmaForCausalLM``
+#: (Gemma-1, 18 blocks); Intel/llava-gemma-2b is LLaVA-1.5 on gemma-2b; Mistral-7B-Instruct-v0.2 is
+#: ``MistralForCausalLM`` (32 blocks); llava-hf/llava-v1.6-mistral-7b-hf is LLaVA-NeXT on it.
+STANDIN_ARCHS: dict[str, str] = {
+    "google/gemma-2b": "gemma",
+    "google/gemma-2b-it": "gemma",
+    "Intel/llava-gemma-2b": "gemma",
+    "mistralai/Mistral-7B-Instruct-v0.2": "mistral",
+    "llava-hf/llava-v1.6-mistral-7b-hf": "mistral",
+}
+#: The architecture of a repo missing from :data:`STANDIN_ARCHS`.
+DEFAULT_ARCH = "gemma2"
+#: Stand-in LLM builder per architecture (all use the demo tokenizer, so any can be a demo VLM's decoder).
+LLM_BUILDERS: dict[str, str] = {
+    "gemma2": "build_demo_llm",
+    "gemma": "build_demo_gemma",
+    "mistral": "build_demo_mistral",
+}
+#: Vision-tower depth of a VLM family when the config has no vision-stream model naming it (the real towers:
+#: SigLIP So400m 27 blocks, CLIP ViT-L/14 24).
+VISION_DEPTHS: dict[str, int] = {"paligemma": 27, "llava": 24, "llava-next": 24}
+
+
+def standin_arch(repo_id: str) -> str:
+    """The architecture of ``repo_id``'s stand-in decoder (:data:`STANDIN_ARCHS`, else :data:`DEFAULT_ARCH`)."""
+    return STANDIN_ARCHS.get(repo_id, DEFAULT_ARCH)
+
+
 def _hub_models(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Repo id -> {family, num_layers, vision_layers} for every ``source: hub`` model of the config."""
     repos: dict[str, dict[str, Any]] = {}
@@ -84,23 +123,43 @@ def _hub_models(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return repos
 
 
+def _standin_base(work: Path, bases: dict, arch: str, depth: int) -> Path:
+    """The stand-in LLM of ``arch`` at ``depth`` blocks (built once; ``bases`` caches them)."""
+    from repshift.demo import models
+
+    if arch not in LLM_BUILDERS:
+        raise ValueError(
+            f"no stand-in builder for architecture {arch!r}: choose one of {', '.join(LLM_BUILDERS)}"
+        )
+    if (arch, depth) not in bases:
+        name = "llm-base" if arch == DEFAULT_ARCH else f"llm-base-{arch}"
+        if any(a == arch for a, _ in bases):
+            name += f"-{depth}"
+        builder = getattr(models, LLM_BUILDERS[arch])
+        bases[arch, depth] = builder(work / name, num_hidden_layers=depth, **LLM_WIDTH)
+    return bases[arch, depth]
+
+
 def build_standin_models(
     cache: str | os.PathLike, config: dict[str, Any], work: str | os.PathLike
 ) -> list[str]:
-    """Tiny models under every hub id of ``config['models']``; VLM decoders are copies of the first LLM."""
-    from repshift.demo.models import build_demo_llm, build_demo_vlm
+    """Tiny models under every hub id of ``config['models']``, each of its real architecture (:func:`standin_arch`);
+    a VLM's decoder is a copy of the stand-in LLM of its architecture and depth (perturbed from the middle on)."""
+    from repshift.demo.models import build_demo_vlm
 
     work = Path(work)
     repos = _hub_models(config)
-    llms = {r: e for r, e in repos.items() if e["family"] == "causal-lm"}
-    depth = next(iter(llms.values()))["num_layers"] if llms else 26
-    base = build_demo_llm(work / "llm-base", num_hidden_layers=depth, **LLM_WIDTH)
+    llm_depths = [e["num_layers"] for e in repos.values() if e["family"] == "causal-lm"]
+    bases: dict[tuple[str, int], Path] = {}
+    if not llm_depths:
+        _standin_base(work, bases, DEFAULT_ARCH, 26)  # as before: the default base even without an LLM
     for repo_id, entry in repos.items():
+        arch = standin_arch(repo_id)
+        depth = entry["num_layers"] or (llm_depths[0] if llm_depths else 26)
+        base = _standin_base(work, bases, arch, depth)
         if entry["family"] == "causal-lm":
             publish_snapshot(cache, repo_id, base)
             continue
-        if entry["num_layers"] not in (None, depth):
-            raise ValueError(f"{repo_id}: decoder depth {entry['num_layers']} differs from the LLM's {depth}")
         out = build_demo_vlm(
             work / repo_id.replace("/", "--"),
             base_dir=base,
@@ -108,7 +167,7 @@ def build_standin_models(
             perturb_from=depth // 2,
             image_size=IMAGE_SIZE,
             patch_size=PATCH_SIZE,
-            vision_layers=entry["vision_layers"] or 27,
+            vision_layers=entry["vision_layers"] or VISION_DEPTHS.get(entry["family"], 27),
             vision_hidden_size=VISION_WIDTH,
         )
         publish_snapshot(cache, repo_id, out)
@@ -165,6 +224,90 @@ def residual_samples(model_dir: str | os.PathLike, ids_BT=None, *, n_seqs: int =
     return {L: h[:, 1:].reshape(-1, h.shape[-1]).numpy() for L, h in enumerate(hidden[1:])}
 
 
+def sae_lens_format_files(
+    release: str, sae_id: str, d_in: int, d_sae: int, seed: int, acts_ND: np.ndarray | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
+    """``cfg.json`` dict, ``sae_weights.safetensors`` tensors and log-sparsity of a stand-in SAE of a sae-lens-format
+    release (the format of jbloom's gemma-2b-res-jb: pre-6.0 keys such as ``hook_point``, ReLU, ``W_enc`` d_in x
+    d_sae). ``normalize_activations`` is ``expected_average_only_in`` exactly for the ids the release lists a
+    ``norm_scaling_factor`` for (sae-lens folds it at load), ``none`` otherwise. Other values are stand-in choices.
+    With ``acts_ND``, ``b_enc`` is minus the calibrated threshold of :func:`gemma_scope_params` (a ReLU latent then
+    fires on the same ``STANDIN_FIRING_RATE`` of the samples), applied after the release's input scaling."""
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    lookup = get_pretrained_saes_directory()[release]
+    factor = (lookup.norm_scaling_factor or {}).get(sae_id)
+    norm = "none" if factor is None else "expected_average_only_in"
+    if acts_ND is not None and factor is not None:
+        acts_ND = acts_ND * float(factor)  # what the encoder sees once sae-lens folds the factor in
+    params = gemma_scope_params(d_in, d_sae, seed, acts_ND=acts_ND)
+    weights = {k: params[k] for k in ("W_enc", "W_dec", "b_enc", "b_dec")}
+    if acts_ND is not None:
+        weights["b_enc"] = -params["threshold"]
+    cfg = {
+        "model_name": lookup.model,
+        "hook_point": sae_id,
+        "hook_point_layer": int(sae_id.split(".")[1]) if sae_id.startswith("blocks.") else 0,
+        "hook_point_head_index": None,
+        "d_in": int(d_in),
+        "d_sae": int(d_sae),
+        "activation_fn_str": "relu",
+        "apply_b_dec_to_input": False,
+        "normalize_activations": norm,
+        "dtype": "float32",
+        "device": "cpu",
+        "context_size": 1024,
+        "prepend_bos": True,
+        "dataset_path": "repshift-standin",
+        "sae_lens_version": "2.1.3",
+    }
+    log_sparsity = np.full(d_sae, -3.0, np.float32)
+    return cfg, weights, log_sparsity
+
+
+def _write_sae_lens_format(
+    folder: Path, release: str, sae_id: str, d_in: int, d_sae: int, seed: int, acts_ND: np.ndarray | None
+) -> None:
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    cfg, weights, log_sparsity = sae_lens_format_files(release, sae_id, d_in, d_sae, seed, acts_ND)
+    (folder / "cfg.json").write_text(json.dumps(cfg, indent=2) + "\n", encoding="utf-8")
+    save_file({k: torch.from_numpy(v) for k, v in weights.items()}, folder / "sae_weights.safetensors")
+    save_file({"sparsity": torch.from_numpy(log_sparsity)}, folder / "sparsity.safetensors")
+
+
+def _write_gemma_scope(
+    folder: Path, release: str, sae_id: str, d_in: int, d_sae: int, seed: int, acts_ND: np.ndarray | None
+) -> None:
+    np.savez(folder / "params.npz", **gemma_scope_params(d_in, d_sae, seed, acts_ND=acts_ND))
+
+
+#: sae-lens ``conversion_func`` of a release -> writer of one stand-in SAE folder in that release's own format.
+SAE_WRITERS = {
+    "gemma_2": _write_gemma_scope,
+    None: _write_sae_lens_format,
+    "sae_lens": _write_sae_lens_format,
+}
+
+
+def release_format(release: str) -> str | None:
+    """The ``conversion_func`` of a sae-lens release (None: sae-lens's own format), if a stand-in can be written."""
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    lookup = get_pretrained_saes_directory().get(release)
+    if lookup is None:
+        raise ValueError(f"{release!r} is not a sae-lens pretrained release")
+    if lookup.conversion_func not in SAE_WRITERS:
+        raise ValueError(
+            f"release {release!r} has conversion_func {lookup.conversion_func!r}; stand-ins exist for "
+            f"{', '.join(str(k) for k in SAE_WRITERS)}"
+        )
+    return lookup.conversion_func
+
+
 def build_standin_saes(
     cache: str | os.PathLike,
     release: str,
@@ -175,17 +318,18 @@ def build_standin_saes(
     seed: int = 0,
     acts: list[np.ndarray] | None = None,
 ) -> Path:
-    """Gemma-Scope-format ``params.npz`` files for ``sae_ids`` of ``release``, where sae-lens looks for them
-    (``acts[i]``: residual samples that set the thresholds of ``sae_ids[i]``, see :func:`gemma_scope_params`)."""
+    """Stand-in SAEs for ``sae_ids`` of ``release`` in the release's own format (Gemma Scope's ``params.npz``, or
+    sae-lens's ``cfg.json`` + ``sae_weights.safetensors`` + ``sparsity.safetensors``), where sae-lens looks
+    (``acts[i]``: residual samples that set the sparsity of ``sae_ids[i]``, see :func:`gemma_scope_params`)."""
     from sae_lens.loading.pretrained_saes_directory import get_repo_id_and_folder_name
 
+    write = SAE_WRITERS[release_format(release)]
     repo_id = None
     with atomic_dir(Path(work_dir := Path(cache) / ".standin-saes")) as tmp:
         for i, sae_id in enumerate(sae_ids):
             repo_id, folder = get_repo_id_and_folder_name(release, sae_id)
             (tmp / folder).mkdir(parents=True, exist_ok=True)
-            params = gemma_scope_params(d_in, d_sae, seed + i, acts_ND=None if acts is None else acts[i])
-            np.savez(tmp / folder / "params.npz", **params)
+            write(tmp / folder, release, sae_id, d_in, d_sae, seed + i, None if acts is None else acts[i])
     if repo_id is None:
         raise ValueError(f"no SAE ids given for release {release!r}")
     snapshot = publish_snapshot(cache, repo_id, work_dir)
@@ -201,41 +345,103 @@ def install_sae_shape_override(release: str, d_in: int, d_sae: int) -> None:
     lookup.config_overrides = {**(lookup.config_overrides or {}), "d_in": int(d_in), "d_sae": int(d_sae)}
 
 
+def parse_sae_shapes(value: str) -> dict[str, tuple[int, int]]:
+    """``RELEASE=D_IN,D_SAE[;RELEASE=D_IN,D_SAE...]`` -> {release: (d_in, d_sae)} (empty string: none)."""
+    shapes = {}
+    for item in filter(None, (v.strip() for v in value.split(";"))):
+        try:
+            release, shape = item.split("=")
+            d_in, d_sae = (int(v) for v in shape.split(","))
+        except ValueError as exc:
+            raise ValueError(f"{SAE_SHAPE_ENV}={value!r}: expected RELEASE=D_IN,D_SAE[;...]") from exc
+        shapes[release] = (d_in, d_sae)
+    return shapes
+
+
 def install_sae_shape_override_from_env() -> None:
-    """:func:`install_sae_shape_override` from ``REPSHIFT_STANDIN_SAE_SHAPE=release=d_in,d_sae`` (if set)."""
-    value = os.environ.get(SAE_SHAPE_ENV)
-    if not value:
-        return
-    try:
-        release, shape = value.split("=")
-        d_in, d_sae = (int(v) for v in shape.split(","))
-    except ValueError as exc:
-        raise ValueError(f"{SAE_SHAPE_ENV}={value!r}: expected RELEASE=D_IN,D_SAE") from exc
-    install_sae_shape_override(release, d_in, d_sae)
+    """:func:`install_sae_shape_override` for each ``release=d_in,d_sae`` of ``REPSHIFT_STANDIN_SAE_SHAPE``."""
+    for release, (d_in, d_sae) in parse_sae_shapes(os.environ.get(SAE_SHAPE_ENV, "")).items():
+        install_sae_shape_override(release, d_in, d_sae)
+
+
+def _release_ids(release: str, id_template: str, depth: int) -> list[str]:
+    """The ids ``id_template`` gives for layers 0..depth-1 that the release has (sae-lens format releases list
+    only some blocks: gemma-2b-res-jb has 0, 6, 10, 12, 17)."""
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    listed = get_pretrained_saes_directory()[release].saes_map
+    return [i for i in (id_template.format(layer=layer) for layer in range(depth)) if i in listed]
+
+
+def _id_layer(id_template: str, sae_id: str) -> int:
+    """The layer ``id_template`` gives ``sae_id`` for (the inverse of ``id_template.format(layer=L)``)."""
+    pattern = re.escape(id_template).replace(re.escape("{layer}"), r"(\d+)")
+    return int(re.fullmatch(pattern, sae_id).group(1))
+
+
+def _sae_base_llm(cache: str | os.PathLike, config: dict[str, Any], release: str) -> Path:
+    """The stand-in snapshot of the configured causal LM whose repo id ends with the release's model name (sae-lens's
+    ``model``, e.g. gemma-2-2b or gemma-2b); its residual stream calibrates the release's stand-in SAEs."""
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    model = get_pretrained_saes_directory()[release].model
+    llms = [
+        s["id"] for s in config["models"].values() if s.get("source") == "hub" and s["family"] == "causal-lm"
+    ]
+    matching = [r for r in llms if r.lower().endswith("/" + model.lower())] or llms
+    if not matching:
+        raise ValueError(f"no hub causal LM in the config to calibrate release {release!r} on")
+    repo_id = matching[0]
+    return repo_folder(cache, repo_id) / "snapshots" / fake_commit(repo_id)
 
 
 def build_standin_hub(
     cache: str | os.PathLike, config: dict[str, Any], work: str | os.PathLike
 ) -> dict[str, Any]:
-    """Models and pretrained SAEs for every hub id and ``source: pretrained`` SAE of ``config``."""
+    """Models and pretrained SAEs for every hub id and ``source: pretrained`` SAE of ``config``. ``saes`` of the
+    summary maps each SAE to its release, widths and whether its format needs :func:`install_sae_shape_override`
+    (Gemma Scope's loader hard-codes the real widths; a sae-lens ``cfg.json`` carries them)."""
     repos = build_standin_models(cache, config, work)
     depth = max(int(s["num_layers"]) for s in config["models"].values() if s.get("stream") != "vision")
     saes = {}
-    for name, spec in config.get("saes", {}).items():
+    for name, spec in (config.get("saes") or {}).items():
         if spec.get("source") != "pretrained":
             continue
-        ids = [spec["id_template"].format(layer=layer) for layer in range(depth)]
-        samples = residual_samples(Path(work) / "llm-base")
+        ids = _release_ids(spec["release"], spec["id_template"], depth)
+        samples = residual_samples(_sae_base_llm(cache, config, spec["release"]))
         build_standin_saes(
             cache,
             spec["release"],
             ids,
             d_in=LLM_WIDTH["hidden_size"],
             d_sae=STANDIN_D_SAE,
-            acts=[samples[layer] for layer in range(depth)],
+            acts=[samples[_id_layer(spec["id_template"], i)] for i in ids],
         )
-        saes[name] = {"release": spec["release"], "d_in": LLM_WIDTH["hidden_size"], "d_sae": STANDIN_D_SAE}
+        saes[name] = {
+            "release": spec["release"],
+            "d_in": LLM_WIDTH["hidden_size"],
+            "d_sae": STANDIN_D_SAE,
+            "shape_override": release_format(spec["release"]) == "gemma_2",
+        }
     return {"models": repos, "saes": saes}
+
+
+def sae_shape_env_value(summary: dict[str, Any]) -> str:
+    """The ``REPSHIFT_STANDIN_SAE_SHAPE`` value for :func:`build_standin_hub`'s summary (releases needing it)."""
+    shapes = {s["release"]: (s["d_in"], s["d_sae"]) for s in summary["saes"].values() if s["shape_override"]}
+    return ";".join(f"{r}={d_in},{d_sae}" for r, (d_in, d_sae) in shapes.items())
+
+
+def build_standin_imagenet(
+    root: str | os.PathLike, *, n_val: int, n_train: int = 2, image_size: int = 64
+) -> Path:
+    """A stand-in ImageNet-1k in the ILSVRC-2012 layout (:func:`repshift.demo.imagenet.make_fake_imagenet`: all of
+    its classes, ``n_val`` val images each, val as class folders) for a config's ``imagenet.root``."""
+    from repshift.demo.imagenet import CLASSES, make_fake_imagenet
+
+    return make_fake_imagenet(
+        root, n_classes=len(CLASSES), n_train=n_train, n_val=n_val, image_size=image_size
+    )
 
 
 def _zip_folder(zip_path: Path, root: Path, folders: list[str]) -> Path:

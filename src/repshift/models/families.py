@@ -113,7 +113,13 @@ FAMILIES: dict[str, Family] = {
             name="causal-lm",
             vlm=False,
             auto_class="AutoModelForCausalLM",
-            model_classes=("Gemma2ForCausalLM", "Qwen2ForCausalLM", "LlamaForCausalLM"),
+            model_classes=(
+                "Gemma2ForCausalLM",
+                "GemmaForCausalLM",
+                "MistralForCausalLM",
+                "Qwen2ForCausalLM",
+                "LlamaForCausalLM",
+            ),  # fmt: skip
             decoder_blocks="model.layers",
             bos="tokenizer",
         ),

@@ -100,6 +100,12 @@ def fetch_pretrained_sae(
             f"Missing: {_hub_hint(exc)}. To try the pipeline without the hub, run the demo preset "
             "(`make demo`), which fits tiny SAEs locally."
         ) from exc
+    # save_model writes sae-lens 6's cfg layout (hook_name inside `metadata`) but keeps the release's own
+    # sae_lens_version; for a pre-6.0 release (gemma-2b-res-jb: 2.1.3) load_from_disk would then re-run the pre-6
+    # conversion on the saved file and drop the metadata, hook name included. Mark the file as what it is.
+    from sae_lens import __version__ as sae_lens_version
+
+    sae.cfg.metadata.sae_lens_version = sae_lens_version
     with atomic_dir(out) as tmp:
         sae.save_model(tmp)
         write_json(
