@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
+from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from repshift.probes.cv import (
@@ -477,6 +478,11 @@ def majority_baseline(
     return _rows_frame(rows)
 
 
+#: Training-matrix size (rows x dims) from which the fixed-C null is fit by the batched solver; below it each
+#: permutation is one scikit-learn fit (as fast on small problems, and the job never imports torch: seconds each).
+BATCHED_NULL_MIN_SIZE = 200_000
+
+
 def _null_split(
     p: _Prepared, r: int, k: int, train_idx: np.ndarray, fit: tuple[Pipeline, float], settings: ProbeSettings
 ) -> list[dict[str, Any]]:
@@ -502,13 +508,16 @@ def _null_split(
     perms = [rng.permutation(p.y[train_idx]) for _ in range(settings.permutations)]
     rows = []
     groups = None if p.groups is None else p.groups[train_idx]
-    if fixed:  # all permutations in one batched fit (scikit-learn's objective and stopping rule)
+    batched = fixed and X_tr.size >= BATCHED_NULL_MIN_SIZE
+    if batched:  # all permutations in one batched fit (scikit-learn's objective and stopping rule)
         from repshift.probes.batched import fit_logistic_batched
 
         batch = fit_logistic_batched(X_tr, np.stack(perms, axis=1), C, max_iter=settings.max_iter, threads=1)
     for i, y_perm in enumerate(perms):
-        if fixed:
+        if batched:
             model, C_i = batch.model(i), C
+        elif fixed:
+            model, C_i = LogisticRegression(C=C, max_iter=settings.max_iter).fit(X_tr, y_perm), C
         else:
             model, info = fit_probe_pipeline(X_tr, y_perm, settings=settings, seed=seed, groups_N=groups)
             C_i = info["C"]
@@ -544,7 +553,8 @@ def permutation_null(
     labels, so permuting them cannot change it) and the C that inner CV chose for the real labels (first seed):
     one fit per permutation instead of a full inner CV, and all permutations of a fold-run are fit at once by
     :func:`repshift.probes.batched.fit_logistic_batched` (scikit-learn's objective and stopping rule; agrees
-    with its ``LogisticRegression`` within the tolerance tested there). This makes the null slightly optimistic
+    with its ``LogisticRegression`` within the tolerance tested there), or one by one by ``LogisticRegression``
+    itself when the training matrix is smaller than :data:`BATCHED_NULL_MIN_SIZE`. This makes the null slightly optimistic
     for the real probe (the null does not get its own best C, which on permuted labels is usually the strongest
     regularisation and lands at chance anyway); ``inner`` repeats the inner CV per permutation (exact, slower).
     :func:`repshift.probes.summary.summarize` turns the rows into a band and a permutation p-value.
