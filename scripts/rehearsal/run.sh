@@ -31,11 +31,14 @@ export REPSHIFT_STANDIN_SAE_SHAPE="$(cat "$OUT/sae_shape.txt")"
 IMAGENET_ARGS=()
 if [ "$IMAGENET" != 0 ]; then IMAGENET_ARGS=(--imagenet "$OUT/imagenet"); fi
 # --resources gpu: profiles/default allows one "GPU" job at a time; the stand-ins run on CPU, so the cores decide.
+# --max-threads 1: the stand-ins' tensors are tiny, so a second thread per job only spins; one thread per job lets
+# two jobs share 2 cores. --scheduler greedy: the ILP scheduler starts a solver process at every job end (seconds
+# per job on 2 cores); which ready job starts first changes no output.
 SECONDS=0
 status=0
 "$BIN/python" scripts/rehearsal/serve.py "$OUT/archives" "$OUT/config.yaml" --config "$CONFIG" \
     --overlay "$OVERLAY" "${IMAGENET_ARGS[@]}" -- \
-    "$BIN/snakemake" --cores "$CORES" --resources gpu="$CORES" --configfile "$OUT/config.yaml" --keep-going \
+    "$BIN/snakemake" --cores "$CORES" --resources gpu="$CORES" --max-threads 1 --scheduler greedy --configfile "$OUT/config.yaml" --keep-going \
     --rerun-incomplete "${@:-all}" || status=$?
 # The whole run (no targets given) ends with the HTML report, as a user would make it.
 if [ "$status" = 0 ] && [ $# = 0 ]; then
