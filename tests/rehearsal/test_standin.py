@@ -295,7 +295,9 @@ def test_sae_lens_format_calibration_fires_three_in_a_hundred_after_the_release_
     from repshift.demo.standin import sae_lens_format_files
 
     acts_ND = np.random.default_rng(2).normal(size=(100, 64)).astype(np.float32)
-    cfg, weights, _ = sae_lens_format_files("gemma-2b-res-jb", "blocks.12.hook_resid_post", 64, 512, 0, acts_ND)
+    cfg, weights, _ = sae_lens_format_files(
+        "gemma-2b-res-jb", "blocks.12.hook_resid_post", 64, 512, 0, acts_ND
+    )
     assert cfg["normalize_activations"] == "expected_average_only_in"
     # sae-lens multiplies block 12's inputs by the release's listed factor before the ReLU encoder
     pre_NS = (acts_ND * 0.21381938399317255) @ weights["W_enc"] + weights["b_enc"]
