@@ -247,6 +247,8 @@ def test_probe_direction_moves_its_own_probe_by_alpha_norm_w(steered):
         log = root / cfg["paths"]["results"] / f"logs/steer_model/{model}/cat-dog/layer-{LAYER}.log"
         norm = float(re.search(r"\|\|h\|\| = ([0-9.]+)", log.read_text()).group(1))
         t = pd.read_csv(_steering_file(root, cfg, "table", model), sep="\t")
+        # the table carries the edit scale the log prints (one value per model and layer)
+        assert t.residual_norm.nunique() == 1 and t.residual_norm.iloc[0] == pytest.approx(norm, abs=1e-3)
         own = t[
             (t.kind == "probe")
             & (t.measure == "persistence")

@@ -28,6 +28,8 @@ TABLE_COLUMNS = [
     "ci_high",
     "n",
     "baseline",
+    # mean ||h_L|| over the edited positions of the norm examples: an edit adds alpha * residual_norm * v
+    "residual_norm",
 ]
 
 
