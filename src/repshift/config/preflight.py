@@ -43,11 +43,18 @@ def needed_files(cfg: Mapping[str, Any]) -> dict[str, list[str]]:
     return need
 
 
+#: sae-lens ``conversion_func`` -> the files its loader reads from each SAE folder (formats known here).
+SAE_FORMAT_FILES: dict[str | None, tuple[str, ...]] = {
+    "gemma_2": ("params.npz",),  # Gemma Scope
+    None: ("cfg.json", "sae_weights.safetensors"),  # sae-lens's own format (e.g. gemma-2b-res-jb)
+    "sae_lens": ("cfg.json", "sae_weights.safetensors"),
+}
+
+
 def _sae_files(release) -> tuple[str, ...]:
-    """The files sae-lens's loader for this release (its ``conversion_func``) reads from each SAE folder."""
-    if release.conversion_func in (None, "sae_lens"):
-        return ("cfg.json", "sae_weights.safetensors")
-    return ("params.npz",)
+    """The files sae-lens's loader for this release (its ``conversion_func``) reads from each SAE folder; none for
+    other formats (a guessed file name would be reported missing with network up): fetch_sae names what fails."""
+    return SAE_FORMAT_FILES.get(release.conversion_func, ())
 
 
 def _cached(repo: str, filename: str) -> bool:

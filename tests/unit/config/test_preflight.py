@@ -76,3 +76,16 @@ def test_everything_cached_passes_without_asking_the_hub(tmp_path):
     ).unlink()
     proc = _run(tmp_path)
     assert "1 hub repo(s)" in proc.stderr and "google/gemma-scope-2b-pt-res: 1 file(s)" in proc.stderr
+
+
+def test_sae_files_follow_the_release_format_and_skip_unknown_ones():
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+    from repshift.config.preflight import _sae_files
+
+    directory = get_pretrained_saes_directory()
+    assert _sae_files(directory["gemma-scope-2b-pt-res-canonical"]) == ("params.npz",)
+    assert _sae_files(directory["gemma-2b-res-jb"]) == ("cfg.json", "sae_weights.safetensors")
+    # Llama Scope's loader reads other files: nothing is guessed (a wrong name would read as "missing")
+    assert directory["llama_scope_lxa_8x"].conversion_func == "llama_scope"
+    assert _sae_files(directory["llama_scope_lxa_8x"]) == ()
