@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -364,19 +363,14 @@ def install_sae_shape_override_from_env() -> None:
         install_sae_shape_override(release, d_in, d_sae)
 
 
-def _release_ids(release: str, id_template: str, depth: int) -> list[str]:
-    """The ids ``id_template`` gives for layers 0..depth-1 that the release has (sae-lens format releases list
-    only some blocks: gemma-2b-res-jb has 0, 6, 10, 12, 17)."""
+def _release_layers(release: str, id_template: str, depth: int) -> dict[int, str]:
+    """Layer -> id for the layers 0..depth-1 whose ``id_template`` id the release has (sae-lens format releases
+    list only some blocks: gemma-2b-res-jb has 0, 6, 10, 12, 17)."""
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
     listed = get_pretrained_saes_directory()[release].saes_map
-    return [i for i in (id_template.format(layer=layer) for layer in range(depth)) if i in listed]
-
-
-def _id_layer(id_template: str, sae_id: str) -> int:
-    """The layer ``id_template`` gives ``sae_id`` for (the inverse of ``id_template.format(layer=L)``)."""
-    pattern = re.escape(id_template).replace(re.escape("{layer}"), r"(\d+)")
-    return int(re.fullmatch(pattern, sae_id).group(1))
+    ids = {layer: id_template.format(layer=layer) for layer in range(depth)}
+    return {layer: sae_id for layer, sae_id in ids.items() if sae_id in listed}
 
 
 def _sae_base_llm(cache: str | os.PathLike, config: dict[str, Any], release: str) -> Path:
@@ -404,18 +398,21 @@ def build_standin_hub(
     repos = build_standin_models(cache, config, work)
     depth = max(int(s["num_layers"]) for s in config["models"].values() if s.get("stream") != "vision")
     saes = {}
+    samples_by_llm: dict[Path, dict[int, np.ndarray]] = {}  # one forward pass per base LLM, not per release
     for name, spec in (config.get("saes") or {}).items():
         if spec.get("source") != "pretrained":
             continue
-        ids = _release_ids(spec["release"], spec["id_template"], depth)
-        samples = residual_samples(_sae_base_llm(cache, config, spec["release"]))
+        layers = _release_layers(spec["release"], spec["id_template"], depth)
+        llm = _sae_base_llm(cache, config, spec["release"])
+        if llm not in samples_by_llm:
+            samples_by_llm[llm] = residual_samples(llm)
         build_standin_saes(
             cache,
             spec["release"],
-            ids,
+            list(layers.values()),
             d_in=LLM_WIDTH["hidden_size"],
             d_sae=STANDIN_D_SAE,
-            acts=[samples[_id_layer(spec["id_template"], i)] for i in ids],
+            acts=[samples_by_llm[llm][layer] for layer in layers],
         )
         saes[name] = {
             "release": spec["release"],
