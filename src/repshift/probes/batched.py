@@ -421,12 +421,13 @@ def _lbfgs(Z, Y, cw, scale_B, binary, Q, tol, max_iter, m, s_PB):
             idx = None if bool(pending.all()) else pending.nonzero().squeeze(1)
             if idx is not None and idx.numel() == 0:
                 break
-            sel = (lambda A: A) if idx is None else (lambda A: A[..., idx])  # noqa: E731
+            sel = (lambda A: A) if idx is None else (lambda A, i=idx: A[..., i])  # noqa: E731
             ti = sel(t)
             loss, _ = _data_loss(sel(L) + ti.to(dt) * sel(ZD), sel(Y), sel(cw), binary, Q)
             f_try = loss + 0.5 * (sel(sq0) + ti * sel(sq1) + ti * ti * sel(sq2))
             fi = sel(f)
-            ok = f_try <= fi + _C1 * ti * sel(gd) + 1e-6 * fi.abs()  # slack: objectives carry float32 rounding
+            # slack: objectives carry float32 rounding
+            ok = f_try <= fi + _C1 * ti * sel(gd) + 1e-6 * fi.abs()
             at = torch.arange(b, device=dev) if idx is None else idx
             f_new[at[ok]] = f_try[ok]
             pending[at[ok]] = False
