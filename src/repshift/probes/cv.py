@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sklearn
-from scipy import stats
+from scipy import sparse, stats
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
@@ -255,9 +255,8 @@ def _inner_cv_scores(
     settings: ProbeSettings,
     seed: int,
     kind: str,
-    scaler: Callable[[], Any],
 ) -> dict[float, float]:
-    """Mean inner-CV score (higher is better) per C of the grid, ascending C."""
+    """Mean inner-CV score (higher is better) per C of the grid, ascending C, on features already scaled."""
     grid = sorted(settings.c_grid)
     if len(grid) == 1:
         return {grid[0]: math.nan}
@@ -268,8 +267,7 @@ def _inner_cv_scores(
         if np.unique(y_N[tr]).size < classes.size:
             logger.debug("inner fold skipped: its training rows miss a class")
             continue
-        fitted = scaler().fit(X_ND[tr])
-        X_tr, X_va = fitted.transform(X_ND[tr]), fitted.transform(X_ND[va])
+        X_tr, X_va = X_ND[tr], X_ND[va]
         clf = None
         for i, C in enumerate(grid):
             if kind == "mlp" or clf is None:
@@ -285,6 +283,14 @@ def _inner_cv_scores(
     return dict(zip(grid, (totals / n_used).tolist(), strict=True))
 
 
+def _best_C(scores: Mapping[float, float]) -> float:
+    """The C of the best inner score (ascending C: ties go to the strongest regularisation; all NaN: the
+    first)."""
+    C_grid = np.array(list(scores))
+    values = np.array(list(scores.values()))
+    return float(C_grid[0] if np.isnan(values).all() else C_grid[int(np.nanargmax(values))])
+
+
 def fit_probe_pipeline(
     X_ND: np.ndarray,
     y_N: np.ndarray,
@@ -295,13 +301,16 @@ def fit_probe_pipeline(
     kind: str = "logreg",
     scaler: Callable[[], Any] = StandardScaler,
 ) -> tuple[Pipeline, dict[str, Any]]:
-    """Choose C by inner CV on these rows, then fit scaler + classifier on all of them.
+    """Fit the scaler on these rows, choose C by inner CV on them, then fit the classifier on all of them.
 
     The one nested-CV engine: label probes (dense pooled activations, ``StandardScaler``) and SAE-feature
     classification (sparse codes, its own scalers) both fit through it. Pass only training rows: everything here
-    (scaler statistics included) is fit on what it is given. ``kind`` is ``logreg`` or ``mlp``; ``scaler`` makes a
-    fresh scikit-learn transformer (dense or sparse input). Returns the fitted pipeline (steps ``scaler``, ``clf``) and an info dict
-    (``C``, ``inner_scores`` per C, ``n_convergence_warnings``).
+    (scaler statistics included) is fit on what it is given. The scaler is fit once, on all the given rows, and
+    the inner folds are row subsets of the scaled matrix: the scaler never sees a label, the held-out outer fold
+    is never given, and every inner problem then shares one matrix (what lets
+    :func:`fit_probe_pipelines_batched` solve them together). ``kind`` is ``logreg`` or ``mlp``; ``scaler``
+    makes a fresh scikit-learn transformer (dense or sparse input). Returns the fitted pipeline (steps
+    ``scaler``, ``clf``) and an info dict (``C``, ``inner_scores`` per C, ``n_convergence_warnings``).
     """
     if kind not in ("logreg", "mlp"):
         raise ValueError(f"fit_probe_pipeline fits 'logreg' or 'mlp', got {kind!r}")
@@ -316,13 +325,12 @@ def fit_probe_pipeline(
         warnings.catch_warnings(record=True) as caught,
     ):
         warnings.simplefilter("always", ConvergenceWarning)
-        scores = _inner_cv_scores(X_ND, y_N, groups_N, settings=settings, seed=seed, kind=kind, scaler=scaler)
-        C_grid = np.array(list(scores))
-        values = np.array(list(scores.values()))
-        best_C = float(C_grid[0] if np.isnan(values).all() else C_grid[int(np.nanargmax(values))])
-        pipe = Pipeline([("scaler", scaler()), ("clf", _make_classifier(kind, best_C, seed, settings))]).fit(
-            X_ND, y_N
-        )
+        fitted_scaler = scaler().fit(X_ND)
+        X_s = fitted_scaler.transform(X_ND)
+        scores = _inner_cv_scores(X_s, y_N, groups_N, settings=settings, seed=seed, kind=kind)
+        best_C = _best_C(scores)
+        clf = _make_classifier(kind, best_C, seed, settings).fit(X_s, y_N)
+        pipe = Pipeline([("scaler", fitted_scaler), ("clf", clf)])
     n_conv = 0
     for w in caught:
         if issubclass(w.category, ConvergenceWarning):
@@ -330,6 +338,134 @@ def fit_probe_pipeline(
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return pipe, {"C": best_C, "inner_scores": scores, "n_convergence_warnings": n_conv}
+
+
+#: Training-matrix size (rows x dims) from which logistic probes are fit by the batched solver
+#: (:func:`fit_probe_pipelines_batched`); below it by scikit-learn one fit at a time (as fast on small problems,
+#: and the job never imports torch).
+BATCHED_MIN_SIZE = 200_000
+
+
+def use_batched(n_rows: int, n_dims: int, kind: str = "logreg") -> bool:
+    """Whether logistic fits on an (n_rows, n_dims) training matrix go to the batched solver
+    (``n_rows * n_dims >= BATCHED_MIN_SIZE``; read at call time, so tests can move it)."""
+    return kind == "logreg" and n_rows * n_dims >= BATCHED_MIN_SIZE
+
+
+def _as_logistic(coef_KD: np.ndarray, intercept_K: np.ndarray, classes_K: np.ndarray, C: float, n_iter: int):
+    """A fitted ``LogisticRegression`` holding the batched solver's solution (scikit-learn scores it)."""
+    clf = LogisticRegression(C=C, solver="lbfgs")
+    clf.coef_ = np.asarray(coef_KD, dtype=np.float64)
+    clf.intercept_ = np.asarray(intercept_K, dtype=np.float64)
+    clf.classes_ = np.asarray(classes_K)
+    clf.n_features_in_ = clf.coef_.shape[1]
+    clf.n_iter_ = np.array([n_iter], dtype=np.int32)
+    return clf
+
+
+def _scores_of(fit: Any, b: int, X_ND: np.ndarray, y_N: np.ndarray, metric: str) -> float:
+    """Inner selection score of batched problem ``b`` on rows ``X_ND``/``y_N`` (higher is better)."""
+    proba = fit.predict_proba(X_ND)[:, b]
+    if metric == "accuracy":
+        return float(np.mean(y_N == fit.classes_[proba.argmax(axis=1)]))
+    return -_log_loss(y_N, proba, fit.classes_)
+
+
+def fit_probe_pipelines_batched(
+    X_ND: np.ndarray,
+    y_N: np.ndarray,
+    *,
+    settings: ProbeSettings,
+    seeds: Any,
+    groups_N: np.ndarray | None = None,
+    scaler: Callable[[], Any] = StandardScaler,
+    permutations: Any = None,
+    device: Any = None,
+) -> tuple[list[tuple[Pipeline, dict[str, Any]]], list[Any]]:
+    """:func:`fit_probe_pipeline` (kind ``logreg``) for several ``seeds`` at once on the batched solver, and
+    optionally the permutation null of the same rows.
+
+    One scaler and one solver basis (:func:`repshift.probes.batched.basis`) serve everything: first the inner
+    CV of every seed (inner folds x C values as 0/1 row weights on the one scaled matrix), then, in a second
+    batched call, the refit of each seed's chosen C and, with ``permutations`` (labels (n, P), one column per
+    permutation), P fits at the first seed's C (the fixed-C null). Same objective, stopping rule, inner splits
+    and choice of C as :func:`fit_probe_pipeline` (agreement tested). Returns one ``(pipeline, info)`` per seed
+    and the P null pipelines.
+    """
+    from repshift.probes.batched import basis, fit_logistic_batched
+
+    seeds = [int(s) for s in seeds]
+    with threadpool_limits(limits=1, user_api="blas"):
+        fitted_scaler = scaler().fit(X_ND)
+        X_t = fitted_scaler.transform(X_ND)
+        X_s = np.asarray(X_t.toarray() if sparse.issparse(X_t) else X_t, dtype=FEATURE_DTYPE)
+    classes = np.unique(y_N)
+    rows = basis(X_s, device=device, threads=1)
+    grid = sorted(settings.c_grid)
+    # inner problems: (seed, inner split, C) -> a column of row weights
+    splits = {}
+    columns, Cs = [], []
+    for seed in seeds:
+        if len(grid) == 1:
+            splits[seed] = []
+            continue
+        kept = [
+            (tr, va)
+            for tr, va in inner_splits(y_N, groups_N, n_splits=settings.inner_folds, seed=seed)
+            if np.unique(y_N[tr]).size == classes.size
+        ]
+        if not kept:
+            raise ValueError("no inner CV fold had every class in its training rows; cannot choose C")
+        splits[seed] = kept
+        for tr, _ in kept:
+            w = np.zeros(y_N.size)
+            w[tr] = 1.0
+            for C in grid:
+                columns.append(w)
+                Cs.append(C)
+    n_conv = dict.fromkeys(seeds, 0)
+    infos = {}
+    if columns:
+        inner = fit_logistic_batched(
+            X_s, y_N, np.array(Cs), weights=np.stack(columns, axis=1), max_iter=settings.max_iter, threads=1,
+            rows=rows, device=device,
+        )
+    b = 0
+    for seed in seeds:
+        totals = np.zeros(len(grid))
+        for _, va in splits[seed]:
+            for i in range(len(grid)):
+                totals[i] += _scores_of(inner, b, X_s[va], y_N[va], settings.inner_metric)
+                n_conv[seed] += int(not inner.converged_B[b])
+                b += 1
+        values = totals / max(len(splits[seed]), 1) if splits[seed] else np.full(1, math.nan)
+        scores = dict(zip(grid, values.tolist(), strict=True))
+        infos[seed] = {"C": _best_C(scores), "inner_scores": scores}
+    # second call: each distinct chosen C once on all rows, then the null at the first seed's C
+    chosen = sorted({infos[s]["C"] for s in seeds})
+    labels = [np.asarray(y_N)] * len(chosen)
+    C_all = list(chosen)
+    n_perm = 0 if permutations is None else np.shape(permutations)[1]
+    if n_perm:
+        labels += list(np.asarray(permutations).T)
+        C_all += [infos[seeds[0]]["C"]] * n_perm
+    final = fit_logistic_batched(
+        X_s, np.stack(labels, axis=1), np.array(C_all), max_iter=settings.max_iter, threads=1, rows=rows,
+        device=device,
+    )
+
+    def pipeline(j: int, C: float) -> Pipeline:
+        coef = final.coef_BKD[j]
+        clf = _as_logistic(coef, final.intercept_BK[j], final.classes_, C, int(final.n_iter_B[j]))
+        return Pipeline([("scaler", fitted_scaler), ("clf", clf)])
+
+    out = []
+    for seed in seeds:
+        j = chosen.index(infos[seed]["C"])
+        n_conv[seed] += int(not final.converged_B[j])
+        out.append((pipeline(j, infos[seed]["C"]), {**infos[seed], "n_convergence_warnings": n_conv[seed]}))
+    null = [pipeline(len(chosen) + i, C_all[len(chosen) + i]) for i in range(n_perm)]
+    return out, null
 
 
 #: Columns of the tidy frames returned by :func:`evaluate_probe` and :func:`run_probe_suite`.

@@ -14,6 +14,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from repshift.probes.cv import (
     KINDS,
@@ -26,7 +27,9 @@ from repshift.probes.cv import (
     _rows_frame,
     check_same_width,
     fit_probe_pipeline,
+    fit_probe_pipelines_batched,
     outer_splits,
+    use_batched,
 )
 from repshift.probes.saved import FoldProbes
 from repshift.progress import progress
@@ -127,36 +130,38 @@ class EvalSpace:
     groups_N: np.ndarray | None = None
 
 
-def _evaluate_split(
-    X_ND: np.ndarray,
-    y_N: np.ndarray,
-    spaces: Sequence[_Space],
-    groups_N: np.ndarray | None,
+def _fit_rows(
     train_idx: np.ndarray,
+    y_N: np.ndarray,
+    groups_N: np.ndarray | None,
     *,
     seed: int,
     repeat: int,
     fold: int,
-    kind: str,
+    train_fraction: float,
+) -> np.ndarray:
+    """The rows a probe of this (seed, fold-run) fits on: the training rows, or a seeded subsample of them."""
+    if train_fraction >= 1:
+        return train_idx
+    rng = np.random.default_rng([seed, repeat, fold, _STREAM_SUBSAMPLE])
+    return _subsample_training(train_idx, y_N, groups_N, train_fraction, rng)
+
+
+def _score_rows(
+    X_ND: np.ndarray,
+    spaces: Sequence[_Space],
+    fit_idx: np.ndarray,
+    pipe: Pipeline,
+    C: float,
+    *,
+    probe: str,
+    seed: int,
+    repeat: int,
+    fold: int,
     train_fraction: float,
     classes_K: np.ndarray,
-    settings: ProbeSettings,
-) -> tuple[list[dict[str, Any]], int, tuple[Pipeline, float] | None]:
-    fit_idx = train_idx
-    if train_fraction < 1:
-        rng = np.random.default_rng([seed, repeat, fold, _STREAM_SUBSAMPLE])
-        fit_idx = _subsample_training(train_idx, y_N, groups_N, train_fraction, rng)
-    y_fit = y_N[fit_idx]
-    if kind == "control":
-        y_fit = np.random.default_rng([seed, repeat, fold, _STREAM_CONTROL]).permutation(y_fit)
-    pipe, info = fit_probe_pipeline(
-        X_ND[fit_idx],
-        y_fit,
-        settings=settings,
-        seed=seed,
-        groups_N=None if groups_N is None else groups_N[fit_idx],
-        kind="mlp" if kind == "mlp" else "logreg",
-    )
+) -> list[dict[str, Any]]:
+    """Rows of one fitted probe scored in every space on the fold-run's test rows (re-centred where asked)."""
     rows = []
     source_mean_D = None
     for space, X_eval_ND, y_eval_N, test_by_fold, centre_by_fold in spaces:
@@ -172,7 +177,7 @@ def _evaluate_split(
         for metric, value in metrics.items():
             rows.append(
                 {
-                    "probe": kind,
+                    "probe": probe,
                     "train_fraction": float(train_fraction),
                     "test_space": space,
                     "seed": seed,
@@ -180,13 +185,107 @@ def _evaluate_split(
                     "fold": fold,
                     "metric": metric,
                     "value": value,
-                    "C": info["C"],
+                    "C": C,
                     "n_train": int(fit_idx.size),
                     "n_test": int(test_idx.size),
                 }
             )
+    return rows
+
+
+def _evaluate_split(
+    X_ND: np.ndarray,
+    y_N: np.ndarray,
+    spaces: Sequence[_Space],
+    groups_N: np.ndarray | None,
+    train_idx: np.ndarray,
+    *,
+    seed: int,
+    repeat: int,
+    fold: int,
+    kind: str,
+    train_fraction: float,
+    classes_K: np.ndarray,
+    settings: ProbeSettings,
+) -> tuple[list[dict[str, Any]], int, tuple[Pipeline, float] | None]:
+    fit_idx = _fit_rows(
+        train_idx, y_N, groups_N, seed=seed, repeat=repeat, fold=fold, train_fraction=train_fraction
+    )
+    y_fit = y_N[fit_idx]
+    if kind == "control":
+        y_fit = np.random.default_rng([seed, repeat, fold, _STREAM_CONTROL]).permutation(y_fit)
+    pipe, info = fit_probe_pipeline(
+        X_ND[fit_idx],
+        y_fit,
+        settings=settings,
+        seed=seed,
+        groups_N=None if groups_N is None else groups_N[fit_idx],
+        kind="mlp" if kind == "mlp" else "logreg",
+    )
+    rows = _score_rows(
+        X_ND, spaces, fit_idx, pipe, info["C"], probe=kind, seed=seed, repeat=repeat, fold=fold,
+        train_fraction=train_fraction, classes_K=classes_K,
+    )
     keep = (pipe, info["C"]) if kind == "logreg" and train_fraction >= 1 else None
     return rows, info["n_convergence_warnings"], keep
+
+
+def _permutations(p: _Prepared, r: int, k: int, train_idx: np.ndarray, settings: ProbeSettings) -> np.ndarray:
+    """(n_train, P) permuted training labels of fold-run (r, k), seeded per repeat, fold and permutation."""
+    rng = np.random.default_rng([settings.seeds[0], r, k, _STREAM_NULL])
+    y = p.y[train_idx]
+    return np.stack([rng.permutation(y) for _ in range(settings.permutations)], axis=1)
+
+
+def _null_rows(
+    p: _Prepared, r: int, k: int, train_idx: np.ndarray, models: Sequence[tuple[Any, float]]
+) -> list[dict[str, Any]]:
+    """Null rows of fold-run (r, k): permutation ``i``'s model (scaler included) scored like the real probe."""
+    classes = np.unique(p.y)
+    rows = []
+    for i, (model, C) in enumerate(models):
+        rows += _score_rows(
+            p.X, p.spaces, train_idx, model, C, probe=NULL, seed=i, repeat=r, fold=k, train_fraction=1.0,
+            classes_K=classes,
+        )
+    return rows
+
+
+def _evaluate_run_batched(
+    p: _Prepared,
+    r: int,
+    k: int,
+    train_idx: np.ndarray,
+    *,
+    seeds: Sequence[int],
+    train_fraction: float,
+    classes_K: np.ndarray,
+    settings: ProbeSettings,
+    with_null: bool,
+) -> tuple[list[tuple[list[dict[str, Any]], int, tuple[Pipeline, float] | None]], list[dict[str, Any]] | None]:
+    """The logistic probes of fold-run (r, k) for ``seeds`` on the batched solver (one scaler, one basis), and
+    with ``with_null`` its fixed-C permutation null on the same basis: what :func:`_evaluate_split` and
+    :func:`_null_split` compute, in two batched calls."""
+    fit_idx = _fit_rows(
+        train_idx, p.y, p.groups, seed=seeds[0], repeat=r, fold=k, train_fraction=train_fraction
+    )
+    fits, null = fit_probe_pipelines_batched(
+        p.X[fit_idx],
+        p.y[fit_idx],
+        settings=settings,
+        seeds=seeds,
+        groups_N=None if p.groups is None else p.groups[fit_idx],
+        permutations=_permutations(p, r, k, train_idx, settings) if with_null else None,
+    )
+    out = []
+    for seed, (pipe, info) in zip(seeds, fits, strict=True):
+        rows = _score_rows(
+            p.X, p.spaces, fit_idx, pipe, info["C"], probe="logreg", seed=seed, repeat=r, fold=k,
+            train_fraction=train_fraction, classes_K=classes_K,
+        )
+        out.append((rows, info["n_convergence_warnings"], (pipe, info["C"]) if train_fraction >= 1 else None))
+    C0 = fits[0][1]["C"]
+    return out, (_null_rows(p, r, k, train_idx, [(m, C0) for m in null]) if with_null else None)
 
 
 @dataclass(frozen=True)
@@ -358,8 +457,9 @@ def _evaluate(
     kind: str,
     train_fraction: float,
     prepared: _Prepared | None = None,
+    with_null: bool = False,
     **prep: Any,
-) -> tuple[pd.DataFrame, list[tuple[int, int, Pipeline, float]]]:
+) -> tuple[pd.DataFrame, list[tuple[int, int, int, Pipeline, float]], pd.DataFrame | None]:
     if kind not in KINDS:
         raise ValueError(f"unknown probe kind {kind!r}; use one of {KINDS}")
     if not 0 < train_fraction <= 1:
@@ -391,28 +491,66 @@ def _evaluate(
         "+".join(s[0] for s in p.spaces),
     )
     fraction = f" at {train_fraction:g} of rows" if train_fraction < 1 else ""
-    results = _parallel(
-        settings,
-        (
-            delayed(_evaluate_split)(
-                p.X,
-                p.y,
-                p.spaces,
-                p.groups,
-                tr,
-                seed=seed,
-                repeat=r,
-                fold=k,
-                kind=kind,
-                train_fraction=train_fraction,
-                classes_K=classes,
-                settings=settings,
-            )
-            for seed, r, k, tr in tasks
-        ),
-        total=len(tasks),
-        desc=f"probe {kind}{fraction}",
-    )
+    null_rows = None
+    n_fit = int(np.mean([tr.size for _, _, tr, _ in p.splits]) * train_fraction)
+    if use_batched(n_fit, p.X.shape[1], kind):
+        # one job per fold-run (every seed's inner CV and refit, and the null, on one basis); a learning-curve
+        # fraction subsamples per seed, so there one job per (seed, fold-run)
+        groups = (
+            [(tuple(settings.seeds), r, k, tr) for r, k, tr, _ in p.splits]
+            if train_fraction >= 1
+            else [((seed,), r, k, tr) for seed, r, k, tr in tasks]
+        )
+        done = _parallel(
+            settings,
+            (
+                delayed(_evaluate_run_batched)(
+                    p,
+                    r,
+                    k,
+                    tr,
+                    seeds=seeds,
+                    train_fraction=train_fraction,
+                    classes_K=classes,
+                    settings=settings,
+                    with_null=with_null and train_fraction >= 1,
+                )
+                for seeds, r, k, tr in groups
+            ),
+            total=len(groups),
+            desc=f"probe {kind}{fraction} (batched, all seeds per fold-run)",
+        )
+        by_task = {
+            (seed, r, k): result
+            for (seeds, r, k, _), (results, _) in zip(groups, done, strict=True)
+            for seed, result in zip(seeds, results, strict=True)
+        }
+        results = [by_task[(seed, r, k)] for seed, r, k, _ in tasks]
+        if with_null and train_fraction >= 1:
+            null_rows = [row for _, rows in done for row in rows]
+    else:
+        results = _parallel(
+            settings,
+            (
+                delayed(_evaluate_split)(
+                    p.X,
+                    p.y,
+                    p.spaces,
+                    p.groups,
+                    tr,
+                    seed=seed,
+                    repeat=r,
+                    fold=k,
+                    kind=kind,
+                    train_fraction=train_fraction,
+                    classes_K=classes,
+                    settings=settings,
+                )
+                for seed, r, k, tr in tasks
+            ),
+            total=len(tasks),
+            desc=f"probe {kind}{fraction}",
+        )
     rows = [row for task_rows, _, _ in results for row in task_rows]
     fits = [(seed, r, k, *fit) for (seed, r, k, _), (_, _, fit) in zip(tasks, results, strict=True) if fit]
     n_conv = sum(c for _, c, _ in results)
@@ -426,7 +564,7 @@ def _evaluate(
     frame = _rows_frame(rows)
     for space, sub in frame[frame.metric == "accuracy"].groupby("test_space"):
         logger.info("probe %s (%s space): mean accuracy %.4f", kind, space, sub["value"].mean())
-    return frame, fits
+    return frame, fits, None if null_rows is None else _rows_frame(null_rows)
 
 
 def majority_baseline(
@@ -478,68 +616,29 @@ def majority_baseline(
     return _rows_frame(rows)
 
 
-#: Training-matrix size (rows x dims) from which the fixed-C null is fit by the batched solver; below it each
-#: permutation is one scikit-learn fit (as fast on small problems, and the job never imports torch: seconds each).
-BATCHED_NULL_MIN_SIZE = 200_000
-
-
 def _null_split(
     p: _Prepared, r: int, k: int, train_idx: np.ndarray, fit: tuple[Pipeline, float], settings: ProbeSettings
 ) -> list[dict[str, Any]]:
-    """Null rows of one fold-run: ``settings.permutations`` fits on the training rows' labels permuted (seeded
-    per repeat, fold and permutation), each scored in every space exactly as the real probe."""
-    seed = settings.seeds[0]
+    """Null rows of one fold-run fit by scikit-learn: ``settings.permutations`` fits on the training rows' labels
+    permuted (seeded per repeat, fold and permutation), each scored in every space exactly as the real probe."""
     pipe, C = fit
-    classes = np.unique(p.y)
-    scaler = pipe.named_steps["scaler"]
-    fixed = settings.permutation_c == "fixed"
-    X_tr = scaler.transform(p.X[train_idx]) if fixed else p.X[train_idx]
-    source_mean_D = p.X[train_idx].mean(axis=0)
-    tests = []
-    for space, X_eval, y_eval, test_by_run, centre_by_run in p.spaces:
-        test_idx = test_by_run.get((r, k))
-        if test_idx is None or not test_idx.size:
-            continue
-        X_test = X_eval[test_idx]
-        if centre_by_run is not None:
-            X_test = X_test - X_eval[centre_by_run[(r, k)]].mean(axis=0) + source_mean_D
-        tests.append((space, scaler.transform(X_test) if fixed else X_test, y_eval[test_idx]))
-    rng = np.random.default_rng([seed, r, k, _STREAM_NULL])
-    perms = [rng.permutation(p.y[train_idx]) for _ in range(settings.permutations)]
-    rows = []
-    groups = None if p.groups is None else p.groups[train_idx]
-    batched = fixed and X_tr.size >= BATCHED_NULL_MIN_SIZE
-    if batched:  # all permutations in one batched fit (scikit-learn's objective and stopping rule)
-        from repshift.probes.batched import fit_logistic_batched
-
-        batch = fit_logistic_batched(X_tr, np.stack(perms, axis=1), C, max_iter=settings.max_iter, threads=1)
-    for i, y_perm in enumerate(perms):
-        if batched:
-            model, C_i = batch.model(i), C
-        elif fixed:
-            model, C_i = LogisticRegression(C=C, max_iter=settings.max_iter).fit(X_tr, y_perm), C
-        else:
-            model, info = fit_probe_pipeline(X_tr, y_perm, settings=settings, seed=seed, groups_N=groups)
-            C_i = info["C"]
-        for space, X_test, y_test in tests:
-            score = _positive_score(model, X_test, classes)
-            for metric, value in _metrics(y_test, model.predict(X_test), score, classes).items():
-                rows.append(
-                    {
-                        "probe": NULL,
-                        "train_fraction": 1.0,
-                        "test_space": space,
-                        "seed": i,
-                        "repeat": r,
-                        "fold": k,
-                        "metric": metric,
-                        "value": value,
-                        "C": C_i,
-                        "n_train": int(train_idx.size),
-                        "n_test": int(y_test.size),
-                    }
-                )
-    return rows
+    perms = _permutations(p, r, k, train_idx, settings)
+    models = []
+    if settings.permutation_c == "fixed":  # the fold-run's scaler and the real probe's C
+        scaler = pipe.named_steps["scaler"]
+        X_tr = scaler.transform(p.X[train_idx])
+        with threadpool_limits(limits=1, user_api="blas"):
+            for y_perm in perms.T:
+                clf = LogisticRegression(C=C, max_iter=settings.max_iter).fit(X_tr, y_perm)
+                models.append((Pipeline([("scaler", scaler), ("clf", clf)]), C))
+    else:
+        groups = None if p.groups is None else p.groups[train_idx]
+        for y_perm in perms.T:
+            model, info = fit_probe_pipeline(
+                p.X[train_idx], y_perm, settings=settings, seed=settings.seeds[0], groups_N=groups
+            )
+            models.append((model, info["C"]))
+    return _null_rows(p, r, k, train_idx, models)
 
 
 def permutation_null(
@@ -551,10 +650,10 @@ def permutation_null(
     Labels are permuted within the fold-run's training rows only (test rows keep their true labels). With
     ``settings.permutation_c == "fixed"`` (default) each null fit reuses the fold-run's scaler (it never sees
     labels, so permuting them cannot change it) and the C that inner CV chose for the real labels (first seed):
-    one fit per permutation instead of a full inner CV, and all permutations of a fold-run are fit at once by
-    :func:`repshift.probes.batched.fit_logistic_batched` (scikit-learn's objective and stopping rule; agrees
-    with its ``LogisticRegression`` within the tolerance tested there), or one by one by ``LogisticRegression``
-    itself when the training matrix is smaller than :data:`BATCHED_NULL_MIN_SIZE`. This makes the null slightly optimistic
+    one fit per permutation instead of a full inner CV. From :data:`repshift.probes.cv.BATCHED_MIN_SIZE` on,
+    the null is fit with the real probes of its fold-run (:func:`_evaluate_run_batched`: all permutations in one
+    batched call on the same basis, scikit-learn's objective and stopping rule, agreement tested) and this
+    function is not called; below it each permutation is one ``LogisticRegression`` fit. This makes the null slightly optimistic
     for the real probe (the null does not get its own best C, which on permuted labels is usually the strongest
     regularisation and lands at chance anyway); ``inner`` repeats the inner CV per permutation (exact, slower).
     :func:`repshift.probes.summary.summarize` turns the rows into a band and a permutation p-value.
@@ -596,13 +695,23 @@ def fit_probe_suite(
         X_train_ND, y_train_N, folds_N, X_test_ND, y_test_N, groups_N, report_within, names, other_spaces
     )
 
-    def run(kind: str, fraction: float = 1.0):
-        return _evaluate(None, None, None, settings=settings, kind=kind, train_fraction=fraction, prepared=p)
+    def run(kind: str, fraction: float = 1.0, with_null: bool = False):
+        return _evaluate(
+            None,
+            None,
+            None,
+            settings=settings,
+            kind=kind,
+            train_fraction=fraction,
+            prepared=p,
+            with_null=with_null,
+        )
 
-    frame, fits = run("logreg")
+    fixed_null = bool(settings.permutations) and settings.permutation_c == "fixed"
+    frame, fits, null = run("logreg", with_null=fixed_null)
     frames = [frame]
     if settings.permutations:
-        frames.append(permutation_null(p, fits, settings))
+        frames.append(null if null is not None else permutation_null(p, fits, settings))
     elif settings.control:
         frames.append(run("control")[0])
     if settings.mlp:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
@@ -10,7 +11,7 @@ from repshift.probes.batched import fit_logistic_batched
 
 #: Stated tolerance: at tol=1e-6 the batched float32 fit is within these of scikit-learn's float64 fit run to
 #: tol=1e-10 (its optimum), on standardised-scale features.
-PROBA_ATOL, COEF_ATOL, INTERCEPT_ATOL = 1e-3, 2e-3, 1e-2  # decision values: 3e-2 (C = 10, d > n)
+PROBA_ATOL, COEF_ATOL, INTERCEPT_ATOL = 1e-3, 2e-3, 1e-2  # decision values: 3e-2 + 1% (C = 10, d > n)
 
 
 def _problem(k: int, n: int = 240, d: int = 20, seed: int = 0):
@@ -50,7 +51,7 @@ def test_agrees_with_sklearn_over_c_permutations_and_row_weights(k, d):
         )
         model = fit.model(b)
         np.testing.assert_array_equal(model.predict(X), ref.predict(X))
-        np.testing.assert_allclose(model.decision_function(X), ref.decision_function(X), atol=3e-2, rtol=0)
+        np.testing.assert_allclose(model.decision_function(X), ref.decision_function(X), atol=3e-2, rtol=1e-2)
 
 
 def test_default_tolerance_is_sklearns_stopping_rule():
@@ -109,3 +110,63 @@ def test_bad_inputs_are_named():
         fit_logistic_batched(X, y, [1.0, 0.0])
     with pytest.raises(ValueError, match="shape"):
         fit_logistic_batched(X, y[:-1], 1.0)
+
+
+# ------------------------------------------------------------------------------------------ nested CV engine
+def _suite_data(n=240, d=60, k=3, seed=0):
+    from repshift.formats.manifest import assign_folds, repeat_seed
+
+    rng = np.random.default_rng(seed)
+    groups = np.arange(n) // 2
+    y = groups % k
+    X = rng.normal(size=(n, d)) + 0.25 * rng.normal(size=(1, d)) + 0.6 * np.eye(k, d)[y]
+    folds = np.stack([assign_folds(y, groups, n_folds=4, seed=repeat_seed(seed, r)) for r in range(2)])
+    return X.astype(np.float32), y, groups, folds
+
+
+def test_batched_engine_runs_the_suite_like_scikit_learn(monkeypatch):
+    """Above BATCHED_MIN_SIZE a fold-run's probes (every seed's inner CV over the C grid, the refits) and its
+    null are fit on the batched solver; the rows equal scikit-learn's engine: same C chosen per (seed, fold-run)
+    and same inner scores within the solvers' tolerance, accuracies within one flipped test row."""
+    import repshift.probes.cv as cv
+    from repshift.probes.cv import ProbeSettings
+    from repshift.probes.suite import fit_probe_suite
+
+    X, y, groups, folds = _suite_data()
+    settings = ProbeSettings(c_grid=(0.001, 0.03, 1.0), seeds=(0, 1), repeats=2, permutations=4)
+
+    def suite(min_size):
+        monkeypatch.setattr(cv, "BATCHED_MIN_SIZE", min_size)
+        rows, probes = fit_probe_suite(X, y, folds, settings=settings, groups_N=groups)
+        rows = rows[rows.metric == "accuracy"].sort_values(["probe", "seed", "repeat", "fold", "test_space"])
+        return rows.reset_index(drop=True), probes
+
+    (sk, sk_probes), (bt, bt_probes) = suite(10**9), suite(0)
+    assert len(sk) == len(bt) and set(sk.probe) == {"logreg", "permutation", "majority"}
+    pd.testing.assert_frame_equal(sk.drop(columns="value"), bt.drop(columns="value"))  # C, n_train, ... too
+    assert len(set(sk.loc[sk.probe == "logreg", "C"])) > 1  # inner CV did choose, differently per fold-run
+    test_rows = int(sk.n_test.min())
+    assert (sk.value - bt.value).abs().max() <= 1.01 / test_rows
+    np.testing.assert_allclose(bt_probes.coef_FKD, sk_probes.coef_FKD, atol=2e-3, rtol=0)
+    np.testing.assert_allclose(bt_probes.mean_FD, sk_probes.mean_FD, rtol=1e-6)
+
+
+def test_batched_engine_inner_scores_match_scikit_learn():
+    from repshift.probes.cv import ProbeSettings, fit_probe_pipeline, fit_probe_pipelines_batched
+
+    X, y, groups, folds = _suite_data(seed=1)
+    tr = folds[0] != 0
+    settings = ProbeSettings(c_grid=(0.001, 0.01, 0.1, 1.0), seeds=(0, 1, 2))
+    fits, null = fit_probe_pipelines_batched(
+        X[tr], y[tr], settings=settings, seeds=(0, 1, 2), groups_N=groups[tr]
+    )
+    assert null == []
+    for seed, (pipe, info) in zip((0, 1, 2), fits, strict=True):
+        ref_pipe, ref = fit_probe_pipeline(X[tr], y[tr], settings=settings, seed=seed, groups_N=groups[tr])
+        assert info["C"] == ref["C"]
+        for C, score in ref["inner_scores"].items():
+            # both stop at scikit-learn's tol=1e-4: an over-fit C's log loss moves most (here <= 1%)
+            assert info["inner_scores"][C] == pytest.approx(score, rel=1e-2)
+        np.testing.assert_allclose(
+            pipe.predict_proba(X[~tr]), ref_pipe.predict_proba(X[~tr]), atol=PROBA_ATOL, rtol=0
+        )

@@ -254,20 +254,23 @@ def test_scaler_is_fit_on_training_rows_only(monkeypatch):
     assert clean == len(FAST.seeds)
 
 
-def test_inner_cv_matches_grid_search_over_a_pipeline():
-    """Warm-started inner CV (own scaler per inner fold) scores C like GridSearchCV over scaler + logreg."""
+def test_inner_cv_matches_grid_search_on_the_rows_scaled_once():
+    """Warm-started inner CV scores C like GridSearchCV over logreg on the given rows scaled once (the scaler is
+    fit on every given row, labels unseen; inner folds are row subsets), and the pipeline holds that scaler."""
     X, y, groups, _ = make_binary(separable=False, signal=0.7)
-    _, info = fit_probe_pipeline(X, y, settings=FAST, seed=0, groups_N=groups)
+    pipe, info = fit_probe_pipeline(X, y, settings=FAST, seed=0, groups_N=groups)
+    X_s = StandardScaler().fit_transform(X.astype(np.float32))
     grid = GridSearchCV(
-        Pipeline([("scaler", StandardScaler()), ("clf", LogisticRegression(max_iter=2000))]),
-        {"clf__C": list(FAST.c_grid)},
+        LogisticRegression(max_iter=2000),
+        {"C": list(FAST.c_grid)},
         scoring="neg_log_loss",
         cv=inner_splits(y, groups, n_splits=3, seed=0),
-    ).fit(X, y)
-    expected = dict(zip(grid.cv_results_["param_clf__C"], grid.cv_results_["mean_test_score"], strict=True))
+    ).fit(X_s, y)
+    expected = dict(zip(grid.cv_results_["param_C"], grid.cv_results_["mean_test_score"], strict=True))
     for C, score in info["inner_scores"].items():
-        np.testing.assert_allclose(score, expected[C], rtol=1e-3)
-    assert info["C"] == grid.best_params_["clf__C"]
+        np.testing.assert_allclose(score, expected[C], rtol=1e-3)  # warm starts: same optimum, own stop
+    assert info["C"] == grid.best_params_["C"]
+    np.testing.assert_allclose(pipe.named_steps["scaler"].mean_, X.astype(np.float64).mean(axis=0), rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------- cross-space
