@@ -44,6 +44,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy import sparse
+from threadpoolctl import threadpool_limits
 
 logger = logging.getLogger(__name__)
 
@@ -143,16 +145,19 @@ def _logits(Z: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
 
 
 def _data_loss(
-    L: torch.Tensor, Y: torch.Tensor, cw: torch.Tensor, binary: bool, Q: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weighted log-loss (b,) in float64 of scores ``L`` (n, k', b), and the residuals ``R`` (n, k', b) whose
-    product with the features is its gradient. ``Y``: (n, K, b) one-hot labels; ``cw``: (n, b) C x row weight."""
+    L: torch.Tensor, Y: torch.Tensor, cw: torch.Tensor, binary: bool, Q: torch.Tensor | None, residuals=True
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Weighted log-loss (b,) in float64 of scores ``L`` (n, k', b), and (with ``residuals``) the residuals
+    ``R`` (n, k', b) whose product with the features is its gradient. ``Y``: (n, K, b) one-hot labels; ``cw``:
+    (n, b) C x row weight."""
     if binary:
         L = torch.cat([torch.zeros_like(L), L], dim=1)
     elif Q is not None:
         L = _classes(L, Q)
     logp = torch.log_softmax(L, dim=1)
     loss = (cw * (Y * logp).sum(1)).sum(0).double().neg()
+    if not residuals:  # the line search needs the objective only
+        return loss, None
     R = (logp.exp() - Y) * cw[:, None]
     if binary:
         R = R[:, 1:]
@@ -280,22 +285,40 @@ _RANK_RTOL = 1e-10
 
 
 def basis(X_ND: Any, *, device: str | torch.device | None = None, threads: int | None = None) -> Basis:
-    """The :class:`Basis` of ``X_ND`` (n, d): eigenvectors of the smaller Gram matrix of the centred rows
-    (``Xc Xc^T`` when n <= d, else ``Xc^T Xc``), in float64."""
-    with torch_threads(threads), torch.no_grad():
-        X = torch.as_tensor(np.ascontiguousarray(X_ND, dtype=np.float32), device=device)
-        mean = X.double().mean(0)
-        Xc = X.double() - mean
-        n, d = X.shape
+    """The :class:`Basis` of ``X_ND`` (n, d; dense, or scipy sparse with n <= d): eigenvectors of the smaller
+    Gram matrix of the centred rows (``Xc Xc^T`` when n <= d, else ``Xc^T Xc``), in float64. A sparse X's Gram
+    matrix is its sparse product, centred afterwards (``X X^T - v 1^T - 1 v^T + |m|^2``, ``v = X m``)."""
+    with torch_threads(threads), torch.no_grad(), threadpool_limits(limits=threads, user_api="blas"):
+        n, d = X_ND.shape
         row_space = n <= d
-        lam, E = torch.linalg.eigh(Xc @ Xc.T if row_space else Xc.T @ Xc)
+        if sparse.issparse(X_ND):
+            if not row_space:
+                raise ValueError(f"a sparse basis needs rows <= columns, got {n} x {d}")
+            Xs = sparse.csr_matrix(X_ND, dtype=np.float64)
+            m = np.asarray(Xs.mean(axis=0)).ravel()
+            v = Xs @ m
+            gram = torch.from_numpy((Xs @ Xs.T).toarray() - v[:, None] - v[None, :] + m @ m)
+            X = torch.as_tensor(Xs.astype(np.float32).toarray(), device=device)
+            mean = torch.from_numpy(m)
+        else:
+            X = torch.as_tensor(np.ascontiguousarray(X_ND, dtype=np.float32), device=device)
+            mean = X.double().mean(0)
+            Xc = X.double() - mean
+            gram = Xc @ Xc.T if row_space else Xc.T @ Xc
+        if gram.device.type == "cpu":  # LAPACK's dsyevr through numpy: ~1.4x torch's eigh on one CPU thread
+            lam_np, E_np = np.linalg.eigh(gram.numpy())
+            lam, E = torch.from_numpy(lam_np), torch.from_numpy(E_np)
+        else:
+            lam, E = torch.linalg.eigh(gram)
         keep = lam > _RANK_RTOL * lam.max().clamp_min(1e-300)
         lam, E = lam[keep], E[:, keep]
         if row_space:
             Z, back = E * lam.sqrt(), E / lam.sqrt()
         else:
             Z, back = Xc @ E, E
-        return Basis(Z.float().contiguous(), lam, back, row_space, X, mean)
+        return Basis(
+            Z.float().contiguous(), lam.to(X.device), back.to(X.device), row_space, X, mean.to(X.device)
+        )
 
 
 def _original(T_r, rows: Basis, X, Y, cw, binary, Q, scale_B) -> tuple[torch.Tensor, np.ndarray]:
@@ -450,7 +473,7 @@ def _lbfgs(Z, Y, cw, scale_B, binary, Q, tol, max_iter, m, s_PB, T0=None):
                 break
             sel = (lambda A: A) if idx is None else (lambda A, i=idx: A[..., i])  # noqa: E731
             ti = sel(t)
-            loss, _ = _data_loss(sel(L) + ti.to(dt) * sel(ZD), sel(Y), sel(cw), binary, Q)
+            loss, _ = _data_loss(sel(L) + ti.to(dt) * sel(ZD), sel(Y), sel(cw), binary, Q, residuals=False)
             f_try = loss + 0.5 * (sel(sq0) + ti * sel(sq1) + ti * ti * sel(sq2))
             fi = sel(f)
             # slack: objectives carry float32 rounding

@@ -192,8 +192,30 @@ def inner_splits(
     if groups_N is None:
         cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
         return list(cv.split(dummy, y))
-    cv_g = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    cv_g = _StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     return list(cv_g.split(dummy, y, np.asarray(groups_N)))
+
+
+class _StratifiedGroupKFold(StratifiedGroupKFold):
+    """scikit-learn's ``StratifiedGroupKFold``, its per-group fold choice vectorised over the folds.
+
+    Hand-written because the original scores each candidate fold with separate numpy calls: 0.15 s per split of
+    1,600 groups, a quarter of a batched fold-run's time. Same arithmetic and tie-breaking, so the same folds
+    (``tests/unit/probes/test_probes.py`` compares them on random inputs)."""
+
+    def _find_best_fold(self, y_counts_per_fold, y_cnt, group_y_counts):
+        F = self.n_splits
+        trial = (
+            y_counts_per_fold[None] + np.eye(F)[:, :, None] * group_y_counts
+        )  # trial i: the group in fold i
+        evals = np.mean(np.std(trial / y_cnt.reshape(1, 1, -1), axis=1), axis=1).tolist()
+        samples = y_counts_per_fold.sum(axis=1).tolist()
+        best_fold, min_eval, min_samples = None, math.inf, math.inf
+        for i in range(F):
+            close = math.isfinite(min_eval) and abs(evals[i] - min_eval) <= 1e-8 + 1e-5 * abs(min_eval)
+            if evals[i] < min_eval or (close and samples[i] < min_samples):  # np.isclose's defaults
+                best_fold, min_eval, min_samples = i, evals[i], samples[i]
+        return best_fold
 
 
 # ---------------------------------------------------------------------------------------------- fitting
@@ -363,12 +385,18 @@ def _as_logistic(coef_KD: np.ndarray, intercept_K: np.ndarray, classes_K: np.nda
     return clf
 
 
-def _scores_of(fit: Any, b: int, X_ND: np.ndarray, y_N: np.ndarray, metric: str) -> float:
-    """Inner selection score of batched problem ``b`` on rows ``X_ND``/``y_N`` (higher is better)."""
-    proba = fit.predict_proba(X_ND)[:, b]
+def _scores_of(fit: Any, block: slice, X_ND: np.ndarray, y_N: np.ndarray, metric: str) -> np.ndarray:
+    """Inner selection scores (higher is better) of batched problems ``block`` on rows ``X_ND``/``y_N``."""
+    z = np.einsum("nd,bkd->bnk", X_ND, fit.coef_BKD[block], optimize=True) + fit.intercept_BK[block][:, None]
+    if z.shape[-1] == 1:
+        z = np.concatenate([np.zeros_like(z), z], axis=-1)
+    z = z.astype(np.float64)
     if metric == "accuracy":
-        return float(np.mean(y_N == fit.classes_[proba.argmax(axis=1)]))
-    return -_log_loss(y_N, proba, fit.classes_)
+        return np.mean(y_N[None] == fit.classes_[z.argmax(axis=-1)], axis=1)
+    z -= z.max(axis=-1, keepdims=True)
+    proba = np.exp(z)
+    proba /= proba.sum(axis=-1, keepdims=True)
+    return np.array([-_log_loss(y_N, p, fit.classes_) for p in proba])
 
 
 def fit_probe_pipelines_batched(
@@ -398,9 +426,11 @@ def fit_probe_pipelines_batched(
     with threadpool_limits(limits=1, user_api="blas"):
         fitted_scaler = scaler().fit(X_ND)
         X_t = fitted_scaler.transform(X_ND)
-        X_s = np.asarray(X_t.toarray() if sparse.issparse(X_t) else X_t, dtype=FEATURE_DTYPE)
     classes = np.unique(y_N)
-    rows = basis(X_s, device=device, threads=1)
+    rows = basis(
+        X_t if sparse.issparse(X_t) else np.asarray(X_t, dtype=FEATURE_DTYPE), device=device, threads=1
+    )
+    X_s = rows.X_ND.cpu().numpy()  # the scaled rows, dense float32
     grid = sorted(settings.c_grid)
     # inner problems: (seed, inner split, C) -> a column of row weights
     splits = {}
@@ -427,17 +457,23 @@ def fit_probe_pipelines_batched(
     infos = {}
     if columns:
         inner = fit_logistic_batched(
-            X_s, y_N, np.array(Cs), weights=np.stack(columns, axis=1), max_iter=settings.max_iter, threads=1,
-            rows=rows, device=device,
+            X_s,
+            y_N,
+            np.array(Cs),
+            weights=np.stack(columns, axis=1),
+            max_iter=settings.max_iter,
+            threads=1,
+            rows=rows,
+            device=device,
         )
     b = 0
     for seed in seeds:
         totals = np.zeros(len(grid))
         for _, va in splits[seed]:
-            for i in range(len(grid)):
-                totals[i] += _scores_of(inner, b, X_s[va], y_N[va], settings.inner_metric)
-                n_conv[seed] += int(not inner.converged_B[b])
-                b += 1
+            block = slice(b, b + len(grid))  # this split's problems, one per C
+            totals += _scores_of(inner, block, X_s[va], y_N[va], settings.inner_metric)
+            n_conv[seed] += int((~inner.converged_B[block]).sum())
+            b += len(grid)
         values = totals / max(len(splits[seed]), 1) if splits[seed] else np.full(1, math.nan)
         scores = dict(zip(grid, values.tolist(), strict=True))
         infos[seed] = {"C": _best_C(scores), "inner_scores": scores}
@@ -450,7 +486,12 @@ def fit_probe_pipelines_batched(
         labels += list(np.asarray(permutations).T)
         C_all += [infos[seeds[0]]["C"]] * n_perm
     final = fit_logistic_batched(
-        X_s, np.stack(labels, axis=1), np.array(C_all), max_iter=settings.max_iter, threads=1, rows=rows,
+        X_s,
+        np.stack(labels, axis=1),
+        np.array(C_all),
+        max_iter=settings.max_iter,
+        threads=1,
+        rows=rows,
         device=device,
     )
 

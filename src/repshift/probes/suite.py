@@ -223,8 +223,17 @@ def _evaluate_split(
         kind="mlp" if kind == "mlp" else "logreg",
     )
     rows = _score_rows(
-        X_ND, spaces, fit_idx, pipe, info["C"], probe=kind, seed=seed, repeat=repeat, fold=fold,
-        train_fraction=train_fraction, classes_K=classes_K,
+        X_ND,
+        spaces,
+        fit_idx,
+        pipe,
+        info["C"],
+        probe=kind,
+        seed=seed,
+        repeat=repeat,
+        fold=fold,
+        train_fraction=train_fraction,
+        classes_K=classes_K,
     )
     keep = (pipe, info["C"]) if kind == "logreg" and train_fraction >= 1 else None
     return rows, info["n_convergence_warnings"], keep
@@ -245,7 +254,16 @@ def _null_rows(
     rows = []
     for i, (model, C) in enumerate(models):
         rows += _score_rows(
-            p.X, p.spaces, train_idx, model, C, probe=NULL, seed=i, repeat=r, fold=k, train_fraction=1.0,
+            p.X,
+            p.spaces,
+            train_idx,
+            model,
+            C,
+            probe=NULL,
+            seed=i,
+            repeat=r,
+            fold=k,
+            train_fraction=1.0,
             classes_K=classes,
         )
     return rows
@@ -262,7 +280,9 @@ def _evaluate_run_batched(
     classes_K: np.ndarray,
     settings: ProbeSettings,
     with_null: bool,
-) -> tuple[list[tuple[list[dict[str, Any]], int, tuple[Pipeline, float] | None]], list[dict[str, Any]] | None]:
+) -> tuple[
+    list[tuple[list[dict[str, Any]], int, tuple[Pipeline, float] | None]], list[dict[str, Any]] | None
+]:
     """The logistic probes of fold-run (r, k) for ``seeds`` on the batched solver (one scaler, one basis), and
     with ``with_null`` its fixed-C permutation null on the same basis: what :func:`_evaluate_split` and
     :func:`_null_split` compute, in two batched calls."""
@@ -280,8 +300,17 @@ def _evaluate_run_batched(
     out = []
     for seed, (pipe, info) in zip(seeds, fits, strict=True):
         rows = _score_rows(
-            p.X, p.spaces, fit_idx, pipe, info["C"], probe="logreg", seed=seed, repeat=r, fold=k,
-            train_fraction=train_fraction, classes_K=classes_K,
+            p.X,
+            p.spaces,
+            fit_idx,
+            pipe,
+            info["C"],
+            probe="logreg",
+            seed=seed,
+            repeat=r,
+            fold=k,
+            train_fraction=train_fraction,
+            classes_K=classes_K,
         )
         out.append((rows, info["n_convergence_warnings"], (pipe, info["C"]) if train_fraction >= 1 else None))
     C0 = fits[0][1]["C"]

@@ -170,3 +170,37 @@ def test_batched_engine_inner_scores_match_scikit_learn():
         np.testing.assert_allclose(
             pipe.predict_proba(X[~tr]), ref_pipe.predict_proba(X[~tr]), atol=PROBA_ATOL, rtol=0
         )
+
+
+def test_sparse_codes_basis_and_classifier_match_dense_and_scikit_learn(monkeypatch):
+    """Sparse non-negative codes (the SAE-feature classifier's input): the basis from the sparse Gram matrix
+    equals the dense one, and fit_classifier on the batched solver picks scikit-learn's C and predictions."""
+    from scipy import sparse
+
+    import repshift.probes.cv as cv
+    from repshift.probes.batched import basis
+    from repshift.probes.cv import ProbeSettings
+    from repshift.sae.class_features import fit_classifier
+
+    rng = np.random.default_rng(5)
+    n, d, k = 150, 400, 5
+    y = np.arange(n) % k
+    X = sparse.random(n, d, density=0.05, random_state=5, format="csr") * 3.0
+    X = (X + sparse.csr_matrix((np.full(n, 2.0), (np.arange(n), y * 11)), shape=(n, d))).tocsr()
+    dense = basis(X.toarray())
+    from_sparse = basis(X)
+    np.testing.assert_allclose(
+        from_sparse.lam_R.numpy(), dense.lam_R.numpy(), rtol=1e-6
+    )  # dense: via float32
+    np.testing.assert_allclose(from_sparse.mean_D.numpy(), X.toarray().mean(axis=0), rtol=1e-10)
+
+    settings = ProbeSettings(c_grid=(0.01, 0.1, 1.0), seeds=(0,))
+    ref_pipe, ref_C, _ = fit_classifier(X, y, settings=settings, seed=0, scaling="global")
+    monkeypatch.setattr(cv, "BATCHED_MIN_SIZE", 0)
+    pipe, C, n_conv = fit_classifier(X, y, settings=settings, seed=0, scaling="global")
+    assert C == ref_C and n_conv == 0
+    test = sparse.random(40, d, density=0.05, random_state=rng.integers(1 << 31), format="csr")
+    np.testing.assert_allclose(
+        pipe.predict_proba(test), ref_pipe.predict_proba(test), atol=PROBA_ATOL, rtol=0
+    )
+    assert np.mean(pipe.predict(X) == ref_pipe.predict(X)) >= 0.99

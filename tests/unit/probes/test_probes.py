@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
-from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from repshift.probes import cv as probes_cv
@@ -496,3 +495,20 @@ def test_a_constant_offset_fools_plain_transfer_but_not_the_recentred_score():
         evaluate_probe(
             X, y, folds, settings=FAST, other_spaces=[probes_suite.EvalSpace("x-recentred", X, y, folds)]
         )
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_inner_splits_equal_scikit_learns_stratified_group_kfold(seed):
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    rng = np.random.default_rng(seed)
+    n, k = int(rng.integers(40, 400)), int(rng.integers(2, 6))
+    groups = rng.integers(0, n // int(rng.integers(1, 4)), size=n)
+    y = (groups * 7 + rng.integers(0, 2, size=n) * (seed % 2)) % k  # labels mostly shared within a group
+    ours = inner_splits(y, groups, n_splits=3, seed=seed)
+    reference = StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=seed).split(
+        np.zeros((n, 1)), y, groups
+    )
+    for (tr, va), (tr_ref, va_ref) in zip(ours, reference, strict=True):
+        np.testing.assert_array_equal(tr, tr_ref)
+        np.testing.assert_array_equal(va, va_ref)
