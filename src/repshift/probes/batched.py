@@ -379,19 +379,23 @@ def fit_logistic_batched(
         s_PB = h.rsqrt().to(dtype)
         T_r, n_iter = _lbfgs(rows.Z_NR, Y, cw, scale_B, binary, Q, tol, max_iter, memory, s_PB)
         T, grad_B = _original(T_r, rows, X, Y, cw, binary, Q, scale_B)
-        # The solver stopped on its own coordinates' gradient (a rotation of scikit-learn's): problems above
-        # tol in the original coordinates continue from where they are, to half the tolerance.
+        # The solver stopped on its own coordinates' gradient (a rotation of scikit-learn's, whose max can be
+        # smaller): problems above tol in the original coordinates continue from where they are, until their own
+        # gradient has shrunk by the factor that brings the original one to half the tolerance.
         again = np.flatnonzero((grad_B > tol) & (n_iter < max_iter))
         if again.size:
             i = torch.as_tensor(again, device=X.device)
+            _, G_own = _loss_grad(rows.Z_NR, T_r[..., i], Y[..., i], cw[:, i], binary, Q)
+            own = G_own.abs().amax((0, 1)).double().cpu().numpy() / scale_B[again]
+            shrink = np.clip(own / grad_B[again], 1e-4, 1.0) * 0.5
             T_more, n_more = _lbfgs(
                 rows.Z_NR,
                 Y[..., i],
                 cw[:, i],
-                scale_B[again],
+                scale_B[again] * shrink,
                 binary,
                 Q,
-                tol / 2,
+                tol,
                 max_iter - int(n_iter[again].min()),
                 memory,
                 s_PB[:, i],

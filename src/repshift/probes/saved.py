@@ -27,6 +27,8 @@ from repshift.probes.cv import (
     _rows_frame,
     check_same_width,
     fit_probe_pipeline,
+    fit_probe_pipelines_batched,
+    use_batched,
 )
 
 logger = logging.getLogger(__name__)
@@ -326,7 +328,10 @@ def fit_final_probe(
     y = _as_vector(y_N, X.shape[0], "y_N")
     groups = None if groups_N is None else _as_vector(groups_N, X.shape[0], "groups_N")
     seed = settings.seeds[0] if seed is None else int(seed)
-    pipe, info = fit_probe_pipeline(X, y, settings=settings, seed=seed, groups_N=groups)
+    if use_batched(*X.shape):
+        ((pipe, info),), _ = fit_probe_pipelines_batched(X, y, settings=settings, seeds=[seed], groups_N=groups)
+    else:
+        pipe, info = fit_probe_pipeline(X, y, settings=settings, seed=seed, groups_N=groups)
     if info["n_convergence_warnings"]:
         logger.warning("final probe: %d fits did not converge", info["n_convergence_warnings"])
     meta = {
