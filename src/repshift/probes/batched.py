@@ -272,9 +272,9 @@ class Basis:
     def coef(self, beta_RM: torch.Tensor) -> torch.Tensor:
         """(d, m) coefficients ``V beta`` of (r, m) basis coordinates."""
         beta = beta_RM.to(self.back.dtype)
-        if self.row_space:
+        if self.row_space:  # the product with X in float32 (X's own precision), the rest in float64
             a = self.back @ beta
-            W = self.X_ND.T.to(a.dtype) @ a - self.mean_D[:, None] * a.sum(0)
+            W = (self.X_ND.T @ a.to(self.X_ND.dtype)).to(a.dtype) - self.mean_D[:, None] * a.sum(0)
         else:
             W = self.back @ beta
         return W.to(beta_RM.dtype)

@@ -409,7 +409,7 @@ def fit_probe_pipelines_batched(
     scaler: Callable[[], Any] = StandardScaler,
     permutations: Any = None,
     device: Any = None,
-) -> tuple[list[tuple[Pipeline, dict[str, Any]]], list[Any]]:
+) -> tuple[list[tuple[Pipeline, dict[str, Any]]], StackedProbes | None]:
     """:func:`fit_probe_pipeline` (kind ``logreg``) for several ``seeds`` at once on the batched solver, and
     optionally the permutation null of the same rows.
 
@@ -418,7 +418,7 @@ def fit_probe_pipelines_batched(
     batched call, the refit of each seed's chosen C and, with ``permutations`` (labels (n, P), one column per
     permutation), P fits at the first seed's C (the fixed-C null). Same objective, stopping rule, inner splits
     and choice of C as :func:`fit_probe_pipeline` (agreement tested). Returns one ``(pipeline, info)`` per seed
-    and the P null pipelines.
+    and the P null probes as :class:`StackedProbes` (None without ``permutations``).
     """
     from repshift.probes.batched import basis, fit_logistic_batched
 
@@ -505,8 +505,34 @@ def fit_probe_pipelines_batched(
         j = chosen.index(infos[seed]["C"])
         n_conv[seed] += int(not final.converged_B[j])
         out.append((pipeline(j, infos[seed]["C"]), {**infos[seed], "n_convergence_warnings": n_conv[seed]}))
-    null = [pipeline(len(chosen) + i, C_all[len(chosen) + i]) for i in range(n_perm)]
+    null = None
+    if n_perm:
+        j = len(chosen)
+        null = StackedProbes(
+            fitted_scaler, final.coef_BKD[j:], final.intercept_BK[j:], final.classes_, infos[seeds[0]]["C"]
+        )
     return out, null
+
+
+@dataclass(frozen=True, eq=False)
+class StackedProbes:
+    """P logistic probes fit on the same scaled rows (the batched permutation null), scored together:
+    ``decision(X)`` is (N, P, K') with one column for two classes (scikit-learn's binary layout)."""
+
+    scaler: Any
+    coef_PKD: np.ndarray
+    intercept_PK: np.ndarray
+    classes_K: np.ndarray
+    C: float
+
+    def __len__(self) -> int:
+        return self.coef_PKD.shape[0]
+
+    def decision(self, X_ND: np.ndarray) -> np.ndarray:
+        X = np.asarray(self.scaler.transform(X_ND), dtype=np.float64)
+        P, K, D = self.coef_PKD.shape
+        z = X @ self.coef_PKD.reshape(P * K, D).T.astype(np.float64)
+        return z.reshape(-1, P, K) + self.intercept_PK[None]
 
 
 #: Columns of the tidy frames returned by :func:`evaluate_probe` and :func:`run_probe_suite`.

@@ -329,7 +329,9 @@ def fit_final_probe(
     groups = None if groups_N is None else _as_vector(groups_N, X.shape[0], "groups_N")
     seed = settings.seeds[0] if seed is None else int(seed)
     if use_batched(*X.shape):
-        ((pipe, info),), _ = fit_probe_pipelines_batched(X, y, settings=settings, seeds=[seed], groups_N=groups)
+        ((pipe, info),), _ = fit_probe_pipelines_batched(
+            X, y, settings=settings, seeds=[seed], groups_N=groups
+        )
     else:
         pipe, info = fit_probe_pipeline(X, y, settings=settings, seed=seed, groups_N=groups)
     if info["n_convergence_warnings"]:

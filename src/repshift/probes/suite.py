@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,6 +147,40 @@ def _fit_rows(
     return _subsample_training(train_idx, y_N, groups_N, train_fraction, rng)
 
 
+def _test_sets(
+    X_ND: np.ndarray, spaces: Sequence[_Space], fit_idx: np.ndarray, repeat: int, fold: int
+) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """``(space, X_test, y_test)`` of fold-run (repeat, fold) in every space that has test rows there; a
+    re-centred space's rows are shifted by (source mean over ``fit_idx`` - the space's own training mean)."""
+    source_mean_D = None
+    for space, X_eval_ND, y_eval_N, test_by_fold, centre_by_fold in spaces:
+        test_idx = test_by_fold.get((repeat, fold))
+        if test_idx is None or not test_idx.size:
+            continue
+        X_test = X_eval_ND[test_idx]
+        if centre_by_fold is not None:
+            if source_mean_D is None:
+                source_mean_D = X_ND[fit_idx].mean(axis=0)
+            X_test = X_test - X_eval_ND[centre_by_fold[(repeat, fold)]].mean(axis=0) + source_mean_D
+        yield space, X_test, y_eval_N[test_idx]
+
+
+def _row(probe, fraction, space, seed, repeat, fold, metric, value, C, n_train, n_test) -> dict[str, Any]:
+    return {
+        "probe": probe,
+        "train_fraction": float(fraction),
+        "test_space": space,
+        "seed": seed,
+        "repeat": repeat,
+        "fold": fold,
+        "metric": metric,
+        "value": value,
+        "C": C,
+        "n_train": int(n_train),
+        "n_test": int(n_test),
+    }
+
+
 def _score_rows(
     X_ND: np.ndarray,
     spaces: Sequence[_Space],
@@ -163,32 +197,23 @@ def _score_rows(
 ) -> list[dict[str, Any]]:
     """Rows of one fitted probe scored in every space on the fold-run's test rows (re-centred where asked)."""
     rows = []
-    source_mean_D = None
-    for space, X_eval_ND, y_eval_N, test_by_fold, centre_by_fold in spaces:
-        test_idx = test_by_fold.get((repeat, fold))
-        if test_idx is None or not test_idx.size:
-            continue
-        X_test, y_test = X_eval_ND[test_idx], y_eval_N[test_idx]
-        if centre_by_fold is not None:
-            if source_mean_D is None:
-                source_mean_D = X_ND[fit_idx].mean(axis=0)
-            X_test = X_test - X_eval_ND[centre_by_fold[(repeat, fold)]].mean(axis=0) + source_mean_D
+    for space, X_test, y_test in _test_sets(X_ND, spaces, fit_idx, repeat, fold):
         metrics = _metrics(y_test, pipe.predict(X_test), _positive_score(pipe, X_test, classes_K), classes_K)
         for metric, value in metrics.items():
             rows.append(
-                {
-                    "probe": probe,
-                    "train_fraction": float(train_fraction),
-                    "test_space": space,
-                    "seed": seed,
-                    "repeat": repeat,
-                    "fold": fold,
-                    "metric": metric,
-                    "value": value,
-                    "C": C,
-                    "n_train": int(fit_idx.size),
-                    "n_test": int(test_idx.size),
-                }
+                _row(
+                    probe,
+                    train_fraction,
+                    space,
+                    seed,
+                    repeat,
+                    fold,
+                    metric,
+                    value,
+                    C,
+                    fit_idx.size,
+                    y_test.size,
+                )
             )
     return rows
 
@@ -313,8 +338,20 @@ def _evaluate_run_batched(
             classes_K=classes_K,
         )
         out.append((rows, info["n_convergence_warnings"], (pipe, info["C"]) if train_fraction >= 1 else None))
-    C0 = fits[0][1]["C"]
-    return out, (_null_rows(p, r, k, train_idx, [(m, C0) for m in null]) if with_null else None)
+    if null is None:
+        return out, None
+    rows = []  # every permutation's decision values at once (one product per space), scored like the real probe
+    for space, X_test, y_test in _test_sets(p.X, p.spaces, train_idx, r, k):
+        z_NPK = null.decision(X_test)
+        for i in range(z_NPK.shape[1]):
+            z = z_NPK[:, i]
+            pred = null.classes_K[(z[:, 0] > 0).astype(int) if z.shape[1] == 1 else z.argmax(axis=1)]
+            score = z[:, 0] if z.shape[1] == 1 else None
+            for metric, value in _metrics(y_test, pred, score, classes_K).items():
+                rows.append(
+                    _row(NULL, 1.0, space, i, r, k, metric, value, null.C, train_idx.size, y_test.size)
+                )
+    return out, rows
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,7 @@ def test_batched_engine_inner_scores_match_scikit_learn():
     fits, null = fit_probe_pipelines_batched(
         X[tr], y[tr], settings=settings, seeds=(0, 1, 2), groups_N=groups[tr]
     )
-    assert null == []
+    assert null is None
     for seed, (pipe, info) in zip((0, 1, 2), fits, strict=True):
         ref_pipe, ref = fit_probe_pipeline(X[tr], y[tr], settings=settings, seed=seed, groups_N=groups[tr])
         assert info["C"] == ref["C"]
