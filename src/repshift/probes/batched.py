@@ -343,7 +343,7 @@ def fit_logistic_batched(
     weights: Any = None,
     tol: float = 1e-4,
     max_iter: int = 1000,
-    memory: int = 3,
+    memory: int = 2,
     device: str | torch.device | None = None,
     threads: int | None = None,
     rows: Basis | None = None,
@@ -417,9 +417,10 @@ def fit_logistic_batched(
     return BatchedLogistic(coef, T[d].T.cpu().numpy(), classes, n_iter, grad_B, converged)
 
 
-#: Scale of the preconditioner's curvature bound (see fit_logistic_batched): 0.3 took the fewest iterations on
-#: ``benchmarks/probes_batched.py``'s problems (0.1-1 within 1.5x).
-_CURVATURE = 0.3
+#: Scale of the preconditioner's curvature bound, and the L-BFGS memory (``fit_logistic_batched(memory=)``): 0.2
+#: and 2 took the fewest iterations on ``benchmarks/probes_batched.py``'s fold-runs (memory 3-10 and scales 0.1-0.5:
+#: up to 1.5x more; a short memory suits a Hessian that changes as the fitted probabilities leave uniform).
+_CURVATURE = 0.2
 
 
 def _lbfgs(Z, Y, cw, scale_B, binary, Q, tol, max_iter, m, s_PB, T0=None):

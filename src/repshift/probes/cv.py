@@ -420,7 +420,9 @@ def fit_probe_pipelines_batched(
     and choice of C as :func:`fit_probe_pipeline` (agreement tested). Returns one ``(pipeline, info)`` per seed
     and the P null probes as :class:`StackedProbes` (None without ``permutations``).
     """
-    from repshift.probes.batched import basis, fit_logistic_batched
+    from repshift.probes import batched as _batched
+
+    basis, fit_logistic_batched = _batched.basis, _batched.fit_logistic_batched
 
     seeds = [int(s) for s in seeds]
     with threadpool_limits(limits=1, user_api="blas"):
