@@ -423,6 +423,37 @@ def fit_logistic_batched(
 _CURVATURE = 0.2
 
 
+def _line_search(L, ZD, Y, cw, binary, Q, f, gd, sq):
+    """Armijo backtracking per problem along scores ``L + t ZD`` (elementwise: no product with the features),
+    from t = 1, quadratic interpolation of a rejected step kept within [0.1, 0.5] of it. ``sq``: the penalty's
+    ``||T||^2, 2 <T, D>, ||D||^2``. Returns the steps (float64), the new objectives and the problems whose search
+    failed."""
+    b, dev, dt = f.numel(), f.device, L.dtype
+    sq0, sq1, sq2 = sq
+    t = torch.ones(b, dtype=torch.float64, device=dev)
+    pending = torch.ones(b, dtype=torch.bool, device=dev)
+    f_new = f.clone()
+    for _ in range(_MAX_LS):
+        idx = None if bool(pending.all()) else pending.nonzero().squeeze(1)
+        if idx is not None and idx.numel() == 0:
+            break
+        sel = (lambda A: A) if idx is None else (lambda A, i=idx: A[..., i])  # noqa: E731
+        ti = sel(t)
+        loss, _ = _data_loss(sel(L) + ti.to(dt) * sel(ZD), sel(Y), sel(cw), binary, Q, residuals=False)
+        f_try = loss + 0.5 * (sel(sq0) + ti * sel(sq1) + ti * ti * sel(sq2))
+        fi = sel(f)
+        ok = f_try <= fi + _C1 * ti * sel(gd) + 1e-6 * fi.abs()  # slack: objectives carry float32 rounding
+        at = torch.arange(b, device=dev) if idx is None else idx
+        f_new[at[ok]] = f_try[ok]
+        pending[at[ok]] = False
+        rej = at[~ok]
+        if rej.numel():
+            tr, fd = t[rej], f_try[~ok] - f[rej] - t[rej] * gd[rej]
+            t_q = -gd[rej] * tr * tr / (2 * fd.clamp_min(1e-300))
+            t[rej] = torch.minimum(torch.maximum(t_q, 0.1 * tr), 0.5 * tr)
+    return t, f_new, pending
+
+
 def _lbfgs(Z, Y, cw, scale_B, binary, Q, tol, max_iter, m, s_PB, T0=None):
     """L-BFGS over ``u`` with parameters ``T = s * u`` (``s_PB`` (p, B): the diagonal preconditioner's
     inverse square root per coordinate and problem), from ``T0`` (default 0). Returns ``T`` (r + 1, k', B) and
@@ -456,7 +487,6 @@ def _lbfgs(Z, Y, cw, scale_B, binary, Q, tol, max_iter, m, s_PB, T0=None):
             S, Yh, rho = S[..., keep], Yh[..., keep], rho[:, keep]
         if live.numel() == 0:
             break
-        b = live.numel()
         order = [(it - 1 - j) % m for j in range(min(it, m))]
         P = _direction(Gu, S, Yh, rho, order)
         gd = _dot(Gu, P)
@@ -469,28 +499,7 @@ def _lbfgs(Z, Y, cw, scale_B, binary, Q, tol, max_iter, m, s_PB, T0=None):
         ZD = _logits(Z, D)  # its scores: the line search needs no further product
         # ||T + t D||^2 = ||T||^2 + 2 t <T, D> + t^2 ||D||^2 over the penalised rows
         sq0, sq1, sq2 = _dot(T[:r], T[:r]), 2 * _dot(T[:r], D[:r]), _dot(D[:r], D[:r])
-        t = torch.ones(b, dtype=torch.float64, device=dev)
-        pending = torch.ones(b, dtype=torch.bool, device=dev)
-        f_new = f.clone()
-        for _ in range(_MAX_LS):  # Armijo backtracking on the scores alone (elementwise)
-            idx = None if bool(pending.all()) else pending.nonzero().squeeze(1)
-            if idx is not None and idx.numel() == 0:
-                break
-            sel = (lambda A: A) if idx is None else (lambda A, i=idx: A[..., i])  # noqa: E731
-            ti = sel(t)
-            loss, _ = _data_loss(sel(L) + ti.to(dt) * sel(ZD), sel(Y), sel(cw), binary, Q, residuals=False)
-            f_try = loss + 0.5 * (sel(sq0) + ti * sel(sq1) + ti * ti * sel(sq2))
-            fi = sel(f)
-            # slack: objectives carry float32 rounding
-            ok = f_try <= fi + _C1 * ti * sel(gd) + 1e-6 * fi.abs()
-            at = torch.arange(b, device=dev) if idx is None else idx
-            f_new[at[ok]] = f_try[ok]
-            pending[at[ok]] = False
-            rej = at[~ok]
-            if rej.numel():  # quadratic interpolation of the step, kept within [0.1, 0.5] of the last one
-                tr, fd = t[rej], f_try[~ok] - f[rej] - t[rej] * gd[rej]
-                t_q = -gd[rej] * tr * tr / (2 * fd.clamp_min(1e-300))
-                t[rej] = torch.minimum(torch.maximum(t_q, 0.1 * tr), 0.5 * tr)
+        t, f_new, pending = _line_search(L, ZD, Y, cw, binary, Q, f, gd, (sq0, sq1, sq2))
         # a failed line search ends that problem (no move; reported by the final gradient check)
         t = torch.where(pending, torch.zeros_like(t), t).to(dt)
         T, L, f = T + t * D, L + t * ZD, f_new

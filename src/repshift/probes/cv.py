@@ -417,6 +417,65 @@ def _scores_of(fit: Any, block: slice, X_ND: np.ndarray, y_N: np.ndarray, metric
     return np.array([-_log_loss(y_N, p, fit.classes_) for p in proba])
 
 
+def _batched_inner_cv(
+    X_s: np.ndarray,
+    y_N: np.ndarray,
+    groups_N: np.ndarray | None,
+    rows: Any,
+    *,
+    settings: ProbeSettings,
+    seeds: list[int],
+    device: Any,
+) -> tuple[dict[int, dict[str, Any]], dict[int, int]]:
+    """Every seed's inner CV in one batched call on the scaled rows ``X_s`` (basis ``rows``): per seed the
+    chosen C and the mean inner score per C (as :func:`_inner_cv_scores`), and the unconverged fits."""
+    from repshift.probes import batched as _batched
+
+    classes = np.unique(y_N)
+    grid = sorted(settings.c_grid)
+    splits: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+    columns, Cs = [], []  # one problem per (seed, inner split, C): a column of 0/1 row weights
+    for seed in seeds:
+        splits[seed] = []
+        if len(grid) == 1:
+            continue
+        for tr, va in inner_splits(y_N, groups_N, n_splits=settings.inner_folds, seed=seed):
+            if np.unique(y_N[tr]).size < classes.size:
+                continue  # as _inner_cv_scores: a training set missing a class is skipped
+            splits[seed].append((tr, va))
+            w = np.zeros(y_N.size)
+            w[tr] = 1.0
+            columns += [w] * len(grid)
+            Cs += grid
+        if not splits[seed]:
+            raise ValueError("no inner CV fold had every class in its training rows; cannot choose C")
+    inner = None
+    if columns:
+        inner = _batched.fit_logistic_batched(
+            X_s,
+            y_N,
+            np.array(Cs),
+            weights=np.stack(columns, axis=1),
+            max_iter=settings.max_iter,
+            tol=_INNER_TOL,
+            threads=1,
+            rows=rows,
+            device=device,
+        )
+    infos, n_conv, b = {}, dict.fromkeys(seeds, 0), 0
+    for seed in seeds:
+        totals = np.zeros(len(grid))
+        for _, va in splits[seed]:
+            block = slice(b, b + len(grid))  # this split's problems, one per C
+            totals += _scores_of(inner, block, X_s[va], y_N[va], settings.inner_metric)
+            n_conv[seed] += int((~inner.converged_B[block]).sum())
+            b += len(grid)
+        values = totals / len(splits[seed]) if splits[seed] else np.full(1, math.nan)
+        scores = dict(zip(grid, values.tolist(), strict=True))
+        infos[seed] = {"C": _best_C(scores), "inner_scores": scores}
+    return infos, n_conv
+
+
 def fit_probe_pipelines_batched(
     X_ND: np.ndarray,
     y_N: np.ndarray,
@@ -440,64 +499,15 @@ def fit_probe_pipelines_batched(
     """
     from repshift.probes import batched as _batched
 
-    basis, fit_logistic_batched = _batched.basis, _batched.fit_logistic_batched
-
     seeds = [int(s) for s in seeds]
     with threadpool_limits(limits=1, user_api="blas"):
         fitted_scaler = scaler().fit(X_ND)
         X_t = fitted_scaler.transform(X_ND)
-    classes = np.unique(y_N)
-    rows = basis(
+    rows = _batched.basis(
         X_t if sparse.issparse(X_t) else np.asarray(X_t, dtype=FEATURE_DTYPE), device=device, threads=1
     )
     X_s = rows.X_ND.cpu().numpy()  # the scaled rows, dense float32
-    grid = sorted(settings.c_grid)
-    # inner problems: (seed, inner split, C) -> a column of row weights
-    splits = {}
-    columns, Cs = [], []
-    for seed in seeds:
-        if len(grid) == 1:
-            splits[seed] = []
-            continue
-        kept = [
-            (tr, va)
-            for tr, va in inner_splits(y_N, groups_N, n_splits=settings.inner_folds, seed=seed)
-            if np.unique(y_N[tr]).size == classes.size
-        ]
-        if not kept:
-            raise ValueError("no inner CV fold had every class in its training rows; cannot choose C")
-        splits[seed] = kept
-        for tr, _ in kept:
-            w = np.zeros(y_N.size)
-            w[tr] = 1.0
-            for C in grid:
-                columns.append(w)
-                Cs.append(C)
-    n_conv = dict.fromkeys(seeds, 0)
-    infos = {}
-    if columns:
-        inner = fit_logistic_batched(
-            X_s,
-            y_N,
-            np.array(Cs),
-            weights=np.stack(columns, axis=1),
-            max_iter=settings.max_iter,
-            tol=_INNER_TOL,
-            threads=1,
-            rows=rows,
-            device=device,
-        )
-    b = 0
-    for seed in seeds:
-        totals = np.zeros(len(grid))
-        for _, va in splits[seed]:
-            block = slice(b, b + len(grid))  # this split's problems, one per C
-            totals += _scores_of(inner, block, X_s[va], y_N[va], settings.inner_metric)
-            n_conv[seed] += int((~inner.converged_B[block]).sum())
-            b += len(grid)
-        values = totals / max(len(splits[seed]), 1) if splits[seed] else np.full(1, math.nan)
-        scores = dict(zip(grid, values.tolist(), strict=True))
-        infos[seed] = {"C": _best_C(scores), "inner_scores": scores}
+    infos, n_conv = _batched_inner_cv(X_s, y_N, groups_N, rows, settings=settings, seeds=seeds, device=device)
     # second call: each distinct chosen C once on all rows, then the null at the first seed's C
     chosen = sorted({infos[s]["C"] for s in seeds})
     labels = [np.asarray(y_N)] * len(chosen)
@@ -506,7 +516,7 @@ def fit_probe_pipelines_batched(
     if n_perm:
         labels += list(np.asarray(permutations).T)
         C_all += [infos[seeds[0]]["C"]] * n_perm
-    final = fit_logistic_batched(
+    final = _batched.fit_logistic_batched(
         X_s,
         np.stack(labels, axis=1),
         np.array(C_all),

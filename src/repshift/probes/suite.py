@@ -514,6 +514,82 @@ def _parallel(settings: ProbeSettings, jobs: Any, *, total: int, desc: str) -> l
     return list(progress(run(jobs), desc=desc, unit="fit", total=total))
 
 
+def _evaluate_batched(
+    p: _Prepared,
+    tasks: list[tuple[int, int, int, np.ndarray]],
+    *,
+    train_fraction: float,
+    classes_K: np.ndarray,
+    settings: ProbeSettings,
+    with_null: bool,
+) -> tuple[list[Any], list[dict[str, Any]] | None]:
+    """:func:`_evaluate_split`'s results for ``tasks`` (seed, repeat, fold, train rows) on the batched engine:
+    one job per fold-run (every seed's inner CV and refit, and the null, on one basis); a learning-curve
+    fraction subsamples per seed, so there one job per (seed, fold-run). Also the null rows (None without)."""
+    fraction = f" at {train_fraction:g} of rows" if train_fraction < 1 else ""
+    with_null = with_null and train_fraction >= 1
+    groups = (
+        [(tuple(settings.seeds), r, k, tr) for r, k, tr, _ in p.splits]
+        if train_fraction >= 1
+        else [((seed,), r, k, tr) for seed, r, k, tr in tasks]
+    )
+    done = _parallel(
+        settings,
+        (
+            delayed(_evaluate_run_batched)(
+                p,
+                r,
+                k,
+                tr,
+                seeds=seeds,
+                train_fraction=train_fraction,
+                classes_K=classes_K,
+                settings=settings,
+                with_null=with_null,
+            )
+            for seeds, r, k, tr in groups
+        ),
+        total=len(groups),
+        desc=f"probe logreg{fraction} (batched, all seeds per fold-run)",
+    )
+    by_task = {
+        (seed, r, k): result
+        for (seeds, r, k, _), (results, _) in zip(groups, done, strict=True)
+        for seed, result in zip(seeds, results, strict=True)
+    }
+    null_rows = [row for _, rows in done for row in rows] if with_null else None
+    return [by_task[(seed, r, k)] for seed, r, k, _ in tasks], null_rows
+
+
+def _evaluate_one_by_one(
+    p: _Prepared, tasks: list[tuple[int, int, int, np.ndarray]], *, kind: str, train_fraction: float, settings
+) -> list[Any]:
+    """:func:`_evaluate_split` for each of ``tasks`` (seed, repeat, fold, train rows), over joblib workers."""
+    fraction = f" at {train_fraction:g} of rows" if train_fraction < 1 else ""
+    return _parallel(
+        settings,
+        (
+            delayed(_evaluate_split)(
+                p.X,
+                p.y,
+                p.spaces,
+                p.groups,
+                tr,
+                seed=seed,
+                repeat=r,
+                fold=k,
+                kind=kind,
+                train_fraction=train_fraction,
+                classes_K=np.unique(p.y),
+                settings=settings,
+            )
+            for seed, r, k, tr in tasks
+        ),
+        total=len(tasks),
+        desc=f"probe {kind}{fraction}",
+    )
+
+
 def _evaluate(
     X_train_ND,
     y_train_N,
@@ -556,67 +632,14 @@ def _evaluate(
         train_fraction,
         "+".join(s[0] for s in p.spaces),
     )
-    fraction = f" at {train_fraction:g} of rows" if train_fraction < 1 else ""
     null_rows = None
     n_fit = int(np.mean([tr.size for _, _, tr, _ in p.splits]) * train_fraction)
     if use_batched(n_fit, p.X.shape[1], kind):
-        # one job per fold-run (every seed's inner CV and refit, and the null, on one basis); a learning-curve
-        # fraction subsamples per seed, so there one job per (seed, fold-run)
-        groups = (
-            [(tuple(settings.seeds), r, k, tr) for r, k, tr, _ in p.splits]
-            if train_fraction >= 1
-            else [((seed,), r, k, tr) for seed, r, k, tr in tasks]
+        results, null_rows = _evaluate_batched(
+            p, tasks, train_fraction=train_fraction, classes_K=classes, settings=settings, with_null=with_null
         )
-        done = _parallel(
-            settings,
-            (
-                delayed(_evaluate_run_batched)(
-                    p,
-                    r,
-                    k,
-                    tr,
-                    seeds=seeds,
-                    train_fraction=train_fraction,
-                    classes_K=classes,
-                    settings=settings,
-                    with_null=with_null and train_fraction >= 1,
-                )
-                for seeds, r, k, tr in groups
-            ),
-            total=len(groups),
-            desc=f"probe {kind}{fraction} (batched, all seeds per fold-run)",
-        )
-        by_task = {
-            (seed, r, k): result
-            for (seeds, r, k, _), (results, _) in zip(groups, done, strict=True)
-            for seed, result in zip(seeds, results, strict=True)
-        }
-        results = [by_task[(seed, r, k)] for seed, r, k, _ in tasks]
-        if with_null and train_fraction >= 1:
-            null_rows = [row for _, rows in done for row in rows]
     else:
-        results = _parallel(
-            settings,
-            (
-                delayed(_evaluate_split)(
-                    p.X,
-                    p.y,
-                    p.spaces,
-                    p.groups,
-                    tr,
-                    seed=seed,
-                    repeat=r,
-                    fold=k,
-                    kind=kind,
-                    train_fraction=train_fraction,
-                    classes_K=classes,
-                    settings=settings,
-                )
-                for seed, r, k, tr in tasks
-            ),
-            total=len(tasks),
-            desc=f"probe {kind}{fraction}",
-        )
+        results = _evaluate_one_by_one(p, tasks, kind=kind, train_fraction=train_fraction, settings=settings)
     rows = [row for task_rows, _, _ in results for row in task_rows]
     fits = [(seed, r, k, *fit) for (seed, r, k, _), (_, _, fit) in zip(tasks, results, strict=True) if fit]
     n_conv = sum(c for _, c, _ in results)
