@@ -39,6 +39,12 @@ INNER_METRICS = ("log_loss", "accuracy")
 FEATURE_DTYPE = np.float32
 
 
+#: Default training-matrix size (rows x dims) from which logistic probes are fit by the batched solver
+#: (:func:`fit_probe_pipelines_batched`; setting ``batched_min_size``); below it by scikit-learn one fit at a time
+#: (as fast on small problems, and the job never imports torch).
+BATCHED_MIN_SIZE = 200_000
+
+
 # --------------------------------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
 class ProbeSettings:
@@ -62,6 +68,8 @@ class ProbeSettings:
     permutations: int = 0
     #: ``fixed``: null fits reuse the fold's scaler and real-label C; ``inner``: inner CV per permutation
     permutation_c: str = "fixed"
+    #: training-matrix entries (rows x dims) from which logistic fits go to the batched solver
+    batched_min_size: int = BATCHED_MIN_SIZE
 
     def __post_init__(self) -> None:
         for name in ("c_grid", "seeds", "train_fractions", "curve_layers"):
@@ -89,6 +97,8 @@ class ProbeSettings:
             raise ValueError(
                 f"probe repeats must be >= 1 and permutations >= 0, got {self.repeats} and {self.permutations}"
             )
+        if self.batched_min_size < 0:
+            raise ValueError(f"probe batched_min_size must be >= 0, got {self.batched_min_size}")
         if self.permutation_c not in ("fixed", "inner"):
             raise ValueError(f"probe permutation_c must be 'fixed' or 'inner', got {self.permutation_c!r}")
         if self.inner_metric not in INNER_METRICS:
@@ -374,11 +384,6 @@ def fit_probe_pipeline(
     return pipe, {"C": best_C, "inner_scores": scores, "n_convergence_warnings": n_conv}
 
 
-#: Training-matrix size (rows x dims) from which logistic probes are fit by the batched solver
-#: (:func:`fit_probe_pipelines_batched`); below it by scikit-learn one fit at a time (as fast on small problems,
-#: and the job never imports torch).
-BATCHED_MIN_SIZE = 200_000
-
 #: Tolerance of the batched inner-CV fits (scikit-learn's default 1e-4 elsewhere). Choosing C compares validation
 #: log losses, and at large C two solutions that both meet tol=1e-4 can differ in them by ~1% (benchmark fold-run:
 #: -0.5105 vs -0.5061 at C = 1, optimum -0.5065), enough to flip a near-tie; at 3e-5 it chose the optimum's C there,
@@ -386,10 +391,10 @@ BATCHED_MIN_SIZE = 200_000
 _INNER_TOL = 3e-5
 
 
-def use_batched(n_rows: int, n_dims: int, kind: str = "logreg") -> bool:
+def use_batched(n_rows: int, n_dims: int, settings: ProbeSettings, kind: str = "logreg") -> bool:
     """Whether logistic fits on an (n_rows, n_dims) training matrix go to the batched solver
-    (``n_rows * n_dims >= BATCHED_MIN_SIZE``; read at call time, so tests can move it)."""
-    return kind == "logreg" and n_rows * n_dims >= BATCHED_MIN_SIZE
+    (``n_rows * n_dims >= settings.batched_min_size``)."""
+    return kind == "logreg" and n_rows * n_dims >= settings.batched_min_size
 
 
 def _as_logistic(coef_KD: np.ndarray, intercept_K: np.ndarray, classes_K: np.ndarray, C: float, n_iter: int):

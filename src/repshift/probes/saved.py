@@ -328,7 +328,7 @@ def fit_final_probe(
     y = _as_vector(y_N, X.shape[0], "y_N")
     groups = None if groups_N is None else _as_vector(groups_N, X.shape[0], "groups_N")
     seed = settings.seeds[0] if seed is None else int(seed)
-    if use_batched(*X.shape):
+    if use_batched(*X.shape, settings):
         ((pipe, info),), _ = fit_probe_pipelines_batched(
             X, y, settings=settings, seeds=[seed], groups_N=groups
         )

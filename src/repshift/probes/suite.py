@@ -634,7 +634,7 @@ def _evaluate(
     )
     null_rows = None
     n_fit = int(np.mean([tr.size for _, _, tr, _ in p.splits]) * train_fraction)
-    if use_batched(n_fit, p.X.shape[1], kind):
+    if use_batched(n_fit, p.X.shape[1], settings, kind):
         results, null_rows = _evaluate_batched(
             p, tasks, train_fraction=train_fraction, classes_K=classes, settings=settings, with_null=with_null
         )
@@ -739,7 +739,7 @@ def permutation_null(
     Labels are permuted within the fold-run's training rows only (test rows keep their true labels). With
     ``settings.permutation_c == "fixed"`` (default) each null fit reuses the fold-run's scaler (it never sees
     labels, so permuting them cannot change it) and the C that inner CV chose for the real labels (first seed):
-    one fit per permutation instead of a full inner CV. From :data:`repshift.probes.cv.BATCHED_MIN_SIZE` on,
+    one fit per permutation instead of a full inner CV. From ``settings.batched_min_size`` training-matrix entries on,
     the null is fit with the real probes of its fold-run (:func:`_evaluate_run_batched`: all permutations in one
     batched call on the same basis, scikit-learn's objective and stopping rule, agreement tested) and this
     function is not called; below it each permutation is one ``LogisticRegression`` fit. This makes the null slightly optimistic

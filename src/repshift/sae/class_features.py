@@ -407,13 +407,12 @@ def fit_classifier(
 ):
     """C by inner CV on these rows, then a refit on all of them, through the probes' nested-CV engine
     (:func:`repshift.probes.cv.fit_probe_pipeline`, or its batched solver from
-    :data:`repshift.probes.cv.BATCHED_MIN_SIZE` on) with this module's scaler for sparse codes. Returns
+    :class:`~repshift.probes.cv.ProbeSettings` ``batched_min_size`` on) with this module's scaler for sparse codes. Returns
     ``(pipeline, C, n_convergence_warnings)``. Pass training rows only."""
     from repshift.probes.cv import fit_probe_pipeline, fit_probe_pipelines_batched, use_batched
 
-    if use_batched(
-        *X.shape
-    ):  # all inner problems in one batched solve (16k latents x 100 classes: hours -> minutes)
+    # all inner problems in one batched solve (16k latents x 100 classes: hours -> minutes)
+    if use_batched(*X.shape, settings):
         ((pipe, info),), _ = fit_probe_pipelines_batched(
             X, y_N, settings=settings, seeds=[seed], groups_N=groups_N, scaler=lambda: make_scaler(scaling)
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -124,11 +126,10 @@ def _suite_data(n=240, d=60, k=3, seed=0):
     return X.astype(np.float32), y, groups, folds
 
 
-def test_batched_engine_runs_the_suite_like_scikit_learn(monkeypatch):
-    """Above BATCHED_MIN_SIZE a fold-run's probes (every seed's inner CV over the C grid, the refits) and its
+def test_batched_engine_runs_the_suite_like_scikit_learn():
+    """From batched_min_size on, a fold-run's probes (every seed's inner CV over the C grid, the refits) and its
     null are fit on the batched solver; the rows equal scikit-learn's engine: same C chosen per (seed, fold-run)
     and same inner scores within the solvers' tolerance, accuracies within one flipped test row."""
-    import repshift.probes.cv as cv
     from repshift.probes.cv import ProbeSettings
     from repshift.probes.suite import fit_probe_suite
 
@@ -136,8 +137,9 @@ def test_batched_engine_runs_the_suite_like_scikit_learn(monkeypatch):
     settings = ProbeSettings(c_grid=(0.001, 0.03, 1.0), seeds=(0, 1), repeats=2, permutations=4)
 
     def suite(min_size):
-        monkeypatch.setattr(cv, "BATCHED_MIN_SIZE", min_size)
-        rows, probes = fit_probe_suite(X, y, folds, settings=settings, groups_N=groups)
+        rows, probes = fit_probe_suite(
+            X, y, folds, settings=dataclasses.replace(settings, batched_min_size=min_size), groups_N=groups
+        )
         rows = rows[rows.metric == "accuracy"].sort_values(["probe", "seed", "repeat", "fold", "test_space"])
         return rows.reset_index(drop=True), probes
 
@@ -172,12 +174,11 @@ def test_batched_engine_inner_scores_match_scikit_learn():
         )
 
 
-def test_sparse_codes_basis_and_classifier_match_dense_and_scikit_learn(monkeypatch):
+def test_sparse_codes_basis_and_classifier_match_dense_and_scikit_learn():
     """Sparse non-negative codes (the SAE-feature classifier's input): the basis from the sparse Gram matrix
     equals the dense one, and fit_classifier on the batched solver picks scikit-learn's C and predictions."""
     from scipy import sparse
 
-    import repshift.probes.cv as cv
     from repshift.probes.batched import basis
     from repshift.probes.cv import ProbeSettings
     from repshift.sae.class_features import fit_classifier
@@ -196,8 +197,9 @@ def test_sparse_codes_basis_and_classifier_match_dense_and_scikit_learn(monkeypa
 
     settings = ProbeSettings(c_grid=(0.01, 0.1, 1.0), seeds=(0,))
     ref_pipe, ref_C, _ = fit_classifier(X, y, settings=settings, seed=0, scaling="global")
-    monkeypatch.setattr(cv, "BATCHED_MIN_SIZE", 0)
-    pipe, C, n_conv = fit_classifier(X, y, settings=settings, seed=0, scaling="global")
+    pipe, C, n_conv = fit_classifier(
+        X, y, settings=dataclasses.replace(settings, batched_min_size=0), seed=0, scaling="global"
+    )
     assert C == ref_C and n_conv == 0
     test = sparse.random(40, d, density=0.05, random_state=rng.integers(1 << 31), format="csr")
     np.testing.assert_allclose(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -97,17 +99,17 @@ def test_inner_permutation_c_reruns_inner_cv():
         ProbeSettings(permutation_c="best")
 
 
-def test_small_and_batched_null_fits_agree(monkeypatch):
-    """Below BATCHED_MIN_SIZE each permutation is one scikit-learn fit, above it one batched solve with the real
+def test_small_and_batched_null_fits_agree():
+    """Below batched_min_size each permutation is one scikit-learn fit, above it one batched solve with the real
     probes of its fold-run: the same permutations (seeded per fold-run) give the same null rows either way."""
-    import repshift.probes.cv as cv
 
     X, y, groups, folds = _data(n=80, d=5, signal=1.0, seed=4)
     settings = ProbeSettings(c_grid=(1.0,), seeds=(0,), repeats=2, permutations=7)
 
     def null_rows(min_size):
-        monkeypatch.setattr(cv, "BATCHED_MIN_SIZE", min_size)
-        rows = run_probe_suite(X, y, folds, settings=settings, groups_N=groups)
+        rows = run_probe_suite(
+            X, y, folds, settings=dataclasses.replace(settings, batched_min_size=min_size), groups_N=groups
+        )
         null = rows[(rows.probe == "permutation") & (rows.metric == "accuracy")]
         return null.sort_values(["repeat", "fold", "seed"]).reset_index(drop=True)
 
