@@ -14,10 +14,11 @@ binary model, not a 2-class softmax); more: the multinomial (softmax) loss with 
 
 How (each step exact; none changes the optimum):
 
-* **Basis.** The L2 optimum lies in the row space of X, so every problem is solved on ``Z = X V`` (n, r), V
-  the eigenvectors of the smaller Gram matrix (:class:`Basis`, one eigendecomposition per X, shared by all
-  problems on it). Its columns are orthogonal, so the loss Hessian's bound (``C/4 Z^T Z``) is diagonal there:
-  the solver is preconditioned by it, which cuts the iterations of ill-conditioned problems severalfold.
+* **Basis.** The L2 optimum lies in the span of the centred rows, so every problem is solved on
+  ``Z = (X - 1 m^T) V`` (n, r), V the eigenvectors of the smaller centred Gram matrix (:class:`Basis`, one
+  eigendecomposition per X, shared by all problems on it; the intercept absorbs ``m^T W``). Z's columns are
+  orthogonal, so the loss Hessian's bound (``C/4 Z^T Z``) is diagonal there: the solver is preconditioned by
+  it, which cuts the iterations of ill-conditioned problems severalfold.
 * **Classes.** The softmax ignores a vector added to every class's weights, so the optimum's class weights sum
   to zero and K classes are solved on K - 1 orthonormal sum-zero columns (binary: one column, scikit-learn's
   model).
@@ -28,7 +29,8 @@ How (each step exact; none changes the optimum):
 * Parameters are laid out (coordinate, class, problem), so softmax reductions run over contiguous problems.
 
 Problem ``b`` stops when ``max |grad f_b| <= tol * C_b * sum_i r_ib``: scikit-learn's ``gtol = tol`` on its
-objective, which is ``f_b / (C_b * sum_i r_ib)`` (checked again in the original coordinates at the end).
+objective, which is ``f_b / (C_b * sum_i r_ib)``. The solver checks it on its own coordinates, then again in the
+original ones; a problem still above ``tol`` there continues until it is below.
 Features and GEMMs in float32 (``device="cuda"`` on a GPU), objective values accumulated in float64. Agreement
 with scikit-learn is tested in ``tests/unit/probes/test_batched.py`` (max |difference in probability| < 1e-3 at
 ``tol=1e-6``).
