@@ -82,14 +82,16 @@ class BatchedLogistic:
     grad_B: np.ndarray
     converged_B: np.ndarray
 
-    def decision_function(self, X_ND: np.ndarray) -> np.ndarray:
-        """(N, B, K') scores (one column for two classes, as scikit-learn's ``decision_function``)."""
+    def decision_function(self, X_ND: np.ndarray, problems: slice = slice(None)) -> np.ndarray:
+        """(N, B, K') scores of ``problems`` (one column for two classes, as scikit-learn's
+        ``decision_function``)."""
         X = np.asarray(X_ND, dtype=self.coef_BKD.dtype)
-        return np.einsum("nd,bkd->nbk", X, self.coef_BKD, optimize=True) + self.intercept_BK[None]
+        coef, intercept = self.coef_BKD[problems], self.intercept_BK[problems]
+        return np.einsum("nd,bkd->nbk", X, coef, optimize=True) + intercept[None]
 
-    def predict_proba(self, X_ND: np.ndarray) -> np.ndarray:
-        """(N, B, K) probabilities."""
-        z = self.decision_function(X_ND).astype(np.float64)
+    def predict_proba(self, X_ND: np.ndarray, problems: slice = slice(None)) -> np.ndarray:
+        """(N, B, K) probabilities of ``problems``."""
+        z = self.decision_function(X_ND, problems).astype(np.float64)
         if z.shape[-1] == 1:
             z = np.concatenate([np.zeros_like(z), z], axis=-1)
         z -= z.max(axis=-1, keepdims=True)

@@ -410,16 +410,10 @@ def _as_logistic(coef_KD: np.ndarray, intercept_K: np.ndarray, classes_K: np.nda
 
 def _scores_of(fit: Any, block: slice, X_ND: np.ndarray, y_N: np.ndarray, metric: str) -> np.ndarray:
     """Inner selection scores (higher is better) of batched problems ``block`` on rows ``X_ND``/``y_N``."""
-    z = np.einsum("nd,bkd->bnk", X_ND, fit.coef_BKD[block], optimize=True) + fit.intercept_BK[block][:, None]
-    if z.shape[-1] == 1:
-        z = np.concatenate([np.zeros_like(z), z], axis=-1)
-    z = z.astype(np.float64)
+    proba_NBK = fit.predict_proba(X_ND, block)
     if metric == "accuracy":
-        return np.mean(y_N[None] == fit.classes_[z.argmax(axis=-1)], axis=1)
-    z -= z.max(axis=-1, keepdims=True)
-    proba = np.exp(z)
-    proba /= proba.sum(axis=-1, keepdims=True)
-    return np.array([-_log_loss(y_N, p, fit.classes_) for p in proba])
+        return np.mean(y_N[:, None] == fit.classes_[proba_NBK.argmax(axis=-1)], axis=0)
+    return np.array([-_log_loss(y_N, proba_NBK[:, j], fit.classes_) for j in range(proba_NBK.shape[1])])
 
 
 def _batched_inner_cv(
