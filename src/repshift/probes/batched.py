@@ -17,8 +17,10 @@ How (each step exact; none changes the optimum):
 * **Basis.** The L2 optimum lies in the span of the centred rows, so every problem is solved on
   ``Z = (X - 1 m^T) V`` (n, r), V the eigenvectors of the smaller centred Gram matrix (:class:`Basis`, one
   eigendecomposition per X, shared by all problems on it; the intercept absorbs ``m^T W``). Z's columns are
-  orthogonal, so the loss Hessian's bound (``C/4 Z^T Z``) is diagonal there: the solver is preconditioned by
-  it, which cuts the iterations of ill-conditioned problems severalfold.
+  orthogonal, so the loss Hessian at uniform probabilities (``C/4 Z^T Z``) is diagonal there. The solver is
+  preconditioned by the Hessian's diagonal (plus the penalty's identity): a scaled uniform-probability bound at
+  the start, recomputed from the fitted probabilities after a few iterations (one more product). This cuts the
+  iterations of ill-conditioned and large-C problems severalfold.
 * **Classes.** The softmax ignores a vector added to every class's weights, so the optimum's class weights sum
   to zero and K classes are solved on K - 1 orthonormal sum-zero columns (binary: one column, scikit-learn's
   model).
@@ -39,6 +41,7 @@ with scikit-learn is tested in ``tests/unit/probes/test_batched.py`` (max |diffe
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -277,6 +280,11 @@ class Basis:
     X_ND: torch.Tensor
     mean_D: torch.Tensor
 
+    @functools.cached_property
+    def Z2_NR(self) -> torch.Tensor:
+        """``Z_NR`` squared elementwise (the preconditioner's products), computed once per basis."""
+        return self.Z_NR.square()
+
     @property
     def rank(self) -> int:
         return int(self.lam_R.numel())
@@ -380,16 +388,7 @@ def fit_logistic_batched(
             raise ValueError(f"rows: a basis of {rows.Z_NR.shape[0]} rows for X with {n}")
         r, K = rows.rank, classes.size
         Q = _class_basis(K, dtype, X.device)
-        # Preconditioner: the diagonal of the loss Hessian's bound at uniform probabilities in the basis,
-        # c * sum_i C r_i Z_ij^2 (= c C lam_j with all rows), c = 1/4 (binary logistic loss) or 1/K (softmax)
-        # times _CURVATURE (fitted probabilities move away from uniform), plus 1 (the penalty); the intercept's
-        # is c * C * sum of weights.
-        c = (0.25 if binary else 1.0 / K) * _CURVATURE
-        h = torch.empty((r + 1, cw.shape[1]), dtype=torch.float64, device=X.device)
-        h[:r] = 1.0 + c * _mm(rows.Z_NR.square().T, cw).double()
-        h[r] = c * cw.sum(0).double()
-        s_PB = h.rsqrt().to(dtype)
-        T_r, n_iter = _lbfgs(rows.Z_NR, Y, cw, scale_B, binary, Q, tol, max_iter, memory, s_PB)
+        T_r, n_iter = _lbfgs(rows.Z_NR, rows.Z2_NR, Y, cw, scale_B, binary, Q, tol, max_iter, memory)
         T, grad_B = _original(T_r, rows, X, Y, cw, binary, Q, scale_B)
         # The solver stopped on its own coordinates' gradient (a rotation of scikit-learn's, whose max can be
         # smaller): problems above tol in the original coordinates continue from where they are, until their own
@@ -402,6 +401,7 @@ def fit_logistic_batched(
             shrink = np.clip(own / grad_B[again], 1e-4, 1.0) * 0.5
             T_more, n_more = _lbfgs(
                 rows.Z_NR,
+                rows.Z2_NR,
                 Y[..., i],
                 cw[:, i],
                 scale_B[again] * shrink,
@@ -410,7 +410,6 @@ def fit_logistic_batched(
                 tol,
                 max_iter - int(n_iter[again].min()),
                 memory,
-                s_PB[:, i],
                 T0=T_r[..., i],
             )
             T_r[..., i] = T_more
@@ -429,10 +428,14 @@ def fit_logistic_batched(
     return BatchedLogistic(coef, T[d].T.cpu().numpy(), classes, n_iter, grad_B, converged)
 
 
-#: Scale of the preconditioner's curvature bound, and the L-BFGS memory (``fit_logistic_batched(memory=)``): 0.2
-#: and 2 took the fewest iterations on ``benchmarks/probes_batched.py``'s fold-runs (memory 3-10 and scales 0.1-0.5:
-#: up to 1.5x more; a short memory suits a Hessian that changes as the fitted probabilities leave uniform).
-_CURVATURE = 0.2
+#: The diagonal preconditioner's scales (:func:`_precondition`): at the start (uniform probabilities, which the fit
+#: leaves, so the curvature computed there is too large) and from iteration ``_REFRESH_AT`` on (the fitted
+#: probabilities); the intercept's floor. With the L-BFGS memory (``fit_logistic_batched(memory=)``) 2, these took
+#: the fewest iterations on ``benchmarks/probes_batched.py``'s fold-runs, its binary, strong-signal and d < n
+#: variants, and an anisotropic stand-in (power-law spectrum, outlier dimensions): 1.0-3.6x fewer than one fixed
+#: bound (scale 0.2), whose iterations at large C grew with the anisotropy. Without the floor, 100-class fits on
+#: sparse codes stalled; a floor of 0.05 or more slowed the dense fits again.
+_CURVATURE, _REFRESH_AT, _REFRESH_SCALE, _INTERCEPT_FLOOR = 0.5, 4, 0.3, 0.01
 
 
 def _line_search(L, ZD, Y, cw, binary, Q, f, gd, sq):
@@ -466,10 +469,35 @@ def _line_search(L, ZD, Y, cw, binary, Q, f, gd, sq):
     return t, f_new, pending
 
 
-def _lbfgs(Z, Y, cw, scale_B, binary, Q, tol, max_iter, m, s_PB, T0=None):
-    """L-BFGS over ``u`` with parameters ``T = s * u`` (``s_PB`` (p, B): the diagonal preconditioner's
-    inverse square root per coordinate and problem), from ``T0`` (default 0). Returns ``T`` (r + 1, k', B) and
-    iterations per problem."""
+def _precondition(Z2, L, cw, binary, Q, scale) -> torch.Tensor:
+    """(r + 1, k', b) inverse square roots of a diagonal preconditioner at scores ``L``: ``1 + scale * diag(H)``,
+    H the data loss's Hessian in the basis (``Z2``: the basis columns squared, (n, r)), 1 the penalty's. Per row
+    and class coordinate H's diagonal weight is ``p (1 - p)`` (binary) or ``diag(Q^T (diag(p) - p p^T) Q)``
+    (softmax on sum-zero coordinates). The unpenalised intercept's entry is ``scale * diag(H)`` but at least
+    ``_INTERCEPT_FLOOR`` times its value at the start: when every row is fitted confidently (100 classes on
+    sparse codes) its curvature tends to 0, and the intercept's step would swamp the rest."""
+    n, r = Z2.shape
+    if binary:
+        p = torch.sigmoid(L)
+        w = p * (1 - p)
+    else:
+        p = torch.softmax(_classes(L, Q) if Q is not None else L, dim=1)
+        w = p * (1 - p) if Q is None else _classes(p, (Q * Q).T) - _classes(p, Q.T).square()
+    w_uniform = 0.25 if binary else 1.0 / p.shape[1]
+    k, b = w.shape[1:]
+    cwW = cw[:, None, :] * w
+    h = torch.empty((r + 1, k, b), dtype=torch.float64, device=L.device)
+    h[:r] = 1.0 + scale * _mm(Z2.T, cwW.reshape(n, k * b)).view(r, k, b).double()
+    floor = _INTERCEPT_FLOOR * _CURVATURE * w_uniform * cw.sum(0).double()
+    h[r] = torch.maximum(scale * cwW.sum(0).double(), floor[None])
+    return h.rsqrt().to(L.dtype)
+
+
+def _lbfgs(Z, Z2, Y, cw, scale_B, binary, Q, tol, max_iter, m, T0=None):
+    """L-BFGS over ``u`` with parameters ``T = s * u``, ``s`` (r + 1, k', B) the diagonal preconditioner
+    (:func:`_precondition`: at the start, and again from the fitted probabilities at iteration ``_REFRESH_AT``,
+    where the history restarts), from ``T0`` (default 0). Returns ``T`` (r + 1, k', B) and iterations per
+    problem."""
     n, r = Z.shape
     B = Y.shape[2]
     k = 1 if binary else Y.shape[1] - (Q is not None)
@@ -477,7 +505,6 @@ def _lbfgs(Z, Y, cw, scale_B, binary, Q, tol, max_iter, m, s_PB, T0=None):
     T_out = torch.zeros((r + 1, k, B), dtype=dt, device=dev)
     n_iter = np.zeros(B, dtype=np.int64)
     live = torch.arange(B, device=dev)
-    s = s_PB[:, None, :].to(dt)
     T = torch.zeros((r + 1, k, B), dtype=dt, device=dev) if T0 is None else T0.clone()
     S = torch.zeros((m, r + 1, k, B), dtype=dt, device=dev)
     Yh = torch.zeros_like(S)
@@ -487,6 +514,7 @@ def _lbfgs(Z, Y, cw, scale_B, binary, Q, tol, max_iter, m, s_PB, T0=None):
     f, R = _data_loss(L, Y, cw, binary, Q)
     f = f + 0.5 * _dot(T[:r], T[:r])
     G = _gradient(Z, T, R)
+    s = _precondition(Z2, L, cw, binary, Q, _CURVATURE if T0 is None else _REFRESH_SCALE)
     Gu = G * s
     failed = torch.zeros(B, dtype=torch.bool, device=dev)
     for it in range(max_iter):
@@ -499,6 +527,10 @@ def _lbfgs(Z, Y, cw, scale_B, binary, Q, tol, max_iter, m, s_PB, T0=None):
             S, Yh, rho = S[..., keep], Yh[..., keep], rho[:, keep]
         if live.numel() == 0:
             break
+        if it == _REFRESH_AT:  # the preconditioner from the fitted probabilities; the history restarts
+            s = _precondition(Z2, L, cw, binary, Q, _REFRESH_SCALE)
+            Gu = G * s
+            rho.zero_()
         order = [(it - 1 - j) % m for j in range(min(it, m))]
         P = _direction(Gu, S, Yh, rho, order)
         gd = _dot(Gu, P)

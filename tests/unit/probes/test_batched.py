@@ -206,3 +206,23 @@ def test_sparse_codes_basis_and_classifier_match_dense_and_scikit_learn():
         pipe.predict_proba(test), ref_pipe.predict_proba(test), atol=PROBA_ATOL, rtol=0
     )
     assert np.mean(pipe.predict(X) == ref_pipe.predict(X)) >= 0.99
+
+
+def test_many_classes_on_sparse_codes_converge_at_large_c():
+    # 30 classes on sparse non-negative codes (5% active, a class-marking latent): at C = 10 every row ends up
+    # fitted confidently, so the intercept's refreshed curvature tends to 0. Without the preconditioner's
+    # intercept floor this fit stalled at max_iter (300 iterations, gradient stuck); with it, ~30 iterations.
+    from scipy import sparse
+
+    rng = np.random.default_rng(0)
+    n, d, k = 300, 1000, 30
+    y = np.arange(n) % k
+    X = sparse.random(n, d, density=0.05, random_state=0, format="csr", dtype=np.float32)
+    X.data = rng.exponential(1.0, X.data.size).astype(np.float32)
+    X = (X + sparse.csr_matrix((np.full(n, 3.0, np.float32), (np.arange(n), y * 7)), shape=(n, d))).toarray()
+    X /= np.sqrt(np.mean(X[X != 0] ** 2))
+    fit = fit_logistic_batched(X, y, [1.0, 10.0], tol=3e-6, max_iter=300)
+    assert fit.converged_B.all(), fit.n_iter_B
+    assert fit.n_iter_B.max() < 100
+    ref = LogisticRegression(C=10.0, tol=1e-8, max_iter=5000).fit(X.astype(np.float64), y)
+    np.testing.assert_allclose(fit.predict_proba(X)[:, 1], ref.predict_proba(X), atol=PROBA_ATOL, rtol=0)
