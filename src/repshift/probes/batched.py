@@ -386,7 +386,7 @@ def fit_logistic_batched(
         rows = rows if rows is not None else basis(X, device=device)
         if rows.Z_NR.shape[0] != n:
             raise ValueError(f"rows: a basis of {rows.Z_NR.shape[0]} rows for X with {n}")
-        r, K = rows.rank, classes.size
+        K = classes.size
         Q = _class_basis(K, dtype, X.device)
         T_r, n_iter = _lbfgs(rows.Z_NR, rows.Z2_NR, Y, cw, scale_B, binary, Q, tol, max_iter, memory)
         T, grad_B = _original(T_r, rows, X, Y, cw, binary, Q, scale_B)
@@ -431,10 +431,10 @@ def fit_logistic_batched(
 #: The diagonal preconditioner's scales (:func:`_precondition`): at the start (uniform probabilities, which the fit
 #: leaves, so the curvature computed there is too large) and from iteration ``_REFRESH_AT`` on (the fitted
 #: probabilities); the intercept's floor. With the L-BFGS memory (``fit_logistic_batched(memory=)``) 2, these took
-#: the fewest iterations on ``benchmarks/probes_batched.py``'s fold-runs, its binary, strong-signal and d < n
-#: variants, and an anisotropic stand-in (power-law spectrum, outlier dimensions): 1.0-3.6x fewer than one fixed
-#: bound (scale 0.2), whose iterations at large C grew with the anisotropy. Without the floor, 100-class fits on
-#: sparse codes stalled; a floor of 0.05 or more slowed the dense fits again.
+#: the fewest iterations on the probe benchmark's fold-runs, its binary, strong-signal and d < n variants, and an
+#: anisotropic stand-in (power-law spectrum, outlier dimensions): 1.3-8.7x fewer than one fixed bound (scale 0.2),
+#: whose iterations at large C grow with the anisotropy (``benchmarks/probes_preconditioner.py``). Without the
+#: floor, 100-class fits on sparse codes stalled; a floor of 0.05 or more slowed the dense fits again.
 _CURVATURE, _REFRESH_AT, _REFRESH_SCALE, _INTERCEPT_FLOOR = 0.5, 4, 0.3, 0.01
 
 
