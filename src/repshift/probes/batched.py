@@ -325,7 +325,7 @@ def basis(X_ND: Any, *, device: str | torch.device | None = None, threads: int |
             mean = X.double().mean(0)
             Xc = X.double() - mean
             gram = _mm(Xc, Xc.T) if row_space else _mm(Xc.T, Xc)
-        if gram.device.type == "cpu":  # LAPACK's dsyevr through numpy: ~1.4x torch's eigh on one CPU thread
+        if gram.device.type == "cpu":  # LAPACK's dsyevd through numpy: ~1.2x torch's eigh on one CPU thread
             lam_np, E_np = np.linalg.eigh(gram.numpy())
             lam, E = torch.from_numpy(lam_np), torch.from_numpy(E_np)
         else:
