@@ -481,8 +481,8 @@ def _precondition(Z2, L, cw, binary, Q, scale) -> torch.Tensor:
         p = torch.sigmoid(L)
         w = p * (1 - p)
     else:
-        p = torch.softmax(_classes(L, Q) if Q is not None else L, dim=1)
-        w = p * (1 - p) if Q is None else _classes(p, (Q * Q).T) - _classes(p, Q.T).square()
+        p = torch.softmax(_classes(L, Q), dim=1)  # more than two classes always have the sum-zero basis Q
+        w = _classes(p, (Q * Q).T) - _classes(p, Q.T).square()
     w_uniform = 0.25 if binary else 1.0 / p.shape[1]
     k, b = w.shape[1:]
     cwW = cw[:, None, :] * w

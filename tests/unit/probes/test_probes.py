@@ -502,7 +502,10 @@ def test_inner_splits_equal_scikit_learns_stratified_group_kfold(seed):
     from sklearn.model_selection import StratifiedGroupKFold
 
     rng = np.random.default_rng(seed)
-    n, k = int(rng.integers(40, 400)), int(rng.integers(2, 12))  # < 8 classes: plain floats; more: numpy
+    n, k = (
+        int(rng.integers(40, 400)),
+        int(rng.integers(2, 12)),
+    )  # < 8 classes: plain floats; 8 or more: scikit-learn's own
     n_splits = int(rng.choice([2, 3, 5]))
     groups = rng.integers(0, n // int(rng.integers(1, 4)), size=n)  # one row per group to several
     y = (groups * 7 + rng.integers(0, 2, size=n) * (seed % 2)) % k  # labels mostly shared within a group
